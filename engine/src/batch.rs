@@ -1,0 +1,101 @@
+//! Atomic write batches.
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Sets `key` to `value`.
+    Put {
+        /// Column family name.
+        cf: String,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Deletes `key`.
+    Delete {
+        /// Column family name.
+        cf: String,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Deletes every key in `[start, end)`.
+    DeleteRange {
+        /// Column family name.
+        cf: String,
+        /// First key deleted.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+}
+
+/// A set of writes over any column families, applied atomically by
+/// [`Engine::write`](crate::Engine::write): a reader sees all of it or none of it, and after a
+/// crash the engine holds all of it or none of it. Later operations on the same key win.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub(crate) ops: Vec<BatchOp>,
+    pub(crate) approximate_bytes: usize,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` to `value` in column family `cf`.
+    pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> &mut Self {
+        self.approximate_bytes += key.len() + value.len() + 16;
+        self.ops.push(BatchOp::Put {
+            cf: cf.to_string(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
+        self
+    }
+
+    /// Deletes `key` from column family `cf`.
+    pub fn delete(&mut self, cf: &str, key: &[u8]) -> &mut Self {
+        self.approximate_bytes += key.len() + 16;
+        self.ops.push(BatchOp::Delete {
+            cf: cf.to_string(),
+            key: key.to_vec(),
+        });
+        self
+    }
+
+    /// Deletes every key in `[start, end)` of column family `cf`. An empty or inverted range
+    /// deletes nothing.
+    pub fn delete_range(&mut self, cf: &str, start: &[u8], end: &[u8]) -> &mut Self {
+        self.approximate_bytes += start.len() + end.len() + 16;
+        self.ops.push(BatchOp::DeleteRange {
+            cf: cf.to_string(),
+            start: start.to_vec(),
+            end: end.to_vec(),
+        });
+        self
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True if the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Removes every operation.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.approximate_bytes = 0;
+    }
+
+    /// The operations, in order.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+}

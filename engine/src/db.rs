@@ -1,0 +1,1228 @@
+//! The engine: open/recover, the write path, reads, snapshots, column families, and the
+//! background flush and compaction threads.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::batch::{BatchOp, WriteBatch};
+use crate::compaction::{Gc, OutputWriter};
+use crate::error::{Error, Result};
+use crate::io::{FileSystem, RealFs};
+use crate::iterator::{
+    EngineIterator, LevelSource, MemSource, MergingIter, Source, Start, TableSource,
+};
+use crate::manifest::{self, ManifestWriter, VersionEdit};
+use crate::memtable::{Lookup, MemTable};
+use crate::options::{IterOptions, Options};
+use crate::picker::{self, CompactionTask, PickerConfig};
+use crate::range_del::{Fragments, RangeTombstone};
+use crate::version::{parse_table_name, Recovered, TableFile, Version};
+use crate::DEFAULT_CFS;
+
+/// A manifest larger than this is rewritten as a fresh snapshot.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// The read state at one moment: memtables and the version, swapped atomically.
+pub(crate) struct SuperVersion {
+    pub(crate) mem: Arc<MemTable>,
+    /// Immutable memtables, newest first.
+    pub(crate) imms: Vec<Arc<MemTable>>,
+    pub(crate) version: Arc<Version>,
+}
+
+impl SuperVersion {
+    fn max_l0_files(&self) -> usize {
+        self.version
+            .cfs
+            .values()
+            .map(|t| t.levels.first().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+struct State {
+    manifest: ManifestWriter,
+    next_file_number: u64,
+    next_cf_id: u32,
+    /// Files being compacted.
+    busy: HashSet<u64>,
+    manual_compaction: bool,
+    running_compactions: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    flushes: AtomicU64,
+    compactions: AtomicU64,
+    trivial_moves: AtomicU64,
+    write_stalls: AtomicU64,
+    write_stall_micros: AtomicU64,
+    write_slowdowns: AtomicU64,
+    bytes_flushed: AtomicU64,
+    bytes_compacted: AtomicU64,
+}
+
+/// A point-in-time view of the engine's counters and shape.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Flushes completed.
+    pub flushes: u64,
+    /// Compactions completed (trivial moves included).
+    pub compactions: u64,
+    /// Compactions that only moved a file down a level.
+    pub trivial_moves: u64,
+    /// Times a writer had to wait for flush or L0 compaction.
+    pub write_stalls: u64,
+    /// Total time writers spent stalled, in microseconds.
+    pub write_stall_micros: u64,
+    /// Writes delayed by 1 ms because L0 was filling up.
+    pub write_slowdowns: u64,
+    /// Bytes written by flushes.
+    pub bytes_flushed: u64,
+    /// Bytes written by compactions.
+    pub bytes_compacted: u64,
+    /// Files per level, summed over column families.
+    pub level_files: Vec<usize>,
+    /// Bytes per level, summed over column families.
+    pub level_bytes: Vec<u64>,
+    /// Immutable memtables waiting for flush.
+    pub immutable_memtables: usize,
+    /// Approximate bytes in the active memtable.
+    pub memtable_bytes: usize,
+    /// Sequence of the newest write.
+    pub last_seq: u64,
+    /// Every write with a sequence up to this is durable.
+    pub flushed_seq: u64,
+}
+
+pub(crate) struct Inner {
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    opts: Options,
+    _lock: Box<dyn Send + Sync>,
+    write_mu: Mutex<()>,
+    last_seq: AtomicU64,
+    flushed_seq: AtomicU64,
+    sv: RwLock<Arc<SuperVersion>>,
+    cf_ids: RwLock<HashMap<String, u32>>,
+    state: Mutex<State>,
+    /// Signalled whenever background work may be available or has finished.
+    event_mu: Mutex<()>,
+    event_cv: Condvar,
+    snapshots: Mutex<BTreeMap<u64, usize>>,
+    poison: Mutex<Option<String>>,
+    poisoned: AtomicBool,
+    shutdown: AtomicBool,
+    counters: Counters,
+}
+
+/// The storage engine. Cheap to share behind an `Arc`; every method takes `&self`.
+///
+/// Dropping the engine stops its background threads after a best-effort flush; call
+/// [`Engine::close`] to flush and see any error.
+pub struct Engine {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+/// A consistent read-only view of the engine at the moment it was taken. While it lives,
+/// compaction keeps every version it can read.
+pub struct Snapshot {
+    inner: Arc<Inner>,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("seq", &self.seq).finish()
+    }
+}
+
+impl Snapshot {
+    /// The sequence number the snapshot reads at.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Reads `key` from column family `cf` as of the snapshot.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let id = self.inner.cf_id(cf)?;
+        let sv = self.inner.sv.read().clone();
+        self.inner.get_at(&sv, id, key, self.seq)
+    }
+
+    /// Iterates column family `cf` as of the snapshot.
+    pub fn iter(&self, cf: &str, opts: IterOptions) -> Result<EngineIterator> {
+        let id = self.inner.cf_id(cf)?;
+        let sv = self.inner.sv.read().clone();
+        self.inner.iter_at(sv, id, self.seq, opts)
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut s = self.inner.snapshots.lock();
+        if let Some(c) = s.get_mut(&self.seq) {
+            *c -= 1;
+            if *c == 0 {
+                s.remove(&self.seq);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the engine in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Engine> {
+        Self::open_with_fs(dir, opts, Arc::new(RealFs))
+    }
+
+    /// Opens the engine in `dir` through `fs`.
+    ///
+    /// Recovery reads `CURRENT` and the manifest it names, opens every live SSTable, writes a
+    /// fresh manifest holding the recovered state, and removes files no version references
+    /// (leftovers of flushes and compactions cut short by a crash).
+    pub fn open_with_fs(
+        dir: impl AsRef<Path>,
+        opts: Options,
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<Engine> {
+        if opts.num_levels < 2 {
+            return Err(Error::InvalidArgument(
+                "num_levels must be at least 2".into(),
+            ));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)?;
+        let lock = fs.lock(&dir.join("LOCK"))?;
+        let mut rec = Recovered {
+            next_file_number: 1,
+            ..Recovered::default()
+        };
+        let old_manifest = manifest::read_current(fs.as_ref(), &dir)?;
+        if let Some(n) = old_manifest {
+            let path = dir.join(manifest::manifest_name(n));
+            let data = fs.read_all(&path)?;
+            for edit in manifest::decode_manifest(&data, &path)? {
+                rec.apply(&edit, opts.num_levels, &path)?;
+            }
+            rec.next_file_number = rec.next_file_number.max(n + 1);
+        }
+        // The default column families always exist.
+        for name in DEFAULT_CFS {
+            if !rec.cfs.values().any(|(n, _, _)| n == name) {
+                let id = rec.next_cf_id;
+                rec.next_cf_id += 1;
+                rec.cfs.insert(
+                    id,
+                    (
+                        name.to_string(),
+                        vec![BTreeMap::new(); opts.num_levels],
+                        vec![None; opts.num_levels],
+                    ),
+                );
+            }
+        }
+        let version = rec.open(&fs, &dir, opts.num_levels)?;
+        let manifest_number = rec.next_file_number;
+        let next_file_number = manifest_number + 1;
+        let mut snap = version.snapshot_edit();
+        snap.next_file_number = Some(next_file_number);
+        snap.flushed_seq = Some(rec.flushed_seq);
+        snap.next_cf_id = Some(rec.next_cf_id);
+        let manifest = ManifestWriter::create(fs.as_ref(), &dir, manifest_number, &snap)?;
+        remove_orphans(fs.as_ref(), &dir, &version, manifest_number)?;
+
+        let cf_ids = version
+            .cfs
+            .iter()
+            .map(|(id, t)| (t.name.clone(), *id))
+            .collect();
+        let inner = Arc::new(Inner {
+            dir,
+            fs,
+            _lock: lock,
+            write_mu: Mutex::new(()),
+            last_seq: AtomicU64::new(rec.flushed_seq),
+            flushed_seq: AtomicU64::new(rec.flushed_seq),
+            sv: RwLock::new(Arc::new(SuperVersion {
+                mem: Arc::new(MemTable::new()),
+                imms: Vec::new(),
+                version: Arc::new(version),
+            })),
+            cf_ids: RwLock::new(cf_ids),
+            state: Mutex::new(State {
+                manifest,
+                next_file_number,
+                next_cf_id: rec.next_cf_id,
+                busy: HashSet::new(),
+                manual_compaction: false,
+                running_compactions: 0,
+            }),
+            event_mu: Mutex::new(()),
+            event_cv: Condvar::new(),
+            snapshots: Mutex::new(BTreeMap::new()),
+            poison: Mutex::new(None),
+            poisoned: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            counters: Counters::default(),
+            opts,
+        });
+        let mut threads = Vec::new();
+        let flusher = inner.clone();
+        threads.push(spawn("pontoon-flush", move || flusher.flush_loop())?);
+        if inner.opts.auto_compaction {
+            for i in 0..inner.opts.compaction_threads.max(1) {
+                let c = inner.clone();
+                threads.push(spawn(&format!("pontoon-compact-{i}"), move || {
+                    c.compaction_loop()
+                })?);
+            }
+        }
+        Ok(Engine {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Applies `batch` atomically and returns the sequence number of its last operation (the
+    /// engine's sequence after the write). The batch is visible to readers when this returns
+    /// and durable once [`Engine::flushed_seq`] reaches that number. An empty batch returns
+    /// the current sequence.
+    ///
+    /// Writers are slowed (1 ms per write) when L0 fills up and stopped while too many
+    /// memtables wait for flush or L0 is full; each stall is counted in [`Stats`] and logged.
+    pub fn write(&self, batch: &WriteBatch) -> Result<u64> {
+        self.inner.write(batch)
+    }
+
+    /// Sets `key` to `value` in `cf` (a one-operation batch).
+    pub fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.put(cf, key, value);
+        self.write(&b)
+    }
+
+    /// Deletes `key` from `cf` (a one-operation batch).
+    pub fn delete(&self, cf: &str, key: &[u8]) -> Result<u64> {
+        let mut b = WriteBatch::new();
+        b.delete(cf, key);
+        self.write(&b)
+    }
+
+    /// Reads the newest value of `key` in `cf`.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let id = self.inner.cf_id(cf)?;
+        let (sv, seq) = self.inner.read_view();
+        self.inner.get_at(&sv, id, key, seq)
+    }
+
+    /// Iterates `cf` at the current sequence within `opts`' bounds.
+    pub fn iter(&self, cf: &str, opts: IterOptions) -> Result<EngineIterator> {
+        let id = self.inner.cf_id(cf)?;
+        let (sv, seq) = self.inner.read_view();
+        self.inner.iter_at(sv, id, seq, opts)
+    }
+
+    /// Pins the current state for consistent reads.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snaps = self.inner.snapshots.lock();
+        let seq = self.inner.last_seq.load(Ordering::Acquire);
+        *snaps.entry(seq).or_insert(0) += 1;
+        Snapshot {
+            inner: self.inner.clone(),
+            seq,
+        }
+    }
+
+    /// Sequence of the newest write.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Every write batch with a sequence `<=` this survives a crash: it is in SSTables
+    /// recorded in the manifest.
+    pub fn flushed_seq(&self) -> u64 {
+        self.inner.flushed_seq.load(Ordering::Acquire)
+    }
+
+    /// Flushes everything written so far (all column families, in one manifest edit) and
+    /// waits for it. Returns the flushed sequence.
+    pub fn flush(&self) -> Result<u64> {
+        let target = {
+            let _w = self.inner.write_mu.lock();
+            self.inner.check_writable()?;
+            self.inner.switch_memtable();
+            self.inner.last_seq.load(Ordering::Acquire)
+        };
+        self.inner.notify();
+        loop {
+            self.inner.check_writable()?;
+            if self.inner.flushed_seq.load(Ordering::Acquire) >= target
+                && self.inner.sv.read().imms.is_empty()
+            {
+                return Ok(self.flushed_seq());
+            }
+            self.inner.wait_event();
+        }
+    }
+
+    /// Compacts every column family all the way down: after it, each holds its data in the
+    /// last level only (minus what snapshots pin). Flushes first.
+    pub fn compact_all(&self) -> Result<()> {
+        self.flush()?;
+        self.inner.compact_all()
+    }
+
+    /// Runs the automatic compactions that are due until none is (for tests and tools that
+    /// run with `auto_compaction` off).
+    pub fn compact_pending(&self) -> Result<()> {
+        while self.inner.compact_once()? {}
+        Ok(())
+    }
+
+    /// Creates column family `name`. Durable when this returns.
+    pub fn create_cf(&self, name: &str) -> Result<()> {
+        self.inner.create_cf(name)
+    }
+
+    /// Drops column family `name` and its data. The default column families cannot be
+    /// dropped. Durable when this returns.
+    pub fn drop_cf(&self, name: &str) -> Result<()> {
+        self.inner.drop_cf(name)
+    }
+
+    /// Names of every column family, sorted.
+    pub fn cf_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.cf_ids.read().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Counters and shape of the tree.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        let sv = self.inner.sv.read().clone();
+        let n = self.inner.opts.num_levels;
+        let mut level_files = vec![0; n];
+        let mut level_bytes = vec![0; n];
+        for tree in sv.version.cfs.values() {
+            for (l, files) in tree.levels.iter().enumerate() {
+                level_files[l] += files.len();
+                level_bytes[l] += files.iter().map(|f| f.meta.size).sum::<u64>();
+            }
+        }
+        Stats {
+            flushes: c.flushes.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            trivial_moves: c.trivial_moves.load(Ordering::Relaxed),
+            write_stalls: c.write_stalls.load(Ordering::Relaxed),
+            write_stall_micros: c.write_stall_micros.load(Ordering::Relaxed),
+            write_slowdowns: c.write_slowdowns.load(Ordering::Relaxed),
+            bytes_flushed: c.bytes_flushed.load(Ordering::Relaxed),
+            bytes_compacted: c.bytes_compacted.load(Ordering::Relaxed),
+            level_files,
+            level_bytes,
+            immutable_memtables: sv.imms.len(),
+            memtable_bytes: sv.mem.approximate_bytes(),
+            last_seq: self.last_seq(),
+            flushed_seq: self.flushed_seq(),
+        }
+    }
+
+    /// Flushes, stops the background threads and releases the directory.
+    pub fn close(self) -> Result<()> {
+        let r = if self.inner.poisoned.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            self.flush().map(|_| ())
+        };
+        self.stop_threads();
+        r
+    }
+
+    fn stop_threads(&self) {
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.inner.notify();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.threads.lock().is_empty() {
+            if !self.inner.poisoned.load(Ordering::Acquire) {
+                if let Err(e) = self.flush() {
+                    log::warn!("flush on drop failed: {e}");
+                }
+            }
+            self.stop_threads();
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| Error::io(name, e))
+}
+
+/// Removes SSTables no version references, old manifests and temp files.
+fn remove_orphans(fs: &dyn FileSystem, dir: &Path, version: &Version, manifest: u64) -> Result<()> {
+    let live: HashSet<u64> = version.live_files().into_iter().collect();
+    let mut removed = false;
+    for name in fs.list(dir)? {
+        let orphan = match (
+            parse_table_name(&name),
+            manifest::parse_manifest_name(&name),
+        ) {
+            (Some(n), _) => !live.contains(&n),
+            (_, Some(n)) => n != manifest,
+            _ => name == "CURRENT.tmp",
+        };
+        if orphan {
+            log::info!("removing orphan file {name}");
+            fs.remove(&dir.join(&name))?;
+            removed = true;
+        }
+    }
+    if removed {
+        fs.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn cf_id(&self, cf: &str) -> Result<u32> {
+        self.cf_ids
+            .read()
+            .get(cf)
+            .copied()
+            .ok_or_else(|| Error::ColumnFamilyNotFound(cf.to_string()))
+    }
+
+    /// The current read state and the sequence to read at, taken together so that no flush or
+    /// compaction can slip between them.
+    fn read_view(&self) -> (Arc<SuperVersion>, u64) {
+        let guard = self.sv.read();
+        let seq = self.last_seq.load(Ordering::Acquire);
+        (guard.clone(), seq)
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let why = self.poison.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned(why));
+        }
+        if self.shutdown.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn poison(&self, e: &Error) {
+        log::error!("engine poisoned: {e}");
+        let mut p = self.poison.lock();
+        if p.is_none() {
+            *p = Some(e.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    fn notify(&self) {
+        let _g = self.event_mu.lock();
+        self.event_cv.notify_all();
+    }
+
+    fn wait_event(&self) {
+        let mut g = self.event_mu.lock();
+        self.event_cv.wait_for(&mut g, Duration::from_millis(50));
+    }
+
+    // ---- writes ---------------------------------------------------------------------------
+
+    fn write(&self, batch: &WriteBatch) -> Result<u64> {
+        // Resolve column families before taking the write lock.
+        let ids: Vec<u32> = {
+            let map = self.cf_ids.read();
+            batch
+                .ops
+                .iter()
+                .map(|op| {
+                    let cf = match op {
+                        BatchOp::Put { cf, .. }
+                        | BatchOp::Delete { cf, .. }
+                        | BatchOp::DeleteRange { cf, .. } => cf,
+                    };
+                    map.get(cf.as_str())
+                        .copied()
+                        .ok_or_else(|| Error::ColumnFamilyNotFound(cf.clone()))
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut guard = self.write_mu.lock();
+        self.check_writable()?;
+        if batch.is_empty() {
+            return Ok(self.last_seq.load(Ordering::Acquire));
+        }
+        self.maybe_stall(&mut guard)?;
+        let full = self.sv.read().mem.approximate_bytes() >= self.opts.write_buffer_size;
+        if full {
+            self.switch_memtable();
+            self.notify();
+        }
+        // Never hold two read guards at once: parking_lot's RwLock is fair, so a second
+        // read behind a waiting writer deadlocks.
+        let mem = self.sv.read().mem.clone();
+        let base = self.last_seq.load(Ordering::Acquire) + 1;
+        for (i, (op, cf)) in batch.ops.iter().zip(ids).enumerate() {
+            let seq = base + i as u64;
+            match op {
+                BatchOp::Put { key, value, .. } => mem.put(cf, key, seq, value),
+                BatchOp::Delete { key, .. } => mem.delete(cf, key, seq),
+                BatchOp::DeleteRange { start, end, .. } => {
+                    if start < end {
+                        mem.delete_range(cf, start, end, seq)
+                    }
+                }
+            }
+        }
+        let last = base + batch.ops.len() as u64 - 1;
+        mem.set_last_seq(last);
+        // Publishing the sequence makes the whole batch visible at once.
+        self.last_seq.store(last, Ordering::Release);
+        drop(guard);
+        Ok(last)
+    }
+
+    /// Called with the write lock held: waits while flush or L0 compaction is behind.
+    fn maybe_stall(&self, guard: &mut parking_lot::MutexGuard<'_, ()>) -> Result<()> {
+        let mut stalled_since: Option<Instant> = None;
+        loop {
+            let (imms, l0) = {
+                let sv = self.sv.read();
+                (sv.imms.len(), sv.max_l0_files())
+            };
+            let stop = imms >= self.opts.max_immutable_memtables || l0 >= self.opts.l0_stop_trigger;
+            if !stop {
+                if let Some(t) = stalled_since {
+                    let us = t.elapsed().as_micros() as u64;
+                    self.counters
+                        .write_stall_micros
+                        .fetch_add(us, Ordering::Relaxed);
+                    log::info!("write stall over after {us} us");
+                }
+                if l0 >= self.opts.l0_slowdown_trigger {
+                    self.counters
+                        .write_slowdowns
+                        .fetch_add(1, Ordering::Relaxed);
+                    parking_lot::MutexGuard::unlocked(guard, || {
+                        std::thread::sleep(Duration::from_millis(1))
+                    });
+                }
+                return Ok(());
+            }
+            if stalled_since.is_none() {
+                stalled_since = Some(Instant::now());
+                self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "write stall: {imms} immutable memtables waiting for flush (limit {}), {l0} L0 files (stop at {})",
+                    self.opts.max_immutable_memtables,
+                    self.opts.l0_stop_trigger
+                );
+                self.notify();
+            }
+            parking_lot::MutexGuard::unlocked(guard, || self.wait_event());
+            self.check_writable()?;
+        }
+    }
+
+    /// Makes the active memtable immutable (if it holds anything). Caller holds `write_mu`.
+    fn switch_memtable(&self) {
+        let mut sv = self.sv.write();
+        if sv.mem.is_empty() {
+            return;
+        }
+        let mut imms = Vec::with_capacity(sv.imms.len() + 1);
+        imms.push(sv.mem.clone());
+        imms.extend(sv.imms.iter().cloned());
+        *sv = Arc::new(SuperVersion {
+            mem: Arc::new(MemTable::new()),
+            imms,
+            version: sv.version.clone(),
+        });
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    fn get_at(&self, sv: &SuperVersion, cf: u32, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        let mut tomb = 0u64;
+        for mem in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
+            tomb = tomb.max(mem.max_covering_tombstone(cf, key, seq));
+            match mem.get(cf, key, seq) {
+                Lookup::Value(s, v) => return Ok((s > tomb).then_some(v)),
+                Lookup::Deleted => return Ok(None),
+                Lookup::Absent => {}
+            }
+        }
+        let Some(tree) = sv.version.cfs.get(&cf) else {
+            return Ok(None);
+        };
+        for (level, files) in tree.levels.iter().enumerate() {
+            let candidates: &[Arc<TableFile>] = if level == 0 {
+                files
+            } else {
+                // Files whose range may hold the key: at most two (adjacent files can share a
+                // boundary key through a range tombstone's exclusive end).
+                let from = files.partition_point(|f| f.meta.largest.as_slice() < key);
+                let to = from
+                    + files[from..]
+                        .iter()
+                        .take_while(|f| f.meta.smallest.as_slice() <= key)
+                        .count();
+                &files[from..to]
+            };
+            let mut found: Option<(u64, u8, Vec<u8>)> = None;
+            for f in candidates {
+                if !f.meta.overlaps(key, key) || f.meta.min_seq > seq {
+                    continue;
+                }
+                for t in f.table.range_tombstones() {
+                    if t.seq <= seq && t.covers(key) {
+                        tomb = tomb.max(t.seq);
+                    }
+                }
+                if let Some(hit) = f.table.get(key, seq)? {
+                    if found.as_ref().is_none_or(|(s, _, _)| hit.0 > *s) {
+                        found = Some(hit);
+                    }
+                    if level == 0 {
+                        break; // L0 is newest first
+                    }
+                }
+            }
+            if let Some((s, kind, v)) = found {
+                let live = kind == crate::key::ValueKind::Put as u8 && s > tomb;
+                return Ok(live.then_some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn iter_at(
+        &self,
+        sv: Arc<SuperVersion>,
+        cf: u32,
+        seq: u64,
+        opts: IterOptions,
+    ) -> Result<EngineIterator> {
+        let start = Start {
+            reverse: opts.reverse,
+            lower: opts.lower_bound,
+            upper: opts.upper_bound,
+        };
+        let in_bounds = |lo: &[u8], hi: &[u8]| {
+            start.lower.as_deref().is_none_or(|l| hi >= l)
+                && start.upper.as_deref().is_none_or(|u| lo < u)
+        };
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        let mut tombstones: Vec<RangeTombstone> = Vec::new();
+        for mem in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
+            tombstones.extend(mem.range_tombstones(cf));
+            sources.push(Box::new(MemSource::new(mem.clone(), cf, &start)));
+        }
+        if let Some(tree) = sv.version.cfs.get(&cf) {
+            for (level, files) in tree.levels.iter().enumerate() {
+                let files: Vec<Arc<TableFile>> = files
+                    .iter()
+                    .filter(|f| in_bounds(&f.meta.smallest, &f.meta.largest))
+                    .cloned()
+                    .collect();
+                for f in &files {
+                    tombstones.extend(f.table.range_tombstones().iter().cloned());
+                }
+                if files.is_empty() {
+                    continue;
+                }
+                if level == 0 {
+                    for f in &files {
+                        sources.push(Box::new(TableSource::new(f, &start)?));
+                    }
+                } else {
+                    sources.push(Box::new(LevelSource::new(files, &start)?));
+                }
+            }
+        }
+        let frags = Fragments::new(&tombstones, seq);
+        Ok(EngineIterator::new(
+            MergingIter::new(sources, start.reverse),
+            seq,
+            frags,
+            start,
+        ))
+    }
+
+    // ---- version changes -----------------------------------------------------------------
+
+    /// Writes `edit` to the manifest and installs the resulting version. `imm` is the
+    /// memtable a flush just wrote, removed from the read state in the same swap.
+    fn log_and_apply(
+        &self,
+        state: &mut State,
+        mut edit: VersionEdit,
+        mut opened: HashMap<u64, Arc<TableFile>>,
+        imm: Option<&Arc<MemTable>>,
+    ) -> Result<Arc<Version>> {
+        edit.next_file_number = Some(state.next_file_number);
+        let current = self.sv.read().version.clone();
+        let manifest_path = state.manifest.path().to_path_buf();
+        let new_version =
+            current.apply(&edit, &mut opened, self.opts.num_levels, &manifest_path)?;
+        if let Err(e) = state.manifest.append(&edit) {
+            self.poison(&e);
+            return Err(e);
+        }
+        let new_version = Arc::new(new_version);
+        {
+            let mut sv = self.sv.write();
+            let imms = sv
+                .imms
+                .iter()
+                .filter(|m| imm.is_none_or(|i| !Arc::ptr_eq(m, i)))
+                .cloned()
+                .collect();
+            *sv = Arc::new(SuperVersion {
+                mem: sv.mem.clone(),
+                imms,
+                version: new_version.clone(),
+            });
+        }
+        if state.manifest.size() > MAX_MANIFEST_BYTES {
+            self.roll_manifest(state, &new_version)?;
+        }
+        Ok(new_version)
+    }
+
+    fn roll_manifest(&self, state: &mut State, version: &Version) -> Result<()> {
+        let number = state.next_file_number;
+        state.next_file_number += 1;
+        let mut snap = version.snapshot_edit();
+        snap.next_file_number = Some(state.next_file_number);
+        snap.flushed_seq = Some(self.flushed_seq.load(Ordering::Acquire));
+        snap.next_cf_id = Some(state.next_cf_id);
+        let writer = match ManifestWriter::create(self.fs.as_ref(), &self.dir, number, &snap) {
+            Ok(w) => w,
+            Err(e) => {
+                self.poison(&e);
+                return Err(e);
+            }
+        };
+        let old = std::mem::replace(&mut state.manifest, writer);
+        if let Err(e) = self.fs.remove(old.path()) {
+            log::warn!(
+                "could not remove old manifest {}: {e}",
+                old.path().display()
+            );
+        }
+        Ok(())
+    }
+
+    fn create_cf(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("column family name is empty".into()));
+        }
+        let _w = self.write_mu.lock();
+        self.check_writable()?;
+        let mut state = self.state.lock();
+        if self.cf_ids.read().contains_key(name) {
+            return Err(Error::ColumnFamilyExists(name.to_string()));
+        }
+        let id = state.next_cf_id;
+        state.next_cf_id += 1;
+        let edit = VersionEdit {
+            add_cfs: vec![(id, name.to_string())],
+            next_cf_id: Some(state.next_cf_id),
+            ..VersionEdit::default()
+        };
+        self.log_and_apply(&mut state, edit, HashMap::new(), None)?;
+        self.cf_ids.write().insert(name.to_string(), id);
+        Ok(())
+    }
+
+    fn drop_cf(&self, name: &str) -> Result<()> {
+        if DEFAULT_CFS.contains(&name) {
+            return Err(Error::InvalidArgument(format!(
+                "column family {name:?} is built in and cannot be dropped"
+            )));
+        }
+        let _w = self.write_mu.lock();
+        self.check_writable()?;
+        let mut state = self.state.lock();
+        let id = self.cf_id(name)?;
+        let files: Vec<Arc<TableFile>> = self
+            .sv
+            .read()
+            .version
+            .cfs
+            .get(&id)
+            .map(|t| t.levels.iter().flatten().cloned().collect())
+            .unwrap_or_default();
+        let edit = VersionEdit {
+            drop_cfs: vec![id],
+            ..VersionEdit::default()
+        };
+        self.log_and_apply(&mut state, edit, HashMap::new(), None)?;
+        self.cf_ids.write().remove(name);
+        for f in files {
+            f.mark_obsolete();
+        }
+        Ok(())
+    }
+
+    fn snapshot_list(&self) -> Vec<u64> {
+        self.snapshots.lock().keys().copied().collect()
+    }
+
+    fn alloc_file_number(&self) -> u64 {
+        let mut s = self.state.lock();
+        let n = s.next_file_number;
+        s.next_file_number += 1;
+        n
+    }
+
+    // ---- flush ----------------------------------------------------------------------------
+
+    fn flush_loop(self: Arc<Self>) {
+        loop {
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if !self.poisoned.load(Ordering::Acquire) {
+                match self.flush_one() {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => self.poison(&e),
+                }
+            }
+            self.wait_event();
+        }
+    }
+
+    /// Flushes the oldest immutable memtable. Returns false if there was none.
+    fn flush_one(&self) -> Result<bool> {
+        let (imm, version) = {
+            let sv = self.sv.read();
+            match sv.imms.last() {
+                Some(m) => (m.clone(), sv.version.clone()),
+                None => return Ok(false),
+            }
+        };
+        let snapshots = self.snapshot_list();
+        let mut edit = VersionEdit::default();
+        let mut opened = HashMap::new();
+        let mut bytes = 0;
+        let mut alloc = || self.alloc_file_number();
+        for cf in imm.column_families() {
+            if !version.cfs.contains_key(&cf) {
+                continue; // dropped since the write
+            }
+            let tombstones = imm.range_tombstones(cf);
+            let mut gc = Gc::new(snapshots.clone(), false, &tombstones);
+            let mut out = OutputWriter::new(&self.fs, &self.dir, self.opts.table_options(), None);
+            let mut result = Ok(());
+            imm.for_each_in_cf(cf, |ikey, value| {
+                result = match gc.keep(ikey) {
+                    Ok(true) => out.add(ikey, value, &mut alloc),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                result.is_ok()
+            });
+            result?;
+            let (metas, written) = out.finish(tombstones, &mut alloc)?;
+            bytes += written;
+            for meta in metas {
+                let handle = TableFile::open(&self.fs, &self.dir, meta.clone())?;
+                opened.insert(meta.number, Arc::new(handle));
+                edit.new_files.push((cf, 0, meta));
+            }
+        }
+        self.fs.sync_dir(&self.dir)?;
+        let flushed = imm.last_seq();
+        edit.flushed_seq = Some(flushed);
+        {
+            let mut state = self.state.lock();
+            self.log_and_apply(&mut state, edit, opened, Some(&imm))?;
+        }
+        self.flushed_seq.fetch_max(flushed, Ordering::AcqRel);
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_flushed
+            .fetch_add(bytes, Ordering::Relaxed);
+        self.notify();
+        Ok(true)
+    }
+
+    // ---- compaction -----------------------------------------------------------------------
+
+    fn picker_config(&self) -> PickerConfig {
+        PickerConfig {
+            l0_trigger: self.opts.l0_compaction_trigger,
+            base_bytes: self.opts.max_bytes_for_level_base,
+            multiplier: self.opts.level_multiplier,
+            num_levels: self.opts.num_levels,
+        }
+    }
+
+    fn compaction_loop(self: Arc<Self>) {
+        loop {
+            if self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if !self.poisoned.load(Ordering::Acquire) {
+                match self.compact_once() {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => self.poison(&e),
+                }
+            }
+            self.wait_event();
+        }
+    }
+
+    /// Picks and runs one compaction. Returns false if none is due.
+    fn compact_once(&self) -> Result<bool> {
+        let task = {
+            let mut state = self.state.lock();
+            if state.manual_compaction {
+                return Ok(false);
+            }
+            let version = self.sv.read().version.clone();
+            let cfg = self.picker_config();
+            let mut best: Option<CompactionTask> = None;
+            for (id, tree) in &version.cfs {
+                if let Some(t) =
+                    picker::pick(*id, &tree.levels, &tree.compact_pointers, &cfg, &state.busy)
+                {
+                    if best.as_ref().is_none_or(|b| t.score > b.score) {
+                        best = Some(t);
+                    }
+                }
+            }
+            let Some(task) = best else {
+                return Ok(false);
+            };
+            state
+                .busy
+                .extend(task.inputs.iter().chain(task.next_inputs.iter()));
+            state.running_compactions += 1;
+            task
+        };
+        let r = self.run_compaction(&task);
+        {
+            let mut state = self.state.lock();
+            for n in task.inputs.iter().chain(task.next_inputs.iter()) {
+                state.busy.remove(n);
+            }
+            state.running_compactions -= 1;
+        }
+        self.notify();
+        r.map(|_| true)
+    }
+
+    fn run_compaction(&self, task: &CompactionTask) -> Result<()> {
+        let version = self.sv.read().version.clone();
+        let Some(tree) = version.cfs.get(&task.cf) else {
+            return Ok(()); // dropped meanwhile
+        };
+        let pick = |level: usize, numbers: &[u64]| -> Vec<Arc<TableFile>> {
+            tree.levels[level]
+                .iter()
+                .filter(|f| numbers.contains(&f.meta.number))
+                .cloned()
+                .collect()
+        };
+        let inputs = pick(task.level, &task.inputs);
+        let next_inputs = pick(task.output_level, &task.next_inputs);
+        let mut edit = VersionEdit::default();
+        for f in &inputs {
+            edit.deleted_files
+                .push((task.cf, task.level as u32, f.meta.number));
+        }
+        for f in &next_inputs {
+            edit.deleted_files
+                .push((task.cf, task.output_level as u32, f.meta.number));
+        }
+        edit.compact_pointers
+            .push((task.cf, task.level as u32, task.pointer.clone()));
+
+        if task.trivial_move {
+            let mut opened = HashMap::new();
+            for f in &inputs {
+                edit.new_files
+                    .push((task.cf, task.output_level as u32, f.meta.clone()));
+                opened.insert(f.meta.number, f.clone());
+            }
+            let mut state = self.state.lock();
+            self.log_and_apply(&mut state, edit, opened, None)?;
+            self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+            self.counters.trivial_moves.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+
+        let all: Vec<&Arc<TableFile>> = inputs.iter().chain(next_inputs.iter()).collect();
+        let lo = all
+            .iter()
+            .map(|f| f.meta.smallest.clone())
+            .min()
+            .unwrap_or_default();
+        let hi = all
+            .iter()
+            .map(|f| f.meta.largest.clone())
+            .max()
+            .unwrap_or_default();
+        let bottommost = tree.levels[task.output_level + 1..]
+            .iter()
+            .flatten()
+            .all(|f| !f.meta.overlaps(&lo, &hi));
+        let tombstones: Vec<RangeTombstone> = all
+            .iter()
+            .flat_map(|f| f.table.range_tombstones().iter().cloned())
+            .collect();
+        let mut gc = Gc::new(self.snapshot_list(), bottommost, &tombstones);
+        let kept: Vec<RangeTombstone> = tombstones
+            .iter()
+            .filter(|t| gc.keep_tombstone(t))
+            .cloned()
+            .collect();
+        // Range tombstones can span any split point, so a compaction that keeps some writes a
+        // single file (they are rare: region deletion).
+        let target = kept.is_empty().then_some(self.opts.target_file_size);
+        let start = Start {
+            reverse: false,
+            lower: None,
+            upper: None,
+        };
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        for f in &all {
+            sources.push(Box::new(TableSource::new(f, &start)?));
+        }
+        let mut merged = MergingIter::new(sources, false);
+        let mut out = OutputWriter::new(&self.fs, &self.dir, self.opts.table_options(), target);
+        let mut alloc = || self.alloc_file_number();
+        while merged.valid() {
+            if self.shutdown.load(Ordering::Acquire) {
+                return Ok(()); // outputs become orphans, removed at next open
+            }
+            if gc.keep(merged.key())? {
+                out.add(merged.key(), merged.value(), &mut alloc)?;
+            }
+            merged.advance()?;
+        }
+        let (metas, written) = out.finish(kept, &mut alloc)?;
+        let mut opened = HashMap::new();
+        for meta in metas {
+            let handle = TableFile::open(&self.fs, &self.dir, meta.clone())?;
+            opened.insert(meta.number, Arc::new(handle));
+            edit.new_files
+                .push((task.cf, task.output_level as u32, meta));
+        }
+        self.fs.sync_dir(&self.dir)?;
+        {
+            let mut state = self.state.lock();
+            self.log_and_apply(&mut state, edit, opened, None)?;
+        }
+        for f in all {
+            f.mark_obsolete();
+        }
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_compacted
+            .fetch_add(written, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Pushes every column family's data to the last level, level by level.
+    fn compact_all(&self) -> Result<()> {
+        // Stop automatic compactions and wait for running ones.
+        loop {
+            let mut s = self.state.lock();
+            if !s.manual_compaction && s.running_compactions == 0 {
+                s.manual_compaction = true;
+                s.running_compactions += 1;
+                break;
+            }
+            drop(s);
+            self.wait_event();
+        }
+        let r = (|| {
+            let last = self.opts.num_levels - 1;
+            for level in 0..last {
+                let version = self.sv.read().version.clone();
+                for (id, tree) in &version.cfs {
+                    let files = &tree.levels[level];
+                    if files.is_empty() {
+                        continue;
+                    }
+                    let inputs: Vec<u64> = files.iter().map(|f| f.meta.number).collect();
+                    let lo = files
+                        .iter()
+                        .map(|f| f.meta.smallest.clone())
+                        .min()
+                        .unwrap_or_default();
+                    let hi = files
+                        .iter()
+                        .map(|f| f.meta.largest.clone())
+                        .max()
+                        .unwrap_or_default();
+                    let next_inputs: Vec<u64> = tree.levels[level + 1]
+                        .iter()
+                        .filter(|f| f.meta.overlaps(&lo, &hi))
+                        .map(|f| f.meta.number)
+                        .collect();
+                    let task = CompactionTask {
+                        cf: *id,
+                        level,
+                        output_level: level + 1,
+                        trivial_move: false,
+                        inputs,
+                        next_inputs,
+                        score: 0.0,
+                        pointer: hi,
+                    };
+                    self.run_compaction(&task)?;
+                }
+            }
+            Ok(())
+        })();
+        {
+            let mut s = self.state.lock();
+            s.manual_compaction = false;
+            s.running_compactions -= 1;
+        }
+        self.notify();
+        if let Err(e) = &r {
+            self.poison(e);
+        }
+        r
+    }
+}

@@ -1,0 +1,219 @@
+//! Behaviour of the engine's public API: column families, atomic batches under concurrent
+//! readers, snapshots, write stalls, the directory lock, and the real file system.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pontoon_engine::io::FaultFs;
+use pontoon_engine::{Engine, Error, IterOptions, Options, WriteBatch, DEFAULT_CFS};
+
+use common::*;
+
+#[test]
+fn column_families_are_persisted() {
+    let fs = FaultFs::new();
+    let engine = open(&fs, small_options());
+    assert_eq!(engine.cf_names(), {
+        let mut v: Vec<String> = DEFAULT_CFS.iter().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    });
+    engine.create_cf("extra").unwrap();
+    assert!(matches!(
+        engine.create_cf("extra"),
+        Err(Error::ColumnFamilyExists(_))
+    ));
+    engine.create_cf("doomed").unwrap();
+    engine.put("extra", b"k", b"v").unwrap();
+    engine.put("doomed", b"k", b"v").unwrap();
+    engine.flush().unwrap();
+    engine.drop_cf("doomed").unwrap();
+    assert!(matches!(
+        engine.drop_cf("raft"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        engine.get("doomed", b"k"),
+        Err(Error::ColumnFamilyNotFound(_))
+    ));
+    assert!(matches!(
+        engine.put("nope", b"k", b"v"),
+        Err(Error::ColumnFamilyNotFound(_))
+    ));
+    engine.close().unwrap();
+
+    let engine = open(&fs.crash(), small_options());
+    assert!(engine.cf_names().contains(&"extra".to_string()));
+    assert!(!engine.cf_names().contains(&"doomed".to_string()));
+    assert_eq!(engine.get("extra", b"k").unwrap(), Some(b"v".to_vec()));
+    // The dropped family's files are gone.
+    engine.create_cf("doomed").unwrap();
+    assert_eq!(engine.get("doomed", b"k").unwrap(), None);
+}
+
+#[test]
+fn readers_see_all_of_a_batch_or_none_of_it() {
+    let fs = FaultFs::new();
+    let engine = Arc::new(open(&fs, small_options()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let snap = engine.snapshot();
+                let a = snap.get("default", b"a").unwrap();
+                let b = snap.get("write", b"b").unwrap();
+                assert_eq!(a, b, "a batch was seen half applied");
+                let all: Vec<_> = snap
+                    .iter("lock", IterOptions::default())
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                // Each batch rewrites all ten lock keys with one value.
+                assert!(
+                    all.is_empty() || (all.len() == 10 && all.iter().all(|(_, v)| *v == all[0].1))
+                );
+                checks += 1;
+            }
+            checks
+        })
+    };
+    for i in 0..600u32 {
+        let v = i.to_le_bytes();
+        let mut b = WriteBatch::new();
+        b.put("default", b"a", &v).put("write", b"b", &v);
+        for k in 0..10u8 {
+            b.put("lock", &[k], &v);
+        }
+        engine.write(&b).unwrap();
+        if i.is_multiple_of(50) {
+            engine.flush().unwrap();
+            engine.compact_pending().unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+}
+
+#[test]
+fn snapshot_reads_are_stable_across_flush_and_compaction() {
+    let fs = FaultFs::new();
+    let engine = open(&fs, small_options());
+    for i in 0..200u32 {
+        engine.put("default", &i.to_be_bytes(), b"old").unwrap();
+    }
+    let snap = engine.snapshot();
+    let mut b = WriteBatch::new();
+    b.delete_range("default", &50u32.to_be_bytes(), &150u32.to_be_bytes());
+    engine.write(&b).unwrap();
+    for i in 0..200u32 {
+        if i % 3 == 0 {
+            engine.put("default", &i.to_be_bytes(), b"new").unwrap();
+        }
+    }
+    engine.compact_all().unwrap();
+    let old: Vec<_> = snap
+        .iter("default", IterOptions::default())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(old.len(), 200);
+    assert!(old.iter().all(|(_, v)| v == b"old"));
+    let rev: Vec<_> = snap
+        .iter(
+            "default",
+            IterOptions::range(10u32.to_be_bytes(), 20u32.to_be_bytes()).reversed(),
+        )
+        .unwrap()
+        .map(|r| r.unwrap().0)
+        .collect();
+    assert_eq!(
+        rev,
+        (10..20u32)
+            .rev()
+            .map(|i| i.to_be_bytes().to_vec())
+            .collect::<Vec<_>>()
+    );
+    let now = scan(&engine, "default");
+    let expected = (0..200u32)
+        .filter(|i| !(50..150).contains(i) || i % 3 == 0)
+        .count();
+    assert_eq!(now.len(), expected);
+    drop(snap);
+    engine.compact_all().unwrap();
+    assert_eq!(scan(&engine, "default").len(), expected);
+    let stats = engine.stats();
+    assert!(stats.level_files[..3].iter().all(|n| *n == 0), "{stats:?}");
+}
+
+#[test]
+fn writers_stall_while_l0_is_full_and_resume_after_compaction() {
+    let fs = FaultFs::new();
+    let opts = Options {
+        l0_slowdown_trigger: 2,
+        l0_stop_trigger: 3,
+        ..small_options()
+    };
+    let engine = Arc::new(open(&fs, opts));
+    let writer = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            for i in 0..40u32 {
+                engine.put("default", &i.to_be_bytes(), &[7u8; 64]).unwrap();
+                engine.flush().unwrap();
+            }
+        })
+    };
+    // With compaction off, the writer must stall once L0 holds 3 files.
+    let mut waited = 0;
+    while engine.stats().write_stalls == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+        waited += 1;
+        assert!(waited < 3000, "writer never stalled: {:?}", engine.stats());
+    }
+    assert!(!writer.is_finished());
+    assert!(engine.stats().write_slowdowns > 0);
+    // Draining L0 lets it go on; keep draining until it finishes.
+    while !writer.is_finished() {
+        engine.compact_pending().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    writer.join().unwrap();
+    assert_eq!(scan(&engine, "default").len(), 40);
+}
+
+#[test]
+fn real_files_round_trip_and_lock_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        write_buffer_size: 64 << 10,
+        ..Options::default()
+    };
+    let engine = Engine::open(dir.path(), opts.clone()).unwrap();
+    let err = Engine::open(dir.path(), opts.clone()).unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+    for i in 0..5000u32 {
+        engine
+            .put("default", &i.to_be_bytes(), &i.to_le_bytes().repeat(8))
+            .unwrap();
+    }
+    engine.compact_all().unwrap();
+    engine.close().unwrap();
+    let engine = Engine::open(dir.path(), opts).unwrap();
+    assert_eq!(
+        engine.get("default", &77u32.to_be_bytes()).unwrap(),
+        Some(77u32.to_le_bytes().repeat(8))
+    );
+    assert_eq!(scan(&engine, "default").len(), 5000);
+    assert!(
+        engine.stats().flushes == 0,
+        "nothing left to flush after reopen"
+    );
+}

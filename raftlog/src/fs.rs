@@ -1,0 +1,166 @@
+//! The I/O seam: every file access of the store goes through [`FileSystem`] and
+//! [`LogFile`]. [`StdFs`] is the real implementation; [`crate::fault::MemFs`] is the
+//! in-memory, fault-injecting one used by tests and the fuzzer. The io_uring writer sits
+//! beside this trait: it is used when a file exposes a raw fd ([`LogFile::raw_fd`]).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Deref;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The whole content of a file, read for recovery: a memory map for real files.
+pub enum FileBytes {
+    /// Bytes mapped with `memmap2`.
+    Mapped(memmap2::Mmap),
+    /// Bytes copied into memory.
+    Owned(Vec<u8>),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// One open segment file. All offsets are absolute byte offsets.
+pub trait LogFile: Send + Sync {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `data` at `offset`. Not durable until [`LogFile::sync_data`].
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every completed write durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length of the file.
+    fn file_size(&self) -> io::Result<u64>;
+    /// Sets the length (truncates or extends with zeros). Durable after `sync_data`.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Preallocates the file to at least `len` bytes (`fallocate`, size grows; the new
+    /// bytes read as zeros).
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// The whole content of the file.
+    fn read_all(&self) -> io::Result<FileBytes>;
+    /// The raw fd, if this is a real file (the io_uring writer needs it).
+    fn raw_fd(&self) -> Option<RawFd>;
+}
+
+/// A directory of segment files.
+pub trait FileSystem: Send + Sync {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` read-write, creating it (empty) if missing. A new directory entry is
+    /// durable only after [`FileSystem::sync_dir`].
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn LogFile>>;
+    /// Names (not paths) of the files in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Removes the file at `path`. Durable after [`FileSystem::sync_dir`].
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real file system (`std::fs` + `libc` for `fallocate` and `fdatasync`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+struct StdFile {
+    file: File,
+}
+
+impl LogFile for StdFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+    fn file_size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let len = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+        // SAFETY: plain syscall on an fd we own; no memory is passed.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            // File systems without fallocate (tmpfs of old kernels, some overlays):
+            // preallocation is an optimisation only.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+            _ => Err(err),
+        }
+    }
+    fn read_all(&self) -> io::Result<FileBytes> {
+        if self.file.metadata()?.len() == 0 {
+            return Ok(FileBytes::Owned(Vec::new()));
+        }
+        // SAFETY: the store owns its directory; segment files are not modified by other
+        // processes while the store is open, and this map is only read during recovery,
+        // before the writer thread starts appending to the file.
+        let map = unsafe { memmap2::Mmap::map(&self.file)? };
+        Ok(FileBytes::Mapped(map))
+    }
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+}
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(Arc::new(StdFile { file }))
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// Path of segment `seq` in `dir`.
+pub(crate) fn segment_path(dir: &Path, seq: u32) -> PathBuf {
+    dir.join(format!("{seq:016}.raftlog"))
+}
+
+/// Parses a segment file name back into its sequence number.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".raftlog")?;
+    if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse::<u64>().ok().and_then(|s| u32::try_from(s).ok())
+}

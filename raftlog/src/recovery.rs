@@ -1,0 +1,217 @@
+//! Recovery: rebuilds the index by scanning every segment in order (through the
+//! file's `read_all`, a `memmap2` map for real files), deciding what to do with bytes
+//! that do not decode according to the [`RecoveryMode`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, RecoveryMode};
+use crate::error::{Error, Result};
+use crate::format::{
+    check_segment_header, decode_batch, read_record, RecordRead, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
+use crate::fs::{parse_segment_name, segment_path, FileSystem, LogFile};
+use crate::memtable::MemTable;
+use crate::writer::{create_segment, Active};
+
+/// What recovery hands to the store.
+pub(crate) struct Recovered {
+    pub mem: MemTable,
+    pub files: BTreeMap<u32, Arc<dyn LogFile>>,
+    pub active: Active,
+}
+
+/// A bad spot found while scanning a segment.
+struct Bad {
+    offset: u64,
+    reason: String,
+    checksum: Option<(u32, u32)>,
+    /// True when the bytes cannot be a write torn by a crash (a valid record follows, or
+    /// a record with a valid checksum does not decode).
+    surely_corrupt: bool,
+}
+
+impl Bad {
+    fn into_error(self, path: &Path) -> Error {
+        match self.checksum {
+            Some((expected, actual)) => Error::ChecksumMismatch {
+                file: path.to_path_buf(),
+                offset: self.offset,
+                expected,
+                actual,
+            },
+            None => Error::Corruption {
+                file: path.to_path_buf(),
+                offset: self.offset,
+                reason: self.reason,
+            },
+        }
+    }
+}
+
+/// Scans one segment into `mem`. Returns the end of the valid records and the first bad
+/// spot, if any.
+fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
+    if let Err(reason) = check_segment_header(bytes) {
+        let zero = bytes.iter().all(|&b| b == 0);
+        let bad = Bad {
+            offset: 0,
+            reason,
+            checksum: None,
+            surely_corrupt: !zero && bytes.len() > SEGMENT_HEADER_LEN as usize,
+        };
+        return (0, Some(bad));
+    }
+    let mut pos = SEGMENT_HEADER_LEN as usize;
+    loop {
+        let rest = &bytes[pos..];
+        match read_record(rest) {
+            RecordRead::End => {
+                if rest.iter().all(|&b| b == 0) {
+                    return (pos as u64, None);
+                }
+                let bad = Bad {
+                    offset: pos as u64,
+                    reason: "non-zero bytes after the end of the records".into(),
+                    checksum: None,
+                    surely_corrupt: false,
+                };
+                return (pos as u64, Some(bad));
+            }
+            RecordRead::Invalid {
+                reason,
+                checksum,
+                claimed_len,
+            } => {
+                // A valid record right after the bad one means the bad one was complete
+                // when written: not a torn tail.
+                let followed = claimed_len
+                    .and_then(|l| rest.get(l..))
+                    .is_some_and(|next| matches!(read_record(next), RecordRead::Valid { .. }));
+                let bad = Bad {
+                    offset: pos as u64,
+                    reason,
+                    checksum,
+                    surely_corrupt: followed,
+                };
+                return (pos as u64, Some(bad));
+            }
+            RecordRead::Valid { payload, total_len } => {
+                if (pos + total_len) as u64 > u64::from(u32::MAX) {
+                    let bad = Bad {
+                        offset: pos as u64,
+                        reason: "segment larger than 4 GiB".into(),
+                        checksum: None,
+                        surely_corrupt: true,
+                    };
+                    return (pos as u64, Some(bad));
+                }
+                match decode_batch(payload) {
+                    Ok(ops) => {
+                        let payload_offset = (pos + RECORD_HEADER_LEN) as u64;
+                        mem.apply(&ops, payload, seq, payload_offset, false);
+                    }
+                    Err(reason) => {
+                        let bad = Bad {
+                            offset: pos as u64,
+                            reason,
+                            checksum: None,
+                            surely_corrupt: true,
+                        };
+                        return (pos as u64, Some(bad));
+                    }
+                }
+                pos += total_len;
+            }
+        }
+    }
+}
+
+/// Opens every segment of `dir`, rebuilds the index and prepares the active segment.
+pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<Recovered> {
+    fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut seqs: Vec<u32> = fs
+        .list(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .iter()
+        .filter_map(|n| parse_segment_name(n))
+        .collect();
+    seqs.sort_unstable();
+    let mut mem = MemTable::new(cfg.cache_capacity_bytes);
+    let mut files = BTreeMap::new();
+    let mut last_end = None;
+    for (i, &seq) in seqs.iter().enumerate() {
+        let is_last = i + 1 == seqs.len();
+        let path = segment_path(dir, seq);
+        let file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = file.read_all().map_err(|e| Error::io(&path, e))?;
+        let (end, bad) = scan(&bytes, seq, &mut mem);
+        drop(bytes);
+        if let Some(bad) = bad {
+            match cfg.recovery_mode {
+                RecoveryMode::AbsoluteConsistency => return Err(bad.into_error(&path)),
+                _ if is_last && !bad.surely_corrupt => {
+                    log::warn!(
+                        "raftlog: truncating torn tail of {} at offset {}: {}",
+                        path.display(),
+                        bad.offset,
+                        bad.reason
+                    );
+                }
+                RecoveryMode::TolerateAnyCorruption => {
+                    log::warn!(
+                        "raftlog: skipping the rest of {} from offset {}: {}",
+                        path.display(),
+                        bad.offset,
+                        bad.reason
+                    );
+                }
+                RecoveryMode::TolerateCorruptedTail => return Err(bad.into_error(&path)),
+            }
+            if is_last {
+                last_end = Some((end, true));
+            }
+        } else if is_last {
+            last_end = Some((end, false));
+        }
+        files.insert(seq, file);
+    }
+    let active = match (seqs.last(), last_end) {
+        (Some(&seq), Some((end, damaged))) => {
+            let path = segment_path(dir, seq);
+            let io = |e| Error::io(&path, e);
+            let file = files
+                .get(&seq)
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument("last segment vanished".into()))?;
+            let mut offset = end;
+            if damaged {
+                // Cut the torn bytes away durably before appending after them.
+                file.set_len(end).map_err(io)?;
+                if end < SEGMENT_HEADER_LEN {
+                    file.write_all_at(&crate::format::segment_header(), 0)
+                        .map_err(io)?;
+                    offset = SEGMENT_HEADER_LEN;
+                }
+                if cfg.preallocate {
+                    file.allocate(cfg.target_file_size).map_err(io)?;
+                }
+                file.sync_data().map_err(io)?;
+            }
+            Active { seq, file, offset }
+        }
+        _ => {
+            let seq = 1;
+            let file = create_segment(fs, dir, seq, cfg)?;
+            files.insert(seq, file.clone());
+            Active {
+                seq,
+                file,
+                offset: SEGMENT_HEADER_LEN,
+            }
+        }
+    };
+    Ok(Recovered { mem, files, active })
+}

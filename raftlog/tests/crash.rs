@@ -1,0 +1,129 @@
+//! Crash at every step: the k-th file system operation and every one after it fail
+//! (k = 1..N, covering open, writes, syncs, rotations and purges); then the machine
+//! crashes and the store is reopened. Every batch acknowledged as synced must be there,
+//! and no batch may be half there.
+
+mod common;
+
+use common::*;
+use pontoon_raftlog::fault::MemFs;
+use pontoon_raftlog::{Config, Entry};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static PURGED: AtomicUsize = AtomicUsize::new(0);
+
+fn script() -> Vec<Option<Vec<Item>>> {
+    // None = purge.
+    let mut steps = Vec::new();
+    for i in 0..24u64 {
+        if i % 8 == 7 {
+            steps.push(None);
+            continue;
+        }
+        let s = i % 3;
+        let first = i / 3 * 4 + 1;
+        let es: Vec<Entry> = (first..first + 4)
+            .map(|x| Entry {
+                index: x,
+                term: 1 + i / 6,
+                data: vec![i as u8; 150],
+            })
+            .collect();
+        let mut items = vec![Item::Append(s, es)];
+        items.push(Item::Put(s, b"hs".to_vec(), vec![i as u8; 4]));
+        if i % 5 == 4 {
+            items.push(Item::Compact(s, first + 2));
+        }
+        if i == 13 {
+            items.push(Item::Remove(2));
+        }
+        steps.push(Some(items));
+    }
+    steps
+}
+
+/// Runs the script until the first failure. Returns the oracle of acknowledged
+/// batches and the oracle including the batch that failed (if one did).
+fn run(fs: &MemFs, cfg: &Config) -> (Oracle, Oracle) {
+    let mut acked = Oracle::default();
+    let Ok(store) = open_mem(fs, cfg) else {
+        return (acked.clone(), acked);
+    };
+    for step in script() {
+        match step {
+            None => match store.purge() {
+                Ok(r) => {
+                    PURGED.fetch_add(r.removed_files.len(), Ordering::SeqCst);
+                }
+                Err(_) => return (acked.clone(), acked),
+            },
+            Some(items) => {
+                let mut next = acked.clone();
+                next.apply(&items);
+                if store.write(Oracle::batch(&items), true).is_err() {
+                    return (acked, next);
+                }
+                acked = next;
+            }
+        }
+    }
+    (acked.clone(), acked)
+}
+
+fn crash_everywhere(cfg: Config) {
+    let clean = MemFs::new();
+    let purged_before = PURGED.load(Ordering::SeqCst);
+    let (full, _) = run(&clean, &cfg);
+    let total_ops = clean.op_count();
+    let purged = PURGED.load(Ordering::SeqCst) - purged_before;
+    eprintln!(
+        "clean run: {total_ops} ops, {} segments left, {purged} purged",
+        clean.paths().len()
+    );
+    assert!(purged > 0, "the script must rotate and purge");
+    assert!(total_ops > 40, "{total_ops}");
+    let keys = vec![b"hs".to_vec()];
+    for k in 0..=total_ops {
+        let fs = MemFs::new();
+        fs.fail_after(k);
+        let (acked, with_failed) = run(&fs, &cfg);
+        let crashed = fs.crash();
+        let store = open_mem(&crashed, &cfg)
+            .unwrap_or_else(|e| panic!("k={k}: reopen after crash failed: {e}"));
+        let a = acked.matches(&store, &keys);
+        let b = with_failed.matches(&store, &keys);
+        assert!(a.is_ok() || b.is_ok(), "k={k}: {a:?} / {b:?}");
+        // The recovered store takes writes and survives another crash.
+        let mut oracle = if a.is_ok() { acked } else { with_failed };
+        let items = vec![Item::Put(9, b"hs".to_vec(), b"after".to_vec())];
+        store.write(Oracle::batch(&items), true).unwrap();
+        oracle.apply(&items);
+        drop(store);
+        let again = crashed.crash();
+        let store = open_mem(&again, &cfg).unwrap();
+        let r = oracle.matches(&store, &keys);
+        assert!(r.is_ok(), "k={k} second reopen: {r:?}");
+    }
+    let store = open_mem(&clean, &cfg).unwrap();
+    full.matches(&store, &[b"hs".to_vec()]).unwrap();
+}
+
+#[test]
+fn crash_at_every_operation_preallocated() {
+    crash_everywhere(Config {
+        target_file_size: 4096,
+        purge_rewrite_lag_files: 1,
+        ..Config::default()
+    });
+}
+
+#[test]
+fn crash_at_every_operation_not_preallocated() {
+    crash_everywhere(Config {
+        target_file_size: 4096,
+        purge_rewrite_lag_files: 1,
+        preallocate: false,
+        cache_capacity_bytes: 0,
+        ..Config::default()
+    });
+}

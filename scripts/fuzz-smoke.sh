@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a short, bounded time (FUZZ_SECONDS, default 20) on the stable
+# toolchain. Installs cargo-fuzz if it is missing. Long campaigns: raise FUZZ_SECONDS or run
+# `cargo fuzz run --sanitizer none TARGET` from fuzz/ yourself.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+seconds="${FUZZ_SECONDS:-20}"
+for target in $(cargo fuzz list); do
+  echo "fuzz smoke: $target for ${seconds}s"
+  cargo fuzz run --sanitizer none "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096
+done
