@@ -1,12 +1,14 @@
 //! Atomic write batches.
 
+use std::sync::Arc;
+
 /// One operation of a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
     /// Sets `key` to `value`.
     Put {
         /// Column family name.
-        cf: String,
+        cf: Arc<str>,
         /// Key.
         key: Vec<u8>,
         /// Value.
@@ -15,14 +17,14 @@ pub enum BatchOp {
     /// Deletes `key`.
     Delete {
         /// Column family name.
-        cf: String,
+        cf: Arc<str>,
         /// Key.
         key: Vec<u8>,
     },
     /// Deletes every key in `[start, end)`.
     DeleteRange {
         /// Column family name.
-        cf: String,
+        cf: Arc<str>,
         /// First key deleted.
         start: Vec<u8>,
         /// First key kept.
@@ -33,10 +35,13 @@ pub enum BatchOp {
 /// A set of writes over any column families, applied atomically by
 /// [`Engine::write`](crate::Engine::write): a reader sees all of it or none of it, and after a
 /// crash the engine holds all of it or none of it. Later operations on the same key win.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<BatchOp>,
     pub(crate) approximate_bytes: usize,
+    /// The last column family named, reused so consecutive operations on one column family
+    /// do not allocate its name again.
+    last_cf: Option<Arc<str>>,
 }
 
 impl WriteBatch {
@@ -48,8 +53,9 @@ impl WriteBatch {
     /// Sets `key` to `value` in column family `cf`.
     pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> &mut Self {
         self.approximate_bytes += key.len() + value.len() + 16;
+        let cf = self.cf(cf);
         self.ops.push(BatchOp::Put {
-            cf: cf.to_string(),
+            cf,
             key: key.to_vec(),
             value: value.to_vec(),
         });
@@ -59,8 +65,9 @@ impl WriteBatch {
     /// Deletes `key` from column family `cf`.
     pub fn delete(&mut self, cf: &str, key: &[u8]) -> &mut Self {
         self.approximate_bytes += key.len() + 16;
+        let cf = self.cf(cf);
         self.ops.push(BatchOp::Delete {
-            cf: cf.to_string(),
+            cf,
             key: key.to_vec(),
         });
         self
@@ -70,12 +77,24 @@ impl WriteBatch {
     /// deletes nothing.
     pub fn delete_range(&mut self, cf: &str, start: &[u8], end: &[u8]) -> &mut Self {
         self.approximate_bytes += start.len() + end.len() + 16;
+        let cf = self.cf(cf);
         self.ops.push(BatchOp::DeleteRange {
-            cf: cf.to_string(),
+            cf,
             start: start.to_vec(),
             end: end.to_vec(),
         });
         self
+    }
+
+    fn cf(&mut self, cf: &str) -> Arc<str> {
+        match &self.last_cf {
+            Some(last) if &**last == cf => last.clone(),
+            _ => {
+                let name: Arc<str> = Arc::from(cf);
+                self.last_cf = Some(name.clone());
+                name
+            }
+        }
     }
 
     /// Number of operations.
@@ -99,3 +118,11 @@ impl WriteBatch {
         &self.ops
     }
 }
+
+impl PartialEq for WriteBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.ops == other.ops
+    }
+}
+
+impl Eq for WriteBatch {}

@@ -23,6 +23,13 @@ use crate::range_del::{Fragments, RangeTombstone};
 use crate::version::{parse_table_name, Recovered, TableFile, Version};
 use crate::DEFAULT_CFS;
 
+/// One operation of a write, borrowed from the caller.
+enum OpRef<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+    DeleteRange(&'a [u8], &'a [u8]),
+}
+
 /// A manifest larger than this is rewritten as a fresh snapshot.
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
@@ -313,16 +320,16 @@ impl Engine {
 
     /// Sets `key` to `value` in `cf` (a one-operation batch).
     pub fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<u64> {
-        let mut b = WriteBatch::new();
-        b.put(cf, key, value);
-        self.write(&b)
+        let id = self.inner.cf_id(cf)?;
+        self.inner
+            .write_ops(1, std::iter::once((id, OpRef::Put(key, value))))
     }
 
     /// Deletes `key` from `cf` (a one-operation batch).
     pub fn delete(&self, cf: &str, key: &[u8]) -> Result<u64> {
-        let mut b = WriteBatch::new();
-        b.delete(cf, key);
-        self.write(&b)
+        let id = self.inner.cf_id(cf)?;
+        self.inner
+            .write_ops(1, std::iter::once((id, OpRef::Delete(key))))
     }
 
     /// Reads the newest value of `key` in `cf`.
@@ -563,27 +570,45 @@ impl Inner {
     // ---- writes ---------------------------------------------------------------------------
 
     fn write(&self, batch: &WriteBatch) -> Result<u64> {
-        // Resolve column families before taking the write lock.
+        // Resolve column families before taking the write lock (one lookup per run of
+        // operations on the same column family).
         let ids: Vec<u32> = {
             let map = self.cf_ids.read();
-            batch
-                .ops
-                .iter()
-                .map(|op| {
-                    let cf = match op {
-                        BatchOp::Put { cf, .. }
-                        | BatchOp::Delete { cf, .. }
-                        | BatchOp::DeleteRange { cf, .. } => cf,
-                    };
-                    map.get(cf.as_str())
-                        .copied()
-                        .ok_or_else(|| Error::ColumnFamilyNotFound(cf.clone()))
-                })
-                .collect::<Result<_>>()?
+            let mut last: Option<(&str, u32)> = None;
+            let mut ids = Vec::with_capacity(batch.ops.len());
+            for op in &batch.ops {
+                let cf: &str = match op {
+                    BatchOp::Put { cf, .. }
+                    | BatchOp::Delete { cf, .. }
+                    | BatchOp::DeleteRange { cf, .. } => cf,
+                };
+                let id = match last {
+                    Some((name, id)) if name == cf => id,
+                    _ => *map
+                        .get(cf)
+                        .ok_or_else(|| Error::ColumnFamilyNotFound(cf.to_string()))?,
+                };
+                last = Some((cf, id));
+                ids.push(id);
+            }
+            ids
         };
+        let ops = batch.ops.iter().zip(ids).map(|(op, cf)| {
+            let op = match op {
+                BatchOp::Put { key, value, .. } => OpRef::Put(key, value),
+                BatchOp::Delete { key, .. } => OpRef::Delete(key),
+                BatchOp::DeleteRange { start, end, .. } => OpRef::DeleteRange(start, end),
+            };
+            (cf, op)
+        });
+        self.write_ops(batch.ops.len(), ops)
+    }
+
+    /// Applies `n` operations as one batch (see [`Engine::write`]).
+    fn write_ops<'a>(&self, n: usize, ops: impl Iterator<Item = (u32, OpRef<'a>)>) -> Result<u64> {
         let mut guard = self.write_mu.lock();
         self.check_writable()?;
-        if batch.is_empty() {
+        if n == 0 {
             return Ok(self.last_seq.load(Ordering::Acquire));
         }
         self.maybe_stall(&mut guard)?;
@@ -596,19 +621,21 @@ impl Inner {
         // read behind a waiting writer deadlocks.
         let mem = self.sv.read().mem.clone();
         let base = self.last_seq.load(Ordering::Acquire) + 1;
-        for (i, (op, cf)) in batch.ops.iter().zip(ids).enumerate() {
-            let seq = base + i as u64;
+        let mut count = 0u64;
+        for (cf, op) in ops.take(n) {
+            let seq = base + count;
+            count += 1;
             match op {
-                BatchOp::Put { key, value, .. } => mem.put(cf, key, seq, value),
-                BatchOp::Delete { key, .. } => mem.delete(cf, key, seq),
-                BatchOp::DeleteRange { start, end, .. } => {
+                OpRef::Put(key, value) => mem.put(cf, key, seq, value),
+                OpRef::Delete(key) => mem.delete(cf, key, seq),
+                OpRef::DeleteRange(start, end) => {
                     if start < end {
                         mem.delete_range(cf, start, end, seq)
                     }
                 }
             }
         }
-        let last = base + batch.ops.len() as u64 - 1;
+        let last = base + count.max(1) - 1;
         mem.set_last_seq(last);
         // Publishing the sequence makes the whole batch visible at once.
         self.last_seq.store(last, Ordering::Release);
