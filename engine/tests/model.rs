@@ -93,8 +93,12 @@ fn iter_opts(lo: Option<u8>, hi: Option<u8>, rev: bool) -> IterOptions {
 }
 
 fn run(ops: Vec<Op>) {
+    run_with(ops, small_options());
+}
+
+fn run_with(ops: Vec<Op>, opts: pontoon_engine::Options) {
     let fs = FaultFs::new();
-    let mut engine = open(&fs, small_options());
+    let mut engine = open(&fs, opts.clone());
     let mut model: Model = vec![BTreeMap::new(); CFS.len()];
     let mut snaps: Vec<(pontoon_engine::Snapshot, Model)> = Vec::new();
     for op in ops {
@@ -173,7 +177,7 @@ fn run(ops: Vec<Op>) {
                 // Snapshots do not survive a reopen.
                 snaps.clear();
                 engine.close().unwrap();
-                engine = open(&fs, small_options());
+                engine = open(&fs, opts.clone());
             }
         }
         // Point reads of a few keys after every step.
@@ -208,6 +212,17 @@ proptest! {
     #[test]
     fn engine_matches_btreemap(ops in prop::collection::vec(op(), 1..300)) {
         run(ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 500, ..ProptestConfig::default() })]
+
+    /// The same with flushes and compactions running in the background threads, racing the
+    /// operations.
+    #[test]
+    fn engine_matches_btreemap_with_background_compaction(ops in prop::collection::vec(op(), 1..400)) {
+        run_with(ops, pontoon_engine::Options { auto_compaction: true, write_buffer_size: 2 << 10, ..small_options() });
     }
 }
 
