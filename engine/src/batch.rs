@@ -97,6 +97,13 @@ impl WriteBatch {
         }
     }
 
+    /// Appends every operation of `other`, in order.
+    pub fn extend_from(&mut self, other: &WriteBatch) -> &mut Self {
+        self.ops.extend(other.ops.iter().cloned());
+        self.approximate_bytes += other.approximate_bytes;
+        self
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.ops.len()

@@ -163,31 +163,108 @@ pub fn get(engine: &Engine, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
     }
 }
 
-/// Applies a put at the next revision; returns the previous pair if there was one.
-pub fn put(
+/// One write of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set `key` to `value` (with `lease`, 0 for none).
+    Put {
+        /// Column family.
+        cf: String,
+        /// Key (not empty).
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+        /// Lease id.
+        lease: i64,
+    },
+    /// Delete `[key, range_end)` with etcd's range_end rules (empty = just `key`,
+    /// `"\0"` = every key from `key` on).
+    DeleteRange {
+        /// Column family.
+        cf: String,
+        /// First key (not empty).
+        key: Vec<u8>,
+        /// End of the range.
+        range_end: Vec<u8>,
+    },
+}
+
+/// What one [`Op`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// A put; the pair it replaced, if any.
+    Put(Option<KeyValue>),
+    /// A delete; the pairs it removed.
+    Deleted(Vec<KeyValue>),
+}
+
+/// Applies the writes of one command into `batch` (which the caller writes together with
+/// the apply state). The whole command takes ONE revision, and only if it changes anything
+/// (a delete that matches nothing does not count). As in an etcd txn, a command may not
+/// write one key twice. On error nothing is staged and the revision is unchanged.
+pub fn apply_ops(
     engine: &Engine,
     state: &mut ApplyState,
     batch: &mut WriteBatch,
-    cf: &str,
-    key: &[u8],
-    value: &[u8],
-    lease: i64,
-) -> Result<Option<KeyValue>> {
-    if key.is_empty() {
-        return Err(Error::InvalidArgument("key is not provided"));
+    ops: &[Op],
+) -> Result<Vec<OpResult>> {
+    let mut seen: Vec<(&str, &[u8])> = Vec::new();
+    for op in ops {
+        let (cf, key) = match op {
+            Op::Put { cf, key, .. } | Op::DeleteRange { cf, key, .. } => {
+                (cf.as_str(), key.as_slice())
+            }
+        };
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key is not provided"));
+        }
+        if let Op::Put { .. } = op {
+            if seen.contains(&(cf, key)) {
+                return Err(Error::InvalidArgument("duplicate key given in txn request"));
+            }
+            seen.push((cf, key));
+        }
     }
-    let prev = get(engine, cf, key)?;
-    state.revision += 1;
-    let kv = KeyValue {
-        key: key.to_vec(),
-        create_revision: prev.as_ref().map_or(state.revision, |p| p.create_revision),
-        mod_revision: state.revision,
-        version: prev.as_ref().map_or(1, |p| p.version + 1),
-        value: value.to_vec(),
-        lease,
-    };
-    batch.put(cf, key, &encode_value(&kv));
-    Ok(prev)
+    let rev = state.revision + 1;
+    let mut staged = WriteBatch::new();
+    let mut results = Vec::with_capacity(ops.len());
+    let mut changed = false;
+    for op in ops {
+        match op {
+            Op::Put {
+                cf,
+                key,
+                value,
+                lease,
+            } => {
+                let prev = get(engine, cf, key)?;
+                let kv = KeyValue {
+                    key: key.clone(),
+                    create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
+                    mod_revision: rev,
+                    version: prev.as_ref().map_or(1, |p| p.version + 1),
+                    value: value.clone(),
+                    lease: *lease,
+                };
+                staged.put(cf, key, &encode_value(&kv));
+                changed = true;
+                results.push(OpResult::Put(prev));
+            }
+            Op::DeleteRange { cf, key, range_end } => {
+                let found = range(engine, cf, key, range_end, 0, false)?.kvs;
+                for kv in &found {
+                    staged.delete(cf, &kv.key);
+                }
+                changed |= !found.is_empty();
+                results.push(OpResult::Deleted(found));
+            }
+        }
+    }
+    if changed {
+        state.revision = rev;
+        batch.extend_from(&staged);
+    }
+    Ok(results)
 }
 
 /// The end of a range request as etcd reads it: `None` = just `key`; `Some("\0")` = every
@@ -202,30 +279,6 @@ fn range_bounds(key: &[u8], range_end: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
     } else {
         (key.to_vec(), Some(range_end.to_vec()))
     }
-}
-
-/// Applies a delete of `[key, range_end)` (etcd's range_end rules). Bumps the revision once
-/// if anything was deleted; returns the deleted pairs.
-pub fn delete_range(
-    engine: &Engine,
-    state: &mut ApplyState,
-    batch: &mut WriteBatch,
-    cf: &str,
-    key: &[u8],
-    range_end: &[u8],
-) -> Result<Vec<KeyValue>> {
-    if key.is_empty() {
-        return Err(Error::InvalidArgument("key is not provided"));
-    }
-    let found = range(engine, cf, key, range_end, 0, false)?.kvs;
-    if found.is_empty() {
-        return Ok(found);
-    }
-    state.revision += 1;
-    for kv in &found {
-        batch.delete(cf, &kv.key);
-    }
-    Ok(found)
 }
 
 /// Result of a range read.
@@ -282,23 +335,39 @@ mod tests {
     }
 
     impl Region {
-        fn write(&mut self, f: impl FnOnce(&Engine, &mut ApplyState, &mut WriteBatch)) -> i64 {
-            let mut b = WriteBatch::new();
-            let before = self.state.revision;
-            f(&self.engine, &mut self.state, &mut b);
-            self.state.applied_index += 1;
-            self.state.stage(&mut b, 1);
-            self.engine.write(&b).unwrap();
-            assert!(
-                self.state.revision - before <= 1,
-                "one command bumps at most once"
-            );
-            self.state.revision
-        }
         fn meta(&self, key: &str) -> Option<(i64, i64, i64, Vec<u8>)> {
             get(&self.engine, "default", key.as_bytes())
                 .unwrap()
                 .map(|kv| (kv.create_revision, kv.mod_revision, kv.version, kv.value))
+        }
+    }
+
+    fn put_op(k: &str, v: &str) -> Op {
+        Op::Put {
+            cf: "default".into(),
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            lease: 0,
+        }
+    }
+
+    fn del_op(k: &str, end: &str) -> Op {
+        Op::DeleteRange {
+            cf: "default".into(),
+            key: k.as_bytes().to_vec(),
+            range_end: end.as_bytes().to_vec(),
+        }
+    }
+
+    impl Region {
+        /// Applies one command; returns the revision after it and its results.
+        fn apply(&mut self, ops: &[Op]) -> (i64, Vec<OpResult>) {
+            let mut b = WriteBatch::new();
+            let results = apply_ops(&self.engine, &mut self.state, &mut b, ops).unwrap();
+            self.state.applied_index += 1;
+            self.state.stage(&mut b, 1);
+            self.engine.write(&b).unwrap();
+            (self.state.revision, results)
         }
     }
 
@@ -312,34 +381,27 @@ mod tests {
             engine,
         };
         assert_eq!(r.state.revision, 1, "a fresh store is at revision 1");
-        let set = |k: &'static str, v: &'static str| {
-            move |e: &Engine, s: &mut ApplyState, b: &mut WriteBatch| {
-                put(e, s, b, "default", k.as_bytes(), v.as_bytes(), 0).unwrap();
-            }
-        };
-        assert_eq!(r.write(set("foo", "bar")), 2);
+        assert_eq!(r.apply(&[put_op("foo", "bar")]).0, 2);
         assert_eq!(r.meta("foo"), Some((2, 2, 1, b"bar".to_vec())));
-        assert_eq!(r.write(set("foo", "bar2")), 3);
+        assert_eq!(r.apply(&[put_op("foo", "bar2")]).0, 3);
         assert_eq!(r.meta("foo"), Some((2, 3, 2, b"bar2".to_vec())));
-        let mut prev = None;
-        assert_eq!(
-            r.write(|e, s, b| prev = put(e, s, b, "default", b"foo", b"bar3", 0).unwrap()),
-            4
-        );
-        let prev = prev.unwrap();
+        let (rev, res) = r.apply(&[put_op("foo", "bar3")]);
+        assert_eq!(rev, 4);
+        let OpResult::Put(Some(prev)) = &res[0] else {
+            panic!("put --prev-kv must return the old pair: {res:?}");
+        };
         assert_eq!(
             (prev.create_revision, prev.mod_revision, prev.version),
             (2, 3, 2)
         );
         assert_eq!(prev.value, b"bar2");
-        assert_eq!(r.write(set("foo", "bar4")), 5);
-        assert_eq!(r.write(set("foo", "bar4")), 6);
-        let mut deleted = Vec::new();
-        assert_eq!(
-            r.write(|e, s, b| deleted = delete_range(e, s, b, "default", b"foo", b"").unwrap()),
-            7
-        );
-        assert_eq!(deleted.len(), 1);
+        assert_eq!(r.apply(&[put_op("foo", "bar4")]).0, 5);
+        assert_eq!(r.apply(&[put_op("foo", "bar4")]).0, 6);
+        let (rev, res) = r.apply(&[del_op("foo", "")]);
+        assert_eq!(rev, 7);
+        let OpResult::Deleted(deleted) = &res[0] else {
+            panic!("{res:?}");
+        };
         assert_eq!(
             (
                 deleted[0].create_revision,
@@ -349,42 +411,49 @@ mod tests {
             (2, 6, 5)
         );
         assert_eq!(r.meta("foo"), None);
-        // Deleting nothing does not bump the revision.
         assert_eq!(
-            r.write(
-                |e, s, b| assert!(delete_range(e, s, b, "default", b"foo", b"")
-                    .unwrap()
-                    .is_empty())
-            ),
-            7
+            r.apply(&[del_op("foo", "")]).0,
+            7,
+            "deleting nothing does not bump"
         );
-        assert_eq!(r.write(set("foo", "bar5")), 8);
+        assert_eq!(r.apply(&[put_op("foo", "bar5")]).0, 8);
         assert_eq!(
             r.meta("foo"),
             Some((8, 8, 1, b"bar5".to_vec())),
             "a new generation"
         );
-        assert_eq!(r.write(set("foo", "bar5")), 9);
+        assert_eq!(r.apply(&[put_op("foo", "bar5")]).0, 9);
         assert_eq!(
             r.meta("foo"),
             Some((8, 9, 2, b"bar5".to_vec())),
-            "the same value still bumps"
+            "the same value bumps"
         );
+        // One command writing several keys takes one revision for all of them.
+        assert_eq!(r.apply(&[put_op("t1", "x"), put_op("t2", "y")]).0, 10);
+        assert_eq!(r.meta("t1").unwrap().0, 10);
+        assert_eq!(r.meta("t2").unwrap().1, 10);
+        let mut b = WriteBatch::new();
+        let err = apply_ops(
+            &r.engine,
+            &mut r.state,
+            &mut b,
+            &[put_op("d", "1"), put_op("d", "2")],
+        );
+        assert!(matches!(err, Err(Error::InvalidArgument(_))));
+        assert!(b.is_empty());
+        assert_eq!(r.state.revision, 10);
         // Ranges, limits and counts.
-        r.write(set("a1", "x"));
-        r.write(set("a2", "y"));
-        r.write(set("a3", "z"));
+        r.apply(&[put_op("a1", "x")]);
+        r.apply(&[put_op("a2", "y")]);
+        r.apply(&[put_op("a3", "z")]);
         let res = range(&r.engine, "default", b"a", b"b", 2, false).unwrap();
         assert_eq!((res.kvs.len(), res.more, res.count), (2, true, 3));
         let all = range(&r.engine, "default", b"a", &[0], 0, true).unwrap();
-        assert_eq!(all.count, 4);
+        assert_eq!(all.count, 6);
         assert!(all.kvs.iter().all(|kv| kv.value.is_empty()));
         assert_eq!(
-            r.write(|e, s, b| assert_eq!(
-                delete_range(e, s, b, "default", b"a", b"b").unwrap().len(),
-                3
-            )),
-            13,
+            r.apply(&[del_op("a", "b")]).0,
+            14,
             "one revision for a multi-key delete"
         );
         // The apply state survives a restart with the data.
