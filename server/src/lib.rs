@@ -8,6 +8,7 @@
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mvcc;
+pub mod node;
 pub mod peer_storage;
 
 pub use peer_storage::PeerStorage;

@@ -1,0 +1,825 @@
+//! The store loop: one thread that drives the region's raft-rs `RawNode`, persists every
+//! ready in ONE raft-log write (group commit for all the commands that arrived meanwhile),
+//! applies committed commands to the engine together with the apply state, and answers.
+//!
+//! Write path: a command arrives on the channel -> `propose` -> the next ready's entries and
+//! hard state go to the raft-log store in one synced write -> raft commits them -> each
+//! committed command is applied to the engine in one `WriteBatch` holding the data and the
+//! region's [`ApplyState`] -> the reply is sent. Linearizable reads use raft's ReadIndex and
+//! are served once the applied index reaches the read index; serializable reads are served
+//! from the engine at once.
+//!
+//! Restart: the engine's apply state says which entry was applied last (the engine has no
+//! WAL, so that is the last *flushed* one); raft replays every committed entry after it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pontoon_client::prost::Message as _;
+use pontoon_client::proto::{errorpb, metapb, pontoonpb, raft_cmdpb};
+use pontoon_engine::{Engine, WriteBatch};
+use pontoon_raftlog::{LogBatch, LogStore};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
+use raft::{RawNode, StateRole};
+use raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
+
+use crate::mvcc::{self, ApplyState, Op, OpResult};
+use crate::peer_storage::PeerStorage;
+
+/// The one region every store serves until multi-raft (issue 6) splits it.
+pub const FIRST_REGION_ID: u64 = 1;
+
+/// Where a reply goes.
+pub type Reply = tokio::sync::oneshot::Sender<RaftCmdResponse>;
+
+/// Node settings. Every field says its default.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Cluster id carried in every response header. Default: 1.
+    pub cluster_id: u64,
+    /// This store's id (also its peer id in the first region). Default: 1.
+    pub store_id: u64,
+    /// Voters of the first region at bootstrap (store ids). Default: `[store_id]`.
+    pub initial_voters: Vec<u64>,
+    /// Raft tick. Default: 100 ms.
+    pub tick_interval: Duration,
+    /// Ticks without a leader before an election. Default: 10.
+    pub election_tick: usize,
+    /// Ticks between leader heartbeats. Default: 3.
+    pub heartbeat_tick: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            cluster_id: 1,
+            store_id: 1,
+            initial_voters: Vec::new(),
+            tick_interval: Duration::from_millis(100),
+            election_tick: 10,
+            heartbeat_tick: 3,
+        }
+    }
+}
+
+/// Errors starting or running the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] pontoon_engine::Error),
+    /// The raft-log store failed.
+    #[error(transparent)]
+    Log(#[from] pontoon_raftlog::Error),
+    /// The raft storage bridge failed.
+    #[error(transparent)]
+    Storage(#[from] crate::peer_storage::Error),
+    /// The apply state or a stored value is damaged.
+    #[error(transparent)]
+    Mvcc(#[from] mvcc::Error),
+    /// raft-rs refused.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// A thread could not start.
+    #[error("cannot start the store loop: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// What the node publishes for status and headers, updated by the store loop.
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    /// Current raft term.
+    pub term: AtomicU64,
+    /// Peer id of the leader (0 = unknown).
+    pub leader: AtomicU64,
+    /// Raft commit index.
+    pub committed: AtomicU64,
+    /// Last applied index.
+    pub applied: AtomicU64,
+    /// The region's revision.
+    pub revision: AtomicI64,
+}
+
+enum Msg {
+    Cmd(Box<RaftCmdRequest>, Reply),
+    Stop,
+}
+
+/// A running store loop. Commands are submitted with [`Node::submit`]; every one gets
+/// exactly one reply (unless the node is stopped first, which drops the reply sender).
+pub struct Node {
+    tx: mpsc::Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    status: Arc<NodeStatus>,
+    cluster_id: u64,
+    store_id: u64,
+}
+
+impl Node {
+    /// Opens the region from `engine` and `log` (bootstrapping it on first start) and starts
+    /// the store loop.
+    pub fn start(cfg: NodeConfig, engine: Arc<Engine>, log: Arc<LogStore>) -> Result<Node, Error> {
+        let voters = if cfg.initial_voters.is_empty() {
+            vec![cfg.store_id]
+        } else {
+            cfg.initial_voters.clone()
+        };
+        let region = FIRST_REGION_ID;
+        let mut storage = PeerStorage::open(log.clone(), region, &voters)?;
+        let apply = ApplyState::load(&engine, region)?;
+        let mut batch = LogBatch::new();
+        if log.get_state(region, b"cs").is_none() {
+            let cs = raft::Storage::initial_state(&storage)?.conf_state;
+            storage.set_conf_state(&mut batch, cs)?;
+        }
+        // The commit index is persisted lazily; everything applied was committed.
+        let mut hs = storage.hard_state().clone();
+        if hs.commit < apply.applied_index {
+            hs.commit = apply.applied_index;
+            storage.set_hard_state(&mut batch, hs)?;
+        }
+        if !batch.is_empty() {
+            log.write(batch, true)?;
+        }
+        let raft_cfg = raft::Config {
+            id: cfg.store_id,
+            election_tick: cfg.election_tick,
+            heartbeat_tick: cfg.heartbeat_tick,
+            applied: apply.applied_index,
+            pre_vote: true,
+            check_quorum: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut raw = RawNode::new(&raft_cfg, storage, &logger)?;
+        if voters == [cfg.store_id] {
+            raw.campaign()?;
+        }
+        let status = Arc::new(NodeStatus::default());
+        status.revision.store(apply.revision, Ordering::Release);
+        status.applied.store(apply.applied_index, Ordering::Release);
+        let (tx, rx) = mpsc::channel();
+        let mut lp = StoreLoop {
+            raw,
+            engine,
+            log,
+            apply,
+            rx,
+            status: status.clone(),
+            cluster_id: cfg.cluster_id,
+            store_id: cfg.store_id,
+            tick_interval: cfg.tick_interval,
+            pending_writes: VecDeque::new(),
+            pending_reads: VecDeque::new(),
+            next_read_ctx: 1,
+        };
+        let thread = std::thread::Builder::new()
+            .name("pontoon-store".into())
+            .spawn(move || lp.run())
+            .map_err(Error::Spawn)?;
+        Ok(Node {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            status,
+            cluster_id: cfg.cluster_id,
+            store_id: cfg.store_id,
+        })
+    }
+
+    /// Queues a command; the answer arrives on `reply`. Returns false if the node stopped.
+    pub fn submit(&self, req: RaftCmdRequest, reply: Reply) -> bool {
+        self.tx.send(Msg::Cmd(Box::new(req), reply)).is_ok()
+    }
+
+    /// Status published by the store loop.
+    pub fn status(&self) -> &NodeStatus {
+        &self.status
+    }
+
+    /// Cluster id.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Store id.
+    pub fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    /// Stops the loop after it has answered every command already queued, and waits for it.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A linearizable read waiting for its read index and then for apply to reach it.
+struct PendingRead {
+    ctx: Vec<u8>,
+    req: Box<RaftCmdRequest>,
+    reply: Reply,
+    index: Option<u64>,
+}
+
+struct StoreLoop {
+    raw: RawNode<PeerStorage>,
+    engine: Arc<Engine>,
+    log: Arc<LogStore>,
+    apply: ApplyState,
+    rx: mpsc::Receiver<Msg>,
+    status: Arc<NodeStatus>,
+    cluster_id: u64,
+    store_id: u64,
+    tick_interval: Duration,
+    /// Proposed writes in log order: (index, term, reply).
+    pending_writes: VecDeque<(u64, u64, Reply)>,
+    pending_reads: VecDeque<PendingRead>,
+    next_read_ctx: u64,
+}
+
+fn region_error(message: impl Into<String>) -> errorpb::Error {
+    errorpb::Error {
+        message: message.into(),
+        ..Default::default()
+    }
+}
+
+fn cf_of(name: &str) -> &str {
+    if name.is_empty() {
+        "default"
+    } else {
+        name
+    }
+}
+
+fn to_pb(kv: &mvcc::KeyValue) -> pontoonpb::KeyValue {
+    pontoonpb::KeyValue {
+        key: kv.key.clone(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: kv.value.clone(),
+        lease: kv.lease,
+    }
+}
+
+fn cmd_type(r: &Request) -> CmdType {
+    CmdType::try_from(r.cmd_type).unwrap_or(CmdType::Invalid)
+}
+
+fn is_read(r: &Request) -> bool {
+    matches!(cmd_type(r), CmdType::Get | CmdType::Range | CmdType::Snap)
+}
+
+impl StoreLoop {
+    fn run(&mut self) {
+        let mut last_tick = Instant::now();
+        let mut stopping = false;
+        while !stopping {
+            let wait = self.tick_interval.saturating_sub(last_tick.elapsed());
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    stopping |= self.on_msg(msg);
+                    // Take everything else already queued: one raft-log write for all of it.
+                    while let Ok(msg) = self.rx.try_recv() {
+                        stopping |= self.on_msg(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            if last_tick.elapsed() >= self.tick_interval {
+                self.raw.tick();
+                last_tick = Instant::now();
+            }
+            if let Err(e) = self.on_ready() {
+                // A failed raft-log write poisons the log store; nothing acknowledged is
+                // lost, but the node cannot go on.
+                log::error!("store loop stopped: {e}");
+                self.fail_all(&format!("store failed: {e}"));
+                return;
+            }
+        }
+        // Answer what is still waiting: the loop is gone.
+        self.fail_all("node is shutting down");
+    }
+
+    fn fail_all(&mut self, why: &str) {
+        for (_, _, reply) in self.pending_writes.drain(..) {
+            let _ = reply.send(RaftCmdResponse::default().with_error(region_error(why)));
+        }
+        for r in self.pending_reads.drain(..) {
+            let _ = r
+                .reply
+                .send(RaftCmdResponse::default().with_error(region_error(why)));
+        }
+    }
+
+    /// Handles one message; returns true on stop.
+    fn on_msg(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Stop => true,
+            Msg::Cmd(req, reply) => {
+                self.on_command(req, reply);
+                false
+            }
+        }
+    }
+
+    fn header(&self) -> pontoonpb::ResponseHeader {
+        pontoonpb::ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.store_id,
+            revision: self.apply.revision,
+            raft_term: self.raw.raft.term,
+        }
+    }
+
+    fn respond(&self, reply: Reply, mut resp: RaftCmdResponse) {
+        resp.response_header = Some(self.header());
+        let mut h = resp.header.take().unwrap_or_default();
+        h.current_term = self.raw.raft.term;
+        resp.header = Some(h);
+        let _ = reply.send(resp);
+    }
+
+    fn not_leader(&self) -> errorpb::Error {
+        let leader = self.raw.raft.leader_id;
+        errorpb::Error {
+            message: "not leader".into(),
+            not_leader: Some(errorpb::NotLeader {
+                region_id: FIRST_REGION_ID,
+                leader: (leader != 0).then_some(metapb::Peer {
+                    id: leader,
+                    store_id: leader,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Checks what can be checked before raft: region, keys, column families.
+    fn validate(&self, req: &RaftCmdRequest) -> Result<(), Box<errorpb::Error>> {
+        if let Some(h) = &req.header {
+            if h.region_id != 0 && h.region_id != FIRST_REGION_ID {
+                return Err(Box::new(errorpb::Error {
+                    message: format!("region {} not found", h.region_id),
+                    region_not_found: Some(errorpb::RegionNotFound {
+                        region_id: h.region_id,
+                    }),
+                    ..Default::default()
+                }));
+            }
+        }
+        if req.admin_request.is_some() {
+            return Err(Box::new(region_error(
+                "admin commands are not supported yet",
+            )));
+        }
+        if req.requests.is_empty() {
+            return Err(Box::new(region_error("empty command")));
+        }
+        let reads = req.requests.iter().filter(|r| is_read(r)).count();
+        if reads != 0 && reads != req.requests.len() {
+            return Err(Box::new(region_error(
+                "a command either reads or writes, not both",
+            )));
+        }
+        let cfs = self.engine.cf_names();
+        for r in &req.requests {
+            let (cf, key): (&str, &[u8]) = match cmd_type(r) {
+                CmdType::Get => match &r.get {
+                    Some(g) => (&g.cf, &g.key),
+                    None => return Err(Box::new(region_error("get request without body"))),
+                },
+                CmdType::Put => match &r.put {
+                    Some(p) => (&p.cf, &p.key),
+                    None => return Err(Box::new(region_error("put request without body"))),
+                },
+                CmdType::Delete => match &r.delete {
+                    Some(d) => (&d.cf, &d.key),
+                    None => return Err(Box::new(region_error("delete request without body"))),
+                },
+                CmdType::DeleteRange => match &r.delete_range {
+                    Some(d) => (&d.cf, &d.start_key),
+                    None => {
+                        return Err(Box::new(region_error("delete_range request without body")))
+                    }
+                },
+                CmdType::Range => match &r.range {
+                    Some(g) => (&g.cf, &g.key),
+                    None => return Err(Box::new(region_error("range request without body"))),
+                },
+                CmdType::Snap => ("default", b"-"),
+                CmdType::Invalid => return Err(Box::new(region_error("invalid command type"))),
+            };
+            if key.is_empty() {
+                return Err(Box::new(region_error("etcdserver: key is not provided")));
+            }
+            let cf = cf_of(cf);
+            if !cfs.iter().any(|c| c == cf) || cf == mvcc::RAFT_CF {
+                return Err(Box::new(region_error(format!(
+                    "unknown column family {cf:?}"
+                ))));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, req: Box<RaftCmdRequest>, reply: Reply) {
+        if let Err(e) = self.validate(&req) {
+            self.respond(reply, RaftCmdResponse::default().with_error(*e));
+            return;
+        }
+        if req.requests.iter().all(is_read) {
+            let serializable = req.requests.iter().all(|r| {
+                cmd_type(r) == CmdType::Range && r.range.as_ref().is_some_and(|g| g.serializable)
+            });
+            if serializable {
+                let resp = self.execute_reads(&req);
+                self.respond(reply, resp);
+                return;
+            }
+            if self.raw.raft.state != StateRole::Leader {
+                let e = self.not_leader();
+                self.respond(reply, RaftCmdResponse::default().with_error(e));
+                return;
+            }
+            let ctx = self.next_read_ctx.to_le_bytes().to_vec();
+            self.next_read_ctx += 1;
+            self.raw.read_index(ctx.clone());
+            self.pending_reads.push_back(PendingRead {
+                ctx,
+                req,
+                reply,
+                index: None,
+            });
+            return;
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            let e = self.not_leader();
+            self.respond(reply, RaftCmdResponse::default().with_error(e));
+            return;
+        }
+        let data = req.encode_to_vec();
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                if index == before {
+                    let e = self.not_leader();
+                    self.respond(reply, RaftCmdResponse::default().with_error(e));
+                } else {
+                    self.pending_writes
+                        .push_back((index, self.raw.raft.term, reply));
+                }
+            }
+            Err(_) => {
+                let e = self.not_leader();
+                self.respond(reply, RaftCmdResponse::default().with_error(e));
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), Error> {
+        if !self.raw.has_ready() {
+            self.serve_reads()?;
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        // Messages to other peers would go out here, in parallel with the local write
+        // (replication, issue 5). A single voter has none.
+        let mut batch = LogBatch::new();
+        {
+            let store = self.raw.mut_store();
+            store.append(&mut batch, ready.entries())?;
+            if let Some(hs) = ready.hs() {
+                store.set_hard_state(&mut batch, hs.clone())?;
+            }
+        }
+        if !batch.is_empty() {
+            self.log.write(batch, true)?;
+        }
+        for rs in ready.take_read_states() {
+            if let Some(r) = self
+                .pending_reads
+                .iter_mut()
+                .find(|r| r.ctx == rs.request_ctx)
+            {
+                r.index = Some(rs.index);
+            }
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed)?;
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            let mut batch = LogBatch::new();
+            self.raw.mut_store().set_hard_state(&mut batch, hs)?;
+            // Lazily durable: on restart the applied index lifts the commit index.
+            self.log.write(batch, false)?;
+        }
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed)?;
+        self.raw.advance_apply();
+        self.publish();
+        self.serve_reads()
+    }
+
+    fn publish(&self) {
+        let s = &self.status;
+        s.term.store(self.raw.raft.term, Ordering::Release);
+        s.leader.store(self.raw.raft.leader_id, Ordering::Release);
+        s.committed
+            .store(self.raw.raft.raft_log.committed, Ordering::Release);
+        s.applied.store(self.apply.applied_index, Ordering::Release);
+        s.revision.store(self.apply.revision, Ordering::Release);
+    }
+
+    fn serve_reads(&mut self) -> Result<(), Error> {
+        while let Some(front) = self.pending_reads.front() {
+            match front.index {
+                Some(i) if i <= self.apply.applied_index => {}
+                _ => break,
+            }
+            if let Some(r) = self.pending_reads.pop_front() {
+                let resp = self.execute_reads(&r.req);
+                self.respond(r.reply, resp);
+            }
+        }
+        // A read whose ctx never came back (leadership lost) is answered when we notice.
+        if self.raw.raft.state != StateRole::Leader && !self.pending_reads.is_empty() {
+            let e = self.not_leader();
+            for r in self.pending_reads.drain(..).collect::<Vec<_>>() {
+                self.respond(r.reply, RaftCmdResponse::default().with_error(e.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn execute_reads(&self, req: &RaftCmdRequest) -> RaftCmdResponse {
+        let mut resp = RaftCmdResponse::default();
+        for r in &req.requests {
+            match self.execute_read(r) {
+                Ok(x) => resp.responses.push(x),
+                Err(e) => {
+                    return RaftCmdResponse::default().with_error(region_error(e.to_string()))
+                }
+            }
+        }
+        resp
+    }
+
+    fn execute_read(&self, r: &Request) -> Result<Response, mvcc::Error> {
+        let mut out = Response {
+            cmd_type: r.cmd_type,
+            ..Default::default()
+        };
+        match cmd_type(r) {
+            CmdType::Get => {
+                if let Some(g) = &r.get {
+                    let kv = mvcc::get(&self.engine, cf_of(&g.cf), &g.key)?;
+                    out.get = Some(raft_cmdpb::GetResponse {
+                        value: kv.as_ref().map(|k| k.value.clone()).unwrap_or_default(),
+                        kv: kv.as_ref().map(|k| {
+                            let mut pb = to_pb(k);
+                            pb.value.clear();
+                            pb
+                        }),
+                    });
+                }
+            }
+            CmdType::Range => {
+                if let Some(g) = &r.range {
+                    let limit = usize::try_from(g.limit.max(0)).unwrap_or(usize::MAX);
+                    let res = mvcc::range(
+                        &self.engine,
+                        cf_of(&g.cf),
+                        &g.key,
+                        &g.range_end,
+                        limit,
+                        g.keys_only,
+                    )?;
+                    out.range = Some(pontoonpb::RangeResponse {
+                        kvs: if g.count_only {
+                            Vec::new()
+                        } else {
+                            res.kvs.iter().map(to_pb).collect()
+                        },
+                        more: res.more && !g.count_only,
+                        count: res.count,
+                    });
+                }
+            }
+            CmdType::Snap => {
+                out.snap = Some(raft_cmdpb::SnapResponse {
+                    region: Some(metapb::Region {
+                        id: FIRST_REGION_ID,
+                        ..Default::default()
+                    }),
+                });
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        for e in entries {
+            self.apply_entry(e)?;
+        }
+        Ok(())
+    }
+
+    fn apply_entry(&mut self, e: Entry) -> Result<(), Error> {
+        let mut batch = WriteBatch::new();
+        let mut resp = RaftCmdResponse::default();
+        match e.get_entry_type() {
+            EntryType::EntryNormal if !e.data.is_empty() => {
+                match RaftCmdRequest::decode(&e.data[..]) {
+                    Ok(req) => resp = self.apply_command(&req, &mut batch)?,
+                    Err(err) => {
+                        resp = resp.with_error(region_error(format!("undecodable command: {err}")))
+                    }
+                }
+            }
+            EntryType::EntryNormal => {} // a new leader's empty entry
+            EntryType::EntryConfChange => {
+                if let Ok(cc) = protobuf::Message::parse_from_bytes(&e.data) {
+                    let cc: ConfChange = cc;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    let mut lb = LogBatch::new();
+                    self.raw.mut_store().set_conf_state(&mut lb, cs)?;
+                    self.log.write(lb, true)?;
+                }
+            }
+            EntryType::EntryConfChangeV2 => {
+                if let Ok(cc) = protobuf::Message::parse_from_bytes(&e.data) {
+                    let cc: ConfChangeV2 = cc;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    let mut lb = LogBatch::new();
+                    self.raw.mut_store().set_conf_state(&mut lb, cs)?;
+                    self.log.write(lb, true)?;
+                }
+            }
+        }
+        self.apply.applied_index = e.index;
+        self.apply.applied_term = e.term;
+        self.apply.stage(&mut batch, FIRST_REGION_ID);
+        self.engine.write(&batch)?;
+        // Answer the proposer of this entry; older proposals that lost their slot to another
+        // leader's entries are stale.
+        while self
+            .pending_writes
+            .front()
+            .is_some_and(|(index, _, _)| *index <= e.index)
+        {
+            let Some((index, term, reply)) = self.pending_writes.pop_front() else {
+                break;
+            };
+            if index == e.index && term == e.term {
+                self.respond(reply, std::mem::take(&mut resp));
+            } else {
+                let stale = errorpb::Error {
+                    message: "stale command".into(),
+                    stale_command: Some(errorpb::StaleCommand {}),
+                    ..Default::default()
+                };
+                self.respond(reply, RaftCmdResponse::default().with_error(stale));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one committed command. Deterministic: the same entry gives the same state on
+    /// every replica and on replay. Errors of the command itself go into the response; only
+    /// storage failures are returned.
+    fn apply_command(
+        &mut self,
+        req: &RaftCmdRequest,
+        batch: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse, Error> {
+        let mut ops = Vec::new();
+        for r in &req.requests {
+            match cmd_type(r) {
+                CmdType::Put => {
+                    if let Some(p) = &r.put {
+                        ops.push(Op::Put {
+                            cf: cf_of(&p.cf).to_string(),
+                            key: p.key.clone(),
+                            value: p.value.clone(),
+                            lease: 0,
+                        });
+                    }
+                }
+                CmdType::Delete => {
+                    if let Some(d) = &r.delete {
+                        ops.push(Op::DeleteRange {
+                            cf: cf_of(&d.cf).to_string(),
+                            key: d.key.clone(),
+                            range_end: Vec::new(),
+                        });
+                    }
+                }
+                CmdType::DeleteRange => {
+                    if let Some(d) = &r.delete_range {
+                        ops.push(Op::DeleteRange {
+                            cf: cf_of(&d.cf).to_string(),
+                            key: d.start_key.clone(),
+                            range_end: d.end_key.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let results = match mvcc::apply_ops(&self.engine, &mut self.apply, batch, &ops) {
+            Ok(r) => r,
+            Err(mvcc::Error::InvalidArgument(m)) => {
+                return Ok(
+                    RaftCmdResponse::default().with_error(region_error(format!("etcdserver: {m}")))
+                )
+            }
+            Err(mvcc::Error::Engine(pontoon_engine::Error::ColumnFamilyNotFound(cf))) => {
+                return Ok(RaftCmdResponse::default()
+                    .with_error(region_error(format!("unknown column family {cf:?}"))))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut resp = RaftCmdResponse::default();
+        let mut results = results.into_iter();
+        for r in &req.requests {
+            let mut out = Response {
+                cmd_type: r.cmd_type,
+                ..Default::default()
+            };
+            match cmd_type(r) {
+                CmdType::Put => {
+                    if let Some(OpResult::Put(prev)) = results.next() {
+                        let want = r.put.as_ref().is_some_and(|p| p.prev_kv);
+                        out.put = Some(raft_cmdpb::PutResponse {
+                            prev_kv: prev.filter(|_| want).as_ref().map(to_pb),
+                        });
+                    }
+                }
+                CmdType::Delete => {
+                    if let Some(OpResult::Deleted(kvs)) = results.next() {
+                        let want = r.delete.as_ref().is_some_and(|d| d.prev_kv);
+                        out.delete = Some(raft_cmdpb::DeleteResponse {
+                            deleted: kvs.len() as i64,
+                            prev_kv: kvs.first().filter(|_| want).map(to_pb),
+                        });
+                    }
+                }
+                CmdType::DeleteRange => {
+                    if let Some(OpResult::Deleted(kvs)) = results.next() {
+                        let want = r.delete_range.as_ref().is_some_and(|d| d.prev_kv);
+                        out.delete_range = Some(raft_cmdpb::DeleteRangeResponse {
+                            deleted: kvs.len() as i64,
+                            prev_kvs: if want {
+                                kvs.iter().map(to_pb).collect()
+                            } else {
+                                Vec::new()
+                            },
+                        });
+                    }
+                }
+                // `validate` refuses commands that mix reads and writes.
+                _ => {}
+            }
+            resp.responses.push(out);
+        }
+        Ok(resp)
+    }
+}
+
+/// Small helpers on the generated types.
+trait WithError {
+    fn with_error(self, e: errorpb::Error) -> Self;
+}
+
+impl WithError for RaftCmdResponse {
+    fn with_error(mut self, e: errorpb::Error) -> Self {
+        let mut h = self.header.take().unwrap_or_default();
+        h.error = Some(e);
+        self.header = Some(h);
+        self
+    }
+}
