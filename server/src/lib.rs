@@ -10,5 +10,7 @@
 pub mod mvcc;
 pub mod node;
 pub mod peer_storage;
+pub mod server;
+pub mod service;
 
 pub use peer_storage::PeerStorage;

@@ -1,0 +1,164 @@
+//! `pontoon`: run one Pontoon store.
+//!
+//! With no flags it runs a single-node cluster on loopback with its data in `./data`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pontoon_server::server::{Server, ServerConfig};
+
+/// Run a Pontoon store.
+#[derive(Parser, Debug)]
+#[command(name = "pontoon", version, about)]
+struct Args {
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address clients connect to.
+    #[arg(long)]
+    client_addr: Option<SocketAddr>,
+    /// Address other stores connect to.
+    #[arg(long)]
+    peer_addr: Option<SocketAddr>,
+    /// This store's id.
+    #[arg(long)]
+    store_id: Option<u64>,
+    /// Initial members: `1=127.0.0.1:2480,2=127.0.0.1:2490,...` (default: just this store).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// TOML file with the same keys (snake_case); flags win over the file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The keys a `--config` file may hold.
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    client_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    store_id: Option<u64>,
+    initial_cluster: Option<String>,
+    /// Seconds a graceful shutdown waits for in-flight requests.
+    drain_timeout_secs: Option<u64>,
+    /// Engine memtable size in MiB.
+    write_buffer_mib: Option<usize>,
+}
+
+fn parse_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (id, addr) = p
+                .split_once('=')
+                .ok_or_else(|| format!("--initial-cluster entry {p:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("--initial-cluster entry {p:?}: {id:?} is not a store id"))?;
+            addr.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("--initial-cluster entry {p:?}: {addr:?} is not HOST:PORT"))?;
+            Ok((id, addr.trim().to_string()))
+        })
+        .collect()
+}
+
+fn config(args: Args) -> Result<ServerConfig, String> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            toml::from_str::<FileConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mut cfg = ServerConfig::default();
+    if let Some(v) = args.data_dir.or(file.data_dir) {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = args.client_addr.or(file.client_addr) {
+        cfg.client_addr = v;
+    }
+    if let Some(v) = args.peer_addr.or(file.peer_addr) {
+        cfg.peer_addr = v;
+    }
+    if let Some(v) = args.store_id.or(file.store_id) {
+        if v == 0 {
+            return Err("--store-id must be at least 1".into());
+        }
+        cfg.store_id = v;
+    }
+    if let Some(v) = args.initial_cluster.or(file.initial_cluster) {
+        cfg.initial_cluster = parse_cluster(&v)?;
+        if !cfg
+            .initial_cluster
+            .iter()
+            .any(|(id, _)| *id == cfg.store_id)
+        {
+            return Err(format!(
+                "--initial-cluster does not name this store ({})",
+                cfg.store_id
+            ));
+        }
+    }
+    if let Some(s) = file.drain_timeout_secs {
+        cfg.drain_timeout = std::time::Duration::from_secs(s);
+    }
+    if let Some(m) = file.write_buffer_mib {
+        cfg.engine.write_buffer_size = m << 20;
+    }
+    Ok(cfg)
+}
+
+fn wait_for_signal() -> Result<&'static str, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the signal runtime: {e}"))?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cfg = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("pontoon: serving clients on {}", server.local_addr());
+    match wait_for_signal() {
+        Ok(sig) => log::info!("{sig}: shutting down"),
+        Err(e) => log::error!("signal handling failed ({e}); shutting down"),
+    }
+    match server.shutdown() {
+        Ok(()) => {
+            log::info!("shut down cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: shutdown: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Putting a node together: data directory, store identity, engine, raft-log store, store
+//! loop and the client service on its io_uring thread; and taking it apart gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pontoon_client::prost::Message as _;
+use pontoon_client::proto::raft_serverpb::StoreIdent;
+use pontoon_client::Limits;
+use pontoon_engine::{Engine, Options as EngineOptions};
+use pontoon_raftlog::LogStore;
+use tokio::sync::watch;
+
+use crate::node::{Node, NodeConfig};
+
+const STORE_IDENT_KEY: &[u8] = b"store_ident";
+
+/// Everything a node needs to start. Every field says its default (the `pontoon` binary's
+/// flags map onto these).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Data directory (holds `engine/` and `raftlog/`). Default: `./data`.
+    pub data_dir: PathBuf,
+    /// Address clients connect to. Default: 127.0.0.1:2479.
+    pub client_addr: SocketAddr,
+    /// Address other stores connect to (used by replication). Default: 127.0.0.1:2480.
+    pub peer_addr: SocketAddr,
+    /// This store's id. Default: 1.
+    pub store_id: u64,
+    /// The initial members `(store id, peer address)`. Default: just this store.
+    pub initial_cluster: Vec<(u64, String)>,
+    /// Connection limits. Default: [`Limits::default`].
+    pub limits: Limits,
+    /// How long a graceful shutdown waits for in-flight requests. Default: 5 s.
+    pub drain_timeout: Duration,
+    /// Engine options. Default: [`EngineOptions::default`].
+    pub engine: EngineOptions,
+    /// Raft-log options. Default: [`pontoon_raftlog::Config::default`].
+    pub raftlog: pontoon_raftlog::Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("./data"),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 2479)),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 2480)),
+            store_id: 1,
+            initial_cluster: Vec::new(),
+            limits: Limits::default(),
+            drain_timeout: Duration::from_secs(5),
+            engine: EngineOptions::default(),
+            raftlog: pontoon_raftlog::Config::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The members, defaulting to this store alone.
+    pub fn members(&self) -> Vec<(u64, String)> {
+        if self.initial_cluster.is_empty() {
+            vec![(self.store_id, self.peer_addr.to_string())]
+        } else {
+            let mut m = self.initial_cluster.clone();
+            m.sort();
+            m
+        }
+    }
+
+    /// The cluster id: a hash of the initial membership, so every member of one cluster
+    /// derives the same id and a member of another cluster a different one (as etcd does).
+    pub fn cluster_id(&self) -> u64 {
+        // FNV-1a, 64-bit: stable across versions and platforms.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (id, addr) in self.members() {
+            for b in format!("{id}={addr},").bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h.max(1)
+    }
+}
+
+/// Errors starting or stopping a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine failed.
+    #[error("engine: {0}")]
+    Engine(#[from] pontoon_engine::Error),
+    /// The raft-log store failed.
+    #[error("raft log: {0}")]
+    Log(#[from] pontoon_raftlog::Error),
+    /// The store loop could not start.
+    #[error("node: {0}")]
+    Node(#[from] crate::node::Error),
+    /// The data directory belongs to another store or cluster.
+    #[error("data directory {dir} belongs to store {found_store} of cluster {found_cluster}, but this is store {store} of cluster {cluster}; use the right --data-dir or an empty one")]
+    WrongStore {
+        /// The directory.
+        dir: String,
+        /// Store id found on disk.
+        found_store: u64,
+        /// Cluster id found on disk.
+        found_cluster: u64,
+        /// Store id configured.
+        store: u64,
+        /// Cluster id configured.
+        cluster: u64,
+    },
+    /// The stored identity does not decode.
+    #[error("data directory {0}: the stored store identity is corrupt")]
+    CorruptIdent(String),
+    /// The configuration asks for something this build cannot do yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Binding or starting the network failed.
+    #[error("{what}: {source}")]
+    Net {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Server {
+    node: Arc<Node>,
+    engine: Arc<Engine>,
+    shutdown: watch::Sender<bool>,
+    net: Option<JoinHandle<()>>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Opens the data directory, checks (or, on first start, writes) the store identity,
+    /// starts the store loop and the client service.
+    pub fn start(cfg: ServerConfig) -> Result<Server, Error> {
+        if cfg.members().len() > 1 {
+            return Err(Error::Unsupported(
+                "a cluster of several stores needs replication, which is not built yet (issue 5); start a single store".into(),
+            ));
+        }
+        let cluster_id = cfg.cluster_id();
+        let engine = Arc::new(Engine::open(
+            cfg.data_dir.join("engine"),
+            cfg.engine.clone(),
+        )?);
+        check_ident(&engine, &cfg, cluster_id)?;
+        let log = Arc::new(LogStore::open(
+            cfg.data_dir.join("raftlog"),
+            cfg.raftlog.clone(),
+        )?);
+        let node = Arc::new(Node::start(
+            NodeConfig {
+                cluster_id,
+                store_id: cfg.store_id,
+                initial_voters: cfg.members().iter().map(|(id, _)| *id).collect(),
+                ..NodeConfig::default()
+            },
+            engine.clone(),
+            log,
+        )?);
+        let listener =
+            std::net::TcpListener::bind(cfg.client_addr).map_err(|source| Error::Net {
+                what: format!("cannot listen on {}", cfg.client_addr),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Net {
+            what: "local address".into(),
+            source,
+        })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let net_node = node.clone();
+        let limits = cfg.limits.clone();
+        let drain = cfg.drain_timeout;
+        let net = std::thread::Builder::new()
+            .name("pontoon-net".into())
+            .spawn(move || {
+                let rt = match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = started_tx.send(Ok(()));
+                rt.block_on(async move {
+                    let listener = tokio_uring::net::TcpListener::from_std(listener);
+                    crate::service::serve(listener, net_node, limits, shutdown_rx, drain).await;
+                });
+            })
+            .map_err(|source| Error::Net {
+                what: "cannot start the network thread".into(),
+                source,
+            })?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                return Err(Error::Net {
+                    what: "cannot start the io_uring runtime (io_uring unavailable?)".into(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(Error::Net {
+                    what: "the network thread died".into(),
+                    source: std::io::Error::other("no start report"),
+                })
+            }
+        }
+        log::info!(
+            "store {} of cluster {cluster_id} serving clients on {local_addr}",
+            cfg.store_id
+        );
+        Ok(Server {
+            node,
+            engine,
+            shutdown,
+            net: Some(net),
+            local_addr,
+        })
+    }
+
+    /// The address clients connect to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The store loop.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Graceful shutdown: stop accepting, answer what is in flight, stop the store loop,
+    /// flush the engine.
+    pub fn shutdown(mut self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.net.take() {
+            let _ = t.join();
+        }
+        self.node.stop();
+        self.engine.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.net.take() {
+            let _ = t.join();
+        }
+        self.node.stop();
+    }
+}
+
+fn check_ident(engine: &Engine, cfg: &ServerConfig, cluster_id: u64) -> Result<(), Error> {
+    let dir = cfg.data_dir.display().to_string();
+    match engine.get("raft", STORE_IDENT_KEY)? {
+        Some(bytes) => {
+            let ident =
+                StoreIdent::decode(&bytes[..]).map_err(|_| Error::CorruptIdent(dir.clone()))?;
+            if ident.cluster_id != cluster_id || ident.store_id != cfg.store_id {
+                return Err(Error::WrongStore {
+                    dir,
+                    found_store: ident.store_id,
+                    found_cluster: ident.cluster_id,
+                    store: cfg.store_id,
+                    cluster: cluster_id,
+                });
+            }
+            Ok(())
+        }
+        None => {
+            let ident = StoreIdent {
+                cluster_id,
+                store_id: cfg.store_id,
+                ..Default::default()
+            };
+            engine.put("raft", STORE_IDENT_KEY, &ident.encode_to_vec())?;
+            // Durable before anything else happens in this directory.
+            engine.flush()?;
+            Ok(())
+        }
+    }
+}
