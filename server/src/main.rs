@@ -28,6 +28,10 @@ struct Args {
     /// Initial members: `1=127.0.0.1:2480,2=127.0.0.1:2490,...` (default: just this store).
     #[arg(long)]
     initial_cluster: Option<String>,
+    /// The cluster id to insist on (default: derived from --initial-cluster at bootstrap,
+    /// read from the data directory afterwards).
+    #[arg(long)]
+    cluster_id: Option<u64>,
     /// TOML file with the same keys (snake_case); flags win over the file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -42,6 +46,7 @@ struct FileConfig {
     peer_addr: Option<SocketAddr>,
     store_id: Option<u64>,
     initial_cluster: Option<String>,
+    cluster_id: Option<u64>,
     /// Seconds a graceful shutdown waits for in-flight requests.
     drain_timeout_secs: Option<u64>,
     /// Engine memtable size in MiB.
@@ -77,6 +82,7 @@ fn config(args: Args) -> Result<ServerConfig, String> {
         None => FileConfig::default(),
     };
     let mut cfg = ServerConfig::default();
+    let mut explicit_cluster = false;
     if let Some(v) = args.data_dir.or(file.data_dir) {
         cfg.data_dir = v;
     }
@@ -94,6 +100,8 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     }
     if let Some(v) = args.initial_cluster.or(file.initial_cluster) {
         cfg.initial_cluster = parse_cluster(&v)?;
+        // An explicit membership names the cluster: a data directory of another is refused.
+        explicit_cluster = true;
         if !cfg
             .initial_cluster
             .iter()
@@ -104,6 +112,10 @@ fn config(args: Args) -> Result<ServerConfig, String> {
                 cfg.store_id
             ));
         }
+    }
+    cfg.cluster_id = args.cluster_id.or(file.cluster_id);
+    if cfg.cluster_id.is_none() && explicit_cluster {
+        cfg.cluster_id = Some(cfg.derived_cluster_id());
     }
     if let Some(s) = file.drain_timeout_secs {
         cfg.drain_timeout = std::time::Duration::from_secs(s);

@@ -233,6 +233,9 @@ struct PendingRead {
     ctx: Vec<u8>,
     req: Box<RaftCmdRequest>,
     reply: Reply,
+    /// True once handed to raft. raft-rs silently drops a ReadIndex until the leader has
+    /// committed an entry of its own term, so reads wait here until then.
+    issued: bool,
     index: Option<u64>,
 }
 
@@ -463,13 +466,14 @@ impl StoreLoop {
             }
             let ctx = self.next_read_ctx.to_le_bytes().to_vec();
             self.next_read_ctx += 1;
-            self.raw.read_index(ctx.clone());
             self.pending_reads.push_back(PendingRead {
                 ctx,
                 req,
                 reply,
+                issued: false,
                 index: None,
             });
+            self.issue_reads();
             return;
         }
         if self.raw.raft.state != StateRole::Leader {
@@ -553,7 +557,23 @@ impl StoreLoop {
         s.revision.store(self.apply.revision, Ordering::Release);
     }
 
+    /// Hands waiting reads to raft once the leader can answer them.
+    fn issue_reads(&mut self) {
+        if self.raw.raft.state != StateRole::Leader || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        let mut ctxs = Vec::new();
+        for r in self.pending_reads.iter_mut().filter(|r| !r.issued) {
+            r.issued = true;
+            ctxs.push(r.ctx.clone());
+        }
+        for ctx in ctxs {
+            self.raw.read_index(ctx);
+        }
+    }
+
     fn serve_reads(&mut self) -> Result<(), Error> {
+        self.issue_reads();
         while let Some(front) = self.pending_reads.front() {
             match front.index {
                 Some(i) if i <= self.apply.applied_index => {}

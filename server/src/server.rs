@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub store_id: u64,
     /// The initial members `(store id, peer address)`. Default: just this store.
     pub initial_cluster: Vec<(u64, String)>,
+    /// The cluster this store must belong to. `None`: on first start derive it from the
+    /// initial membership, afterwards use the id stored in the data directory (as etcd
+    /// ignores `--initial-cluster` on restart). `Some(id)`: refuse a data directory of any
+    /// other cluster. Default: `None`.
+    pub cluster_id: Option<u64>,
     /// Connection limits. Default: [`Limits::default`].
     pub limits: Limits,
     /// How long a graceful shutdown waits for in-flight requests. Default: 5 s.
@@ -50,6 +55,7 @@ impl Default for ServerConfig {
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 2480)),
             store_id: 1,
             initial_cluster: Vec::new(),
+            cluster_id: None,
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(5),
             engine: EngineOptions::default(),
@@ -70,9 +76,10 @@ impl ServerConfig {
         }
     }
 
-    /// The cluster id: a hash of the initial membership, so every member of one cluster
-    /// derives the same id and a member of another cluster a different one (as etcd does).
-    pub fn cluster_id(&self) -> u64 {
+    /// The cluster id a new cluster gets: a hash of the initial membership, so every member
+    /// of one cluster derives the same id and a member of another cluster a different one
+    /// (as etcd does).
+    pub fn derived_cluster_id(&self) -> u64 {
         // FNV-1a, 64-bit: stable across versions and platforms.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for (id, addr) in self.members() {
@@ -145,12 +152,11 @@ impl Server {
                 "a cluster of several stores needs replication, which is not built yet (issue 5); start a single store".into(),
             ));
         }
-        let cluster_id = cfg.cluster_id();
         let engine = Arc::new(Engine::open(
             cfg.data_dir.join("engine"),
             cfg.engine.clone(),
         )?);
-        check_ident(&engine, &cfg, cluster_id)?;
+        let cluster_id = check_ident(&engine, &cfg)?;
         let log = Arc::new(LogStore::open(
             cfg.data_dir.join("raftlog"),
             cfg.raftlog.clone(),
@@ -260,33 +266,36 @@ impl Drop for Server {
     }
 }
 
-fn check_ident(engine: &Engine, cfg: &ServerConfig, cluster_id: u64) -> Result<(), Error> {
+/// Checks the data directory's store identity (writing it on first start) and returns the
+/// cluster id.
+fn check_ident(engine: &Engine, cfg: &ServerConfig) -> Result<u64, Error> {
     let dir = cfg.data_dir.display().to_string();
     match engine.get("raft", STORE_IDENT_KEY)? {
         Some(bytes) => {
             let ident =
                 StoreIdent::decode(&bytes[..]).map_err(|_| Error::CorruptIdent(dir.clone()))?;
-            if ident.cluster_id != cluster_id || ident.store_id != cfg.store_id {
+            let cluster = cfg.cluster_id.unwrap_or(ident.cluster_id);
+            if ident.cluster_id != cluster || ident.store_id != cfg.store_id {
                 return Err(Error::WrongStore {
                     dir,
                     found_store: ident.store_id,
                     found_cluster: ident.cluster_id,
                     store: cfg.store_id,
-                    cluster: cluster_id,
+                    cluster,
                 });
             }
-            Ok(())
+            Ok(cluster)
         }
         None => {
+            let cluster_id = cfg.cluster_id.unwrap_or_else(|| cfg.derived_cluster_id());
             let ident = StoreIdent {
                 cluster_id,
                 store_id: cfg.store_id,
-                ..Default::default()
             };
             engine.put("raft", STORE_IDENT_KEY, &ident.encode_to_vec())?;
             // Durable before anything else happens in this directory.
             engine.flush()?;
-            Ok(())
+            Ok(cluster_id)
         }
     }
 }

@@ -334,7 +334,8 @@ fn restart_serves_the_same_data_and_refuses_a_foreign_data_dir() {
     drop(c);
     server.shutdown().unwrap();
 
-    // The same directory started as another store is refused with a clear message.
+    // The same directory started as another store, or for another cluster, is refused with
+    // a clear message.
     let err = Server::start(ServerConfig {
         data_dir: dir.path().to_path_buf(),
         client_addr: "127.0.0.1:0".parse().unwrap(),
@@ -344,4 +345,16 @@ fn restart_serves_the_same_data_and_refuses_a_foreign_data_dir() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("belongs to store 1"), "{err}");
+    let err = Server::start(ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        client_addr: "127.0.0.1:0".parse().unwrap(),
+        cluster_id: Some(4242),
+        ..ServerConfig::default()
+    })
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("this is store 1 of cluster 4242"),
+        "{err}"
+    );
 }
