@@ -183,7 +183,7 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let net_node = node.clone();
-        let limits = cfg.limits.clone();
+        let limits = cfg.limits;
         let drain = cfg.drain_timeout;
         let net = std::thread::Builder::new()
             .name("pontoon-net".into())

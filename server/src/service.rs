@@ -35,7 +35,6 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let node = node.clone();
-                    let limits = limits.clone();
                     let active = active.clone();
                     let shutdown = shutdown.clone();
                     active.set(active.get() + 1);
@@ -235,7 +234,7 @@ async fn read_loop(
                     }
                     in_flight.set(in_flight.get() + 1);
                     let out = out.clone();
-                    let limits = limits.clone();
+                    let limits = *limits;
                     let in_flight = in_flight.clone();
                     tokio_uring::spawn(async move {
                         match rx.await {
