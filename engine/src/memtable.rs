@@ -14,36 +14,105 @@ use parking_lot::RwLock;
 use crate::key::{self, ValueKind, MAX_SEQ};
 use crate::range_del::RangeTombstone;
 
-/// A skiplist key: 4-byte big-endian column family id followed by an internal key.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct MemKey(Vec<u8>);
+/// Longest user key stored inline in a skiplist node (no second allocation).
+const INLINE_KEY: usize = 30;
 
-impl MemKey {
-    pub(crate) fn new(cf: u32, user_key: &[u8], seq: u64, kind: u8) -> MemKey {
-        let mut v = Vec::with_capacity(4 + user_key.len() + key::TRAILER_LEN);
-        v.extend_from_slice(&cf.to_be_bytes());
-        key::encode_into(&mut v, user_key, seq, kind);
-        MemKey(v)
+/// User-key bytes, inline when short: comparisons during a skiplist search then touch only
+/// the node itself, not a separate heap allocation.
+#[derive(Clone)]
+enum KeyBytes {
+    Inline { len: u8, buf: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl KeyBytes {
+    fn new(b: &[u8]) -> KeyBytes {
+        if b.len() <= INLINE_KEY {
+            let mut buf = [0u8; INLINE_KEY];
+            buf[..b.len()].copy_from_slice(b);
+            KeyBytes::Inline {
+                len: b.len() as u8,
+                buf,
+            }
+        } else {
+            KeyBytes::Heap(b.into())
+        }
     }
 
-    pub(crate) fn cf(&self) -> u32 {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&self.0[..4]);
-        u32::from_be_bytes(b)
-    }
-
-    /// The internal key (without the column family prefix).
-    pub(crate) fn ikey(&self) -> &[u8] {
-        &self.0[4..]
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline { len, buf } => &buf[..*len as usize],
+            KeyBytes::Heap(b) => b,
+        }
     }
 }
 
-impl Ord for MemKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match self.0[..4].cmp(&other.0[..4]) {
-            Ordering::Equal => key::compare(&self.0[4..], &other.0[4..]),
-            o => o,
+/// A skiplist key: column family, user key, and the internal-key trailer
+/// `(seq << 8) | kind`. Orders by column family, then user key ascending, then trailer
+/// descending (newest first) — the internal-key order within each column family.
+#[derive(Clone)]
+pub(crate) struct MemKey {
+    cf: u32,
+    trailer: u64,
+    key: KeyBytes,
+}
+
+impl MemKey {
+    pub(crate) fn new(cf: u32, user_key: &[u8], seq: u64, kind: u8) -> MemKey {
+        MemKey {
+            cf,
+            trailer: key::pack_trailer(seq, kind),
+            key: KeyBytes::new(user_key),
         }
+    }
+
+    pub(crate) fn cf(&self) -> u32 {
+        self.cf
+    }
+
+    pub(crate) fn user_key(&self) -> &[u8] {
+        self.key.as_slice()
+    }
+
+    /// Appends the internal key (user key ++ trailer) to `buf`.
+    pub(crate) fn ikey_into(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.key.as_slice());
+        buf.extend_from_slice(&self.trailer.to_le_bytes());
+    }
+
+    /// The internal key as an owned vector.
+    pub(crate) fn ikey(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.key.as_slice().len() + key::TRAILER_LEN);
+        self.ikey_into(&mut v);
+        v
+    }
+
+    fn from_ikey(cf: u32, ikey: &[u8]) -> MemKey {
+        match key::parse(ikey) {
+            Some(p) => MemKey::new(cf, p.user_key, p.seq, p.kind),
+            // Internal keys handed in here come from this memtable or from seek targets;
+            // a short one can only be a bare user-key bound.
+            None => MemKey::new(cf, ikey, MAX_SEQ, key::KIND_SEEK),
+        }
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for MemKey {}
+
+impl Ord for MemKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.cf
+            .cmp(&other.cf)
+            .then_with(|| self.key.as_slice().cmp(other.key.as_slice()))
+            .then_with(|| other.trailer.cmp(&self.trailer))
     }
 }
 
@@ -142,18 +211,13 @@ impl MemTable {
             return Lookup::Absent;
         };
         let k = entry.key();
-        if k.cf() != cf {
+        if k.cf() != cf || k.user_key() != user_key {
             return Lookup::Absent;
         }
-        match key::parse(k.ikey()) {
-            Some(p) if p.user_key == user_key => {
-                if p.kind == ValueKind::Put as u8 {
-                    Lookup::Value(p.seq, entry.value().clone())
-                } else {
-                    Lookup::Deleted
-                }
-            }
-            _ => Lookup::Absent,
+        if (k.trailer & 0xFF) as u8 == ValueKind::Put as u8 {
+            Lookup::Value(k.trailer >> 8, entry.value().clone())
+        } else {
+            Lookup::Deleted
         }
     }
 
@@ -217,16 +281,11 @@ impl MemTable {
         limit: usize,
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) {
-        let wrap = |ik: &[u8]| {
-            let mut v = Vec::with_capacity(4 + ik.len());
-            v.extend_from_slice(&cf.to_be_bytes());
-            v.extend_from_slice(ik);
-            MemKey(v)
-        };
+        let wrap = |ik: &[u8]| MemKey::from_ikey(cf, ik);
         // The whole column family: from (cf, "") at the newest sequence to the start of cf+1.
         let cf_lo = MemKey::new(cf, b"", MAX_SEQ, key::KIND_SEEK);
         let push = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, k: &MemKey, v: &Vec<u8>| {
-            out.push((k.ikey().to_vec(), v.clone()));
+            out.push((k.ikey(), v.clone()));
         };
         if !reverse {
             let lo = match from {
@@ -261,11 +320,14 @@ impl MemTable {
     /// Every entry of `cf` in internal-key order (for flush).
     pub(crate) fn for_each_in_cf(&self, cf: u32, mut f: impl FnMut(&[u8], &[u8]) -> bool) {
         let lo = MemKey::new(cf, b"", MAX_SEQ, key::KIND_SEEK);
+        let mut ikey = Vec::new();
         for e in self.map.range(lo..) {
             if e.key().cf() != cf {
                 break;
             }
-            if !f(e.key().ikey(), e.value()) {
+            ikey.clear();
+            e.key().ikey_into(&mut ikey);
+            if !f(&ikey, e.value()) {
                 break;
             }
         }
