@@ -310,6 +310,13 @@ impl FileSystem for MemFs {
             None => Err(io::ErrorKind::NotFound.into()),
         }
     }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.faults.op()?;
+        let mut dir = self.dir.lock();
+        let data = dir.live.remove(from).ok_or(io::ErrorKind::NotFound)?;
+        dir.live.insert(to.to_path_buf(), data);
+        Ok(())
+    }
     fn sync_dir(&self, dir_path: &Path) -> io::Result<()> {
         self.faults.op()?;
         let mut dir = self.dir.lock();

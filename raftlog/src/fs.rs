@@ -41,8 +41,8 @@ pub trait LogFile: Send + Sync {
     fn file_size(&self) -> io::Result<u64>;
     /// Sets the length (truncates or extends with zeros). Durable after `sync_data`.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Preallocates the file to at least `len` bytes (`fallocate`, size grows; the new
-    /// bytes read as zeros).
+    /// Preallocates the file to at least `len` bytes (size grows; the new bytes read as
+    /// zeros). The real implementation writes the zeros (see [`StdFs`]).
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// The whole content of the file.
     fn read_all(&self) -> io::Result<FileBytes>;
@@ -61,11 +61,27 @@ pub trait FileSystem: Send + Sync {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Removes the file at `path`. Durable after [`FileSystem::sync_dir`].
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` (replacing `to`). Durable after [`FileSystem::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes creations and removals in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Whether the writer should prepare (create, zero-fill, sync) the next segment on a
+    /// background thread ahead of rotation. False by default, so that fault-injecting
+    /// file systems see a deterministic sequence of operations.
+    fn prepare_in_background(&self) -> bool {
+        false
+    }
 }
 
-/// The real file system (`std::fs` + `libc` for `fallocate` and `fdatasync`).
+/// The real file system (`std::fs` + `libc` for `fdatasync`).
+///
+/// Preallocation writes zeros instead of calling `fallocate`: on ext4/xfs, `fallocate`d
+/// space is made of *unwritten* extents, and every `fdatasync` after writing into them
+/// must also commit the extent conversion to the journal. Overwriting blocks that were
+/// already written (and synced) makes `fdatasync` flush data only; measured on ext4
+/// (virtio disk): 9 KiB write + `fdatasync` 122 µs vs 169 µs, 144 KiB 180 µs vs 278 µs,
+/// 1 MiB 454 µs vs 3.07 ms. The zero-fill costs one sequential write of the segment, done
+/// ahead of time on a background thread ([`FileSystem::prepare_in_background`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;
 
@@ -90,20 +106,27 @@ impl LogFile for StdFile {
         self.file.set_len(len)
     }
     fn allocate(&self, len: u64) -> io::Result<()> {
-        let len = libc::off_t::try_from(len)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
-        // SAFETY: plain syscall on an fd we own; no memory is passed.
-        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
-        if rc == 0 {
-            return Ok(());
+        const CHUNK: usize = 1 << 20;
+        static ZEROS: [u8; CHUNK] = [0; CHUNK];
+        /// Zeros written between syncs of the fill.
+        const SYNC_EVERY: u64 = 4 << 20;
+        let mut at = self.file.metadata()?.len();
+        let mut unsynced = 0u64;
+        // Align the first chunk so that the following ones cover whole blocks.
+        while at < len {
+            let n = (len - at).min((CHUNK as u64) - at % CHUNK as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+            unsynced += n as u64;
+            // Never leave much dirty: on ext4 (data=ordered) a journal commit, which any
+            // other file's metadata sync may need, waits for the writeback of newly
+            // allocated dirty blocks; 128 MiB of zeros would stall it for long.
+            if unsynced >= SYNC_EVERY {
+                self.file.sync_data()?;
+                unsynced = 0;
+            }
         }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            // File systems without fallocate (tmpfs of old kernels, some overlays):
-            // preallocation is an optimisation only.
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
-            _ => Err(err),
-        }
+        Ok(())
     }
     fn read_all(&self) -> io::Result<FileBytes> {
         if self.file.metadata()?.len() == 0 {
@@ -146,14 +169,29 @@ impl FileSystem for StdFs {
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
     }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+    fn prepare_in_background(&self) -> bool {
+        true
     }
 }
 
 /// Path of segment `seq` in `dir`.
 pub(crate) fn segment_path(dir: &Path, seq: u32) -> PathBuf {
     dir.join(format!("{seq:016}.raftlog"))
+}
+
+/// Suffix of a segment being prepared ahead of rotation (`{seq:016}.raftlog.next`); such
+/// files are not part of the log and recovery deletes them.
+pub(crate) const PREPARING_SUFFIX: &str = ".raftlog.next";
+
+/// Path under which segment `seq` is prepared before it becomes `segment_path(dir, seq)`.
+pub(crate) fn preparing_path(dir: &Path, seq: u32) -> PathBuf {
+    dir.join(format!("{seq:016}{PREPARING_SUFFIX}"))
 }
 
 /// Parses a segment file name back into its sequence number.

@@ -12,7 +12,7 @@ use crate::format::{
     check_segment_header, decode_batch, read_record, RecordRead, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN,
 };
-use crate::fs::{parse_segment_name, segment_path, FileSystem, LogFile};
+use crate::fs::{parse_segment_name, segment_path, FileSystem, LogFile, PREPARING_SUFFIX};
 use crate::memtable::MemTable;
 use crate::writer::{create_segment, Active};
 
@@ -132,12 +132,13 @@ fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
 /// Opens every segment of `dir`, rebuilds the index and prepares the active segment.
 pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<Recovered> {
     fs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut seqs: Vec<u32> = fs
-        .list(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .iter()
-        .filter_map(|n| parse_segment_name(n))
-        .collect();
+    let names = fs.list(dir).map_err(|e| Error::io(dir, e))?;
+    for name in names.iter().filter(|n| n.ends_with(PREPARING_SUFFIX)) {
+        // A segment prepared ahead of rotation that never became part of the log.
+        let path = dir.join(name);
+        fs.remove(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let mut seqs: Vec<u32> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     seqs.sort_unstable();
     let mut mem = MemTable::new(cfg.cache_capacity_bytes);
     let mut files = BTreeMap::new();

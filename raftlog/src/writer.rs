@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::{segment_header, Op, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use crate::fs::{segment_path, FileSystem, LogFile};
+use crate::fs::{preparing_path, segment_path, FileSystem, LogFile};
 use crate::memtable::MemTable;
 use crate::purge::PurgeReport;
 use crate::uring::Uring;
@@ -71,6 +71,15 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// The active segment has writes that were not synced.
     unsynced: bool,
+    /// Segment `active.seq + 1`, being prepared under its `.next` name on a background
+    /// thread (real file systems only, see `FileSystem::prepare_in_background`).
+    next: Option<Preparing>,
+}
+
+/// A segment being created and zero-filled ahead of rotation.
+struct Preparing {
+    seq: u32,
+    handle: std::thread::JoinHandle<Result<Arc<dyn LogFile>>>,
 }
 
 static FALLBACK_WARNED: AtomicBool = AtomicBool::new(false);
@@ -106,13 +115,67 @@ impl Writer {
             None
         };
         shared.io_uring.store(ring.is_some(), Ordering::SeqCst);
-        Writer {
+        let mut w = Writer {
             shared,
             active,
             ring,
             buf: Vec::new(),
             unsynced: false,
+            next: None,
+        };
+        w.maybe_prepare_next();
+        w
+    }
+
+    /// Starts preparing the next segment once the active one is half full (a store
+    /// that is opened and closed quickly, e.g. in tests, does not zero-fill a segment it
+    /// never uses; a long one has half a segment of writes to hide the zero fill behind).
+    fn maybe_prepare_next(&mut self) {
+        if self.next.is_none() && self.active.offset >= self.shared.cfg.target_file_size / 2 {
+            self.prepare_next();
         }
+    }
+
+    /// Starts preparing segment `active.seq + 1` in the background, if this file system
+    /// wants that and segments are preallocated.
+    fn prepare_next(&mut self) {
+        let shared = &self.shared;
+        if !shared.cfg.preallocate || !shared.fs.prepare_in_background() {
+            return;
+        }
+        let Some(seq) = self.active.seq.checked_add(1) else {
+            return;
+        };
+        let (fs, dir, cfg) = (shared.fs.clone(), shared.dir.clone(), shared.cfg.clone());
+        let spawned = std::thread::Builder::new()
+            .name("raftlog-prepare".into())
+            .spawn(move || {
+                let path = preparing_path(&dir, seq);
+                let r = prepare_segment(&*fs, &path, &cfg);
+                if r.is_err() {
+                    let _ = fs.remove(&path);
+                }
+                r
+            });
+        match spawned {
+            Ok(handle) => self.next = Some(Preparing { seq, handle }),
+            Err(e) => log::warn!("raftlog: cannot spawn the segment preparer: {e}"),
+        }
+    }
+
+    /// Waits for the segment being prepared, if any; returns it if it is `seq`.
+    fn take_prepared(&mut self, seq: u32) -> Option<Arc<dyn LogFile>> {
+        let p = self.next.take()?;
+        let r = p.handle.join();
+        let path = preparing_path(&self.shared.dir, p.seq);
+        match r {
+            Ok(Ok(file)) if p.seq == seq => return Some(file),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::warn!("raftlog: preparing segment {} failed: {e}", p.seq),
+            Err(_) => log::warn!("raftlog: segment preparer panicked"),
+        }
+        let _ = self.shared.fs.remove(&path);
+        None
     }
 
     /// The writer thread's loop; returns on shutdown once the queue is drained.
@@ -146,6 +209,13 @@ impl Writer {
 
     /// On shutdown, makes writes done without `sync` durable (best effort).
     fn close(&mut self) {
+        if let Some(p) = self.next.take() {
+            let _ = p.handle.join();
+            let _ = self
+                .shared
+                .fs
+                .remove(&preparing_path(&self.shared.dir, p.seq));
+        }
         if self.unsynced && !self.shared.poisoned.load(Ordering::SeqCst) {
             if let Err(e) = self.flush(&[], true) {
                 log::warn!("raftlog: final sync failed: {e}");
@@ -262,6 +332,7 @@ impl Writer {
         }
         self.active.offset += buf.len() as u64;
         self.unsynced = !sync && (self.unsynced || !buf.is_empty());
+        self.maybe_prepare_next();
         Ok(())
     }
 
@@ -272,13 +343,26 @@ impl Writer {
             .seq
             .checked_add(1)
             .ok_or_else(|| Error::InvalidArgument("segment sequence exhausted".into()))?;
-        let file = create_segment(&*self.shared.fs, &self.shared.dir, seq, &self.shared.cfg)?;
+        let prepared = self.take_prepared(seq);
+        let (fs, dir) = (&*self.shared.fs, &self.shared.dir);
+        let file = match prepared {
+            Some(file) => {
+                // Header, zeros and sync are done: publishing it is a rename.
+                let path = segment_path(dir, seq);
+                fs.rename(&preparing_path(dir, seq), &path)
+                    .map_err(|e| Error::io(&path, e))?;
+                fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+                file
+            }
+            None => create_segment(fs, dir, seq, &self.shared.cfg)?,
+        };
         self.shared.files.write().insert(seq, file.clone());
         self.active = Active {
             seq,
             file,
             offset: SEGMENT_HEADER_LEN,
         };
+        self.maybe_prepare_next();
         Ok(())
     }
 }
@@ -290,14 +374,89 @@ pub(crate) fn create_segment(
     seq: u32,
     cfg: &Config,
 ) -> Result<Arc<dyn LogFile>> {
-    let path = segment_path(dir, seq);
-    let io = |e| Error::io(&path, e);
-    let file = fs.open(&path).map_err(io)?;
+    let file = prepare_segment(fs, &segment_path(dir, seq), cfg)?;
+    fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(file)
+}
+
+/// Creates the file at `path` with a segment header, preallocated (zero-filled) if
+/// configured, and synced. The directory is not synced.
+fn prepare_segment(
+    fs: &dyn FileSystem,
+    path: &std::path::Path,
+    cfg: &Config,
+) -> Result<Arc<dyn LogFile>> {
+    let io = |e| Error::io(path, e);
+    let file = fs.open(path).map_err(io)?;
     file.write_all_at(&segment_header(), 0).map_err(io)?;
     if cfg.preallocate {
         file.allocate(cfg.target_file_size).map_err(io)?;
     }
     file.sync_data().map_err(io)?;
-    fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Entry, LogBatch, LogStore};
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// On real files the next segment is zero-filled in the background under a `.next`
+    /// name, renamed in at rotation, and never left behind.
+    #[test]
+    fn segments_prepared_ahead_rotate_and_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            target_file_size: 64 << 10,
+            ..Config::default()
+        };
+        let mut next = 1u64;
+        for round in 0..3 {
+            let store = LogStore::open(dir.path(), cfg.clone()).unwrap();
+            assert_eq!(store.last_index(7).unwrap_or(0), next - 1, "round {round}");
+            for _ in 0..40 {
+                let es: Vec<Entry> = (next..next + 4)
+                    .map(|index| Entry {
+                        index,
+                        term: 1,
+                        data: vec![index as u8; 1000],
+                    })
+                    .collect();
+                let mut b = LogBatch::new();
+                b.add_entries(7, &es).unwrap();
+                store.write(b, true).unwrap();
+                next += 4;
+            }
+            assert!(store.stats().files >= 3, "rotated");
+            let e = store.entries(7, 1, next, u64::MAX).unwrap();
+            assert_eq!(e.len() as u64, next - 1);
+            assert!(e.iter().all(|e| e.data == vec![e.index as u8; 1000]));
+            // The active segment and the next one, zero-filled to the target size.
+            let n = names(dir.path());
+            let last = n.iter().rfind(|n| n.ends_with(".raftlog")).unwrap();
+            assert_eq!(
+                std::fs::metadata(dir.path().join(last)).unwrap().len(),
+                64 << 10
+            );
+            drop(store);
+            assert!(
+                names(dir.path()).iter().all(|n| n.ends_with(".raftlog")),
+                "{:?}",
+                names(dir.path())
+            );
+        }
+        // A stale `.next` file (crash while preparing) is deleted by recovery.
+        std::fs::write(dir.path().join("0000000000000099.raftlog.next"), b"junk").unwrap();
+        let store = LogStore::open(dir.path(), cfg).unwrap();
+        assert_eq!(store.last_index(7), Some(next - 1));
+        assert!(names(dir.path()).iter().all(|n| n.ends_with(".raftlog")));
+    }
 }
