@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub election_tick: usize,
     /// Ticks between leader heartbeats. Default: 3.
     pub heartbeat_tick: usize,
+    /// Raft-log entries kept behind what the engine has flushed before the log is
+    /// compacted (slack for slow followers once replication exists). Default: 10,000.
+    pub log_gc_lag: u64,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +66,7 @@ impl Default for NodeConfig {
             tick_interval: Duration::from_millis(100),
             election_tick: 10,
             heartbeat_tick: 3,
+            log_gc_lag: 10_000,
         }
     }
 }
@@ -179,6 +183,8 @@ impl Node {
             pending_writes: VecDeque::new(),
             pending_reads: VecDeque::new(),
             next_read_ctx: 1,
+            flush_marks: VecDeque::new(),
+            log_gc_lag: cfg.log_gc_lag,
         };
         let thread = std::thread::Builder::new()
             .name("pontoon-store".into())
@@ -253,6 +259,11 @@ struct StoreLoop {
     pending_writes: VecDeque<(u64, u64, Reply)>,
     pending_reads: VecDeque<PendingRead>,
     next_read_ctx: u64,
+    /// `(engine sequence, applied index, applied term)` of apply writes, oldest first: once
+    /// the engine has flushed a sequence, the raft log up to that index is no longer needed
+    /// for recovery.
+    flush_marks: VecDeque<(u64, u64, u64)>,
+    log_gc_lag: u64,
 }
 
 fn region_error(message: impl Into<String>) -> errorpb::Error {
@@ -544,7 +555,46 @@ impl StoreLoop {
         self.apply_entries(committed)?;
         self.raw.advance_apply();
         self.publish();
+        self.gc_log()?;
         self.serve_reads()
+    }
+
+    /// Compacts the raft log up to what the engine has durably applied (minus the lag), and
+    /// lets the log store drop the segments nobody needs. The log is never truncated past
+    /// the engine's flushed state: that is what a restart replays from.
+    fn gc_log(&mut self) -> Result<(), Error> {
+        let flushed = self.engine.flushed_seq();
+        let mut target = None;
+        while let Some(&(seq, index, term)) = self.flush_marks.front() {
+            if seq > flushed {
+                break;
+            }
+            target = Some((index, term));
+            self.flush_marks.pop_front();
+        }
+        let Some((durable, _)) = target else {
+            return Ok(());
+        };
+        let Some(index) = durable.checked_sub(self.log_gc_lag).filter(|i| *i > 0) else {
+            return Ok(());
+        };
+        let Ok(term) = raft::Storage::term(self.raw.store(), index) else {
+            return Ok(()); // already compacted
+        };
+        if index < raft::Storage::first_index(self.raw.store()).unwrap_or(0) {
+            return Ok(());
+        }
+        let mut batch = LogBatch::new();
+        self.raw.mut_store().compact_to(&mut batch, index, term)?;
+        self.log.write(batch, false)?;
+        let report = self.log.purge()?;
+        if !report.removed_files.is_empty() {
+            log::debug!(
+                "raft log compacted to {index}; removed {} segments",
+                report.removed_files.len()
+            );
+        }
+        Ok(())
     }
 
     fn publish(&self) {
@@ -703,7 +753,10 @@ impl StoreLoop {
         self.apply.applied_index = e.index;
         self.apply.applied_term = e.term;
         self.apply.stage(&mut batch, FIRST_REGION_ID);
-        self.engine.write(&batch)?;
+        let seq = self.engine.write(&batch)?;
+        if e.index % 128 == 0 {
+            self.flush_marks.push_back((seq, e.index, e.term));
+        }
         // Answer the proposer of this entry; older proposals that lost their slot to another
         // leader's entries are stale.
         while self
