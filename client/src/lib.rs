@@ -17,11 +17,14 @@
 // Tests may unwrap; library code may not.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod blocking;
 pub mod body;
+pub mod client;
 pub mod decoder;
 pub mod error;
 pub mod frame;
 pub mod limits;
+pub mod output;
 
 pub use body::FrameBody;
 pub use decoder::FrameDecoder;

@@ -754,7 +754,7 @@ impl StoreLoop {
         self.apply.applied_term = e.term;
         self.apply.stage(&mut batch, FIRST_REGION_ID);
         let seq = self.engine.write(&batch)?;
-        if e.index % 128 == 0 {
+        if e.index.is_multiple_of(128) {
             self.flush_marks.push_back((seq, e.index, e.term));
         }
         // Answer the proposer of this entry; older proposals that lost their slot to another

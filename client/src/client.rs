@@ -1,0 +1,1095 @@
+//! [`Client`]: an async, pipelining client for Pontoon stores.
+//!
+//! A client knows a list of endpoints (`host:port`). It opens at most **one** TCP
+//! connection per endpoint, lazily, on first use, performs the handshake of
+//! `docs/PROTOCOL.md` §3, and then shares that connection among all concurrent calls:
+//! every call gets its own request id, its Request frame is queued to a writer task (which
+//! coalesces whatever is queued into one socket write), and a reader task hands each
+//! Response back to its caller by request id, in whatever order the store answers.
+//!
+//! Calls go to the *preferred* endpoint. When a store answers `NotLeader` with a leader
+//! hint, the client switches to the endpoint of that store (learnt from the handshake);
+//! when a connection fails or an attempt times out, the endpoint is skipped for
+//! [`ClientOptions::endpoint_backoff`] and the call is retried on the next one. Retries are
+//! bounded by [`ClientOptions::max_attempts`] and by the whole call's
+//! [`ClientOptions::request_timeout`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), pontoon_client::client::Error> {
+//! use pontoon_client::client::{Client, ClientOptions, RangeOptions};
+//! let client = Client::connect(&["127.0.0.1:2479".to_string()], ClientOptions::default()).await?;
+//! client.put(b"foo", b"bar", false).await?;
+//! let got = client.get(b"foo").await?;
+//! assert_eq!(got.kvs[0].value, b"bar");
+//! let all = client.range(b"a", RangeOptions { range_end: b"z".to_vec(), ..Default::default() }).await?;
+//! # let _ = all; Ok(()) }
+//! ```
+//!
+//! Writes retried after a timeout or a lost connection may have been applied once already
+//! (at-least-once, as with etcd's clients).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::body::FrameBody;
+use crate::error::{DecodeError, EncodeError};
+use crate::frame::{encode_frame, encode_message, Frame, FrameType, PROTOCOL_VERSION};
+use crate::proto::errorpb;
+use crate::proto::framepb::{FrameErrorCode, Handshake, HandshakeAck, Role};
+use crate::proto::pontoonpb::{self, KeyValue, RangeRequest, ResponseHeader};
+use crate::proto::raft_cmdpb::{
+    CmdType, DeleteRangeRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
+    Request, SnapRequest,
+};
+use crate::FrameDecoder;
+
+/// Why a call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Connecting, reading or writing failed (the `std::io::Error`'s text).
+    #[error("{endpoint}: {message}")]
+    Io {
+        /// The endpoint concerned.
+        endpoint: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The store sent bytes that are not a valid frame or payload.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] DecodeError),
+    /// A request could not be encoded (larger than the frame size limit).
+    #[error("cannot encode request: {0}")]
+    Encode(#[from] EncodeError),
+    /// The store answered with an Error frame (and closed the connection).
+    #[error("server error {code:?}: {message}")]
+    Server {
+        /// The frame error code.
+        code: FrameErrorCode,
+        /// The store's explanation.
+        message: String,
+    },
+    /// The command was not executed: a region error (`NotLeader`, `EpochNotMatch`, ...).
+    /// Displayed as the store's message, e.g. `etcdserver: key is not provided`.
+    #[error("{}", region_error_text(.0))]
+    Region(Box<errorpb::Error>),
+    /// No answer within the timeout.
+    #[error("context deadline exceeded")]
+    Timeout,
+    /// The connection closed before the answer arrived.
+    #[error("connection closed")]
+    Closed,
+    /// The response does not have the shape of an answer to the request.
+    #[error("unexpected response: {0}")]
+    UnexpectedResponse(String),
+    /// The client was given no endpoint.
+    #[error("no endpoints given")]
+    NoEndpoints,
+}
+
+fn region_error_text(e: &errorpb::Error) -> String {
+    if !e.message.is_empty() {
+        e.message.clone()
+    } else if e.not_leader.is_some() {
+        "not leader".into()
+    } else {
+        format!("region error {e:?}")
+    }
+}
+
+impl Error {
+    fn io(endpoint: &str, e: &std::io::Error) -> Error {
+        Error::Io {
+            endpoint: endpoint.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// True for failures of the connection or endpoint (not of the command itself): worth
+    /// retrying on another endpoint.
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::Protocol(_) | Error::Timeout | Error::Closed => true,
+            Error::Server { code, .. } => matches!(
+                code,
+                FrameErrorCode::ShuttingDown | FrameErrorCode::IdleTimeout
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Tuning of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Deadline of one call, retries included. Default 5 s.
+    pub request_timeout: Duration,
+    /// Deadline of one attempt on one endpoint (capped by what is left of
+    /// `request_timeout`). Default 2 s.
+    pub attempt_timeout: Duration,
+    /// Deadline of TCP connect plus handshake. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Most attempts of one call (first try included). Default 10.
+    pub max_attempts: usize,
+    /// How long an endpoint whose connection failed is skipped. Default 1 s.
+    pub endpoint_backoff: Duration,
+    /// Pause before retrying when no leader is known, the store is busy or every endpoint
+    /// is down. Default 200 ms.
+    pub retry_backoff: Duration,
+    /// Region id put in request headers; 0 lets the store pick its (only) region.
+    pub region_id: u64,
+    /// Name sent in the handshake, for the store's logs.
+    pub client_name: String,
+    /// Largest frame payload the client accepts from the store.
+    pub max_frame_size_bytes: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            max_attempts: 10,
+            endpoint_backoff: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(200),
+            region_id: 0,
+            client_name: "pontoon-client".into(),
+            max_frame_size_bytes: crate::Limits::DEFAULT_MAX_FRAME_SIZE_BYTES,
+        }
+    }
+}
+
+/// Options of a range read (etcd's `RangeRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// Empty: the key alone; `"\0"`: every key ≥ key; otherwise `[key, range_end)`.
+    pub range_end: Vec<u8>,
+    /// Most keys returned; 0 for no limit.
+    pub limit: i64,
+    /// Return keys and metadata without values.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+    /// Read the contacted store's state without going through raft (possibly stale).
+    pub serializable: bool,
+}
+
+/// Result of [`Client::put`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PutResult {
+    /// etcd-style metadata.
+    pub header: ResponseHeader,
+    /// The previous key-value, when asked for and the key existed.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// Result of [`Client::range`] and [`Client::get`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeResult {
+    /// etcd-style metadata.
+    pub header: ResponseHeader,
+    /// The key-values found (empty with `count_only`).
+    pub kvs: Vec<KeyValue>,
+    /// True when the limit cut the result short.
+    pub more: bool,
+    /// Number of keys in the range, regardless of the limit.
+    pub count: i64,
+}
+
+/// Result of [`Client::delete`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeleteResult {
+    /// etcd-style metadata.
+    pub header: ResponseHeader,
+    /// Number of keys deleted.
+    pub deleted: i64,
+    /// The deleted key-values, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// Result of [`Client::endpoint_status`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointStatus {
+    /// The endpoint asked.
+    pub endpoint: String,
+    /// Header of a serializable read served by that store.
+    pub header: ResponseHeader,
+    /// Store id of the leader as that store knows it (0: unknown).
+    pub leader: u64,
+    /// The store's raft term (from the response's raft header).
+    pub raft_term: u64,
+    /// The handshake answer of that store (cluster id, store id, limits).
+    pub ack: HandshakeAck,
+}
+
+/// Prefix rule of etcd: the smallest key greater than every key starting with `key` (last
+/// byte + 1, trailing 0xff bytes dropped); `"\0"` (every key) if `key` is empty or all 0xff.
+pub fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// A connection to one store, shared by every call to it.
+#[derive(Debug)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    in_flight: Arc<Semaphore>,
+    ack: HandshakeAck,
+    reader: JoinHandle<()>,
+}
+
+type Answer = Result<Frame, Error>;
+
+#[derive(Debug, Default)]
+struct Pending {
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Set once the connection is dead; no new request is accepted.
+    closed: Option<Error>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    endpoint: String,
+    pending: StdMutex<Pending>,
+    next_id: AtomicU64,
+    dead: AtomicBool,
+    max_frame_size_bytes: u32,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A poisoned lock only means a panic elsewhere; the map itself is consistent.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the connection dead and fails every waiting call with `err`.
+    fn fail(&self, err: Error) {
+        self.dead.store(true, Ordering::Release);
+        let waiting = {
+            let mut p = self.lock();
+            if p.closed.is_none() {
+                p.closed = Some(err.clone());
+            }
+            std::mem::take(&mut p.waiting)
+        };
+        for (_, tx) in waiting {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+
+    fn deliver(&self, frame: Frame) {
+        let tx = self.lock().waiting.remove(&frame.request_id);
+        if let Some(tx) = tx {
+            let _ = tx.send(Ok(frame));
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.shared.fail(Error::Closed);
+    }
+}
+
+impl Connection {
+    /// Connects to `endpoint` and performs the handshake (`cluster_id` 0 = unknown).
+    pub async fn open(
+        endpoint: &str,
+        cluster_id: u64,
+        opts: &ClientOptions,
+    ) -> Result<Connection, Error> {
+        match tokio::time::timeout(
+            opts.connect_timeout,
+            Self::open_inner(endpoint, cluster_id, opts),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::Io {
+                endpoint: endpoint.to_string(),
+                message: "connect timed out".into(),
+            }),
+        }
+    }
+
+    async fn open_inner(
+        endpoint: &str,
+        cluster_id: u64,
+        opts: &ClientOptions,
+    ) -> Result<Connection, Error> {
+        let stream = TcpStream::connect(endpoint)
+            .await
+            .map_err(|e| Error::io(endpoint, &e))?;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let max = opts.max_frame_size_bytes;
+        let mut buf = Vec::new();
+        FrameBody::Handshake(Handshake {
+            protocol_version: u32::from(PROTOCOL_VERSION),
+            cluster_id,
+            role: Role::Client as i32,
+            store_id: 0,
+            client_name: opts.client_name.clone(),
+        })
+        .encode(0, max, &mut buf)?;
+        wr.write_all(&buf)
+            .await
+            .map_err(|e| Error::io(endpoint, &e))?;
+        let mut decoder = FrameDecoder::with_max_frame_size(max);
+        let mut chunk = vec![0u8; 16 * 1024];
+        let first = loop {
+            if let Some(frame) = decoder.next_frame()? {
+                break frame;
+            }
+            let n = rd
+                .read(&mut chunk)
+                .await
+                .map_err(|e| Error::io(endpoint, &e))?;
+            if n == 0 {
+                return Err(Error::Closed);
+            }
+            decoder.feed(chunk.get(..n).unwrap_or_default());
+        };
+        let ack = match FrameBody::decode(&first)? {
+            FrameBody::HandshakeAck(ack) => ack,
+            FrameBody::Error(e) => {
+                return Err(Error::Server {
+                    code: FrameErrorCode::try_from(e.code).unwrap_or(FrameErrorCode::Unspecified),
+                    message: e.message,
+                })
+            }
+            other => {
+                return Err(Error::UnexpectedResponse(format!(
+                    "{} frame instead of HandshakeAck",
+                    other.frame_type().name()
+                )))
+            }
+        };
+        let shared = Arc::new(Shared {
+            endpoint: endpoint.to_string(),
+            pending: StdMutex::new(Pending::default()),
+            next_id: AtomicU64::new(1),
+            dead: AtomicBool::new(false),
+            max_frame_size_bytes: if ack.max_frame_size_bytes == 0 {
+                max
+            } else {
+                ack.max_frame_size_bytes
+            },
+        });
+        let permits = match ack.max_in_flight_requests {
+            0 => crate::Limits::DEFAULT_MAX_IN_FLIGHT_REQUESTS,
+            n => n,
+        };
+        let idle = Duration::from_millis(ack.idle_timeout_ms);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(Arc::clone(&shared), wr, rx, idle));
+        let reader = tokio::spawn(read_loop(Arc::clone(&shared), rd, decoder, chunk));
+        Ok(Connection {
+            shared,
+            tx,
+            in_flight: Arc::new(Semaphore::new(permits as usize)),
+            ack,
+            reader,
+        })
+    }
+
+    /// The store's handshake answer.
+    pub fn ack(&self) -> &HandshakeAck {
+        &self.ack
+    }
+
+    /// False once the connection failed or was closed by the store.
+    pub fn is_alive(&self) -> bool {
+        !self.shared.dead.load(Ordering::Acquire)
+    }
+
+    /// Sends one frame built by `encode` (given the request id) and waits for the frame
+    /// answering it, at most `timeout`.
+    async fn round_trip(
+        &self,
+        encode: impl FnOnce(u64, u32, &mut Vec<u8>) -> Result<(), EncodeError>,
+        timeout: Duration,
+    ) -> Result<Frame, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => return Err(Error::Timeout),
+        };
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = Vec::new();
+        encode(id, self.shared.max_frame_size_bytes, &mut buf)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = self.shared.lock();
+            if let Some(e) = &p.closed {
+                return Err(e.clone());
+            }
+            p.waiting.insert(id, tx);
+        }
+        if self.tx.send(buf).is_err() {
+            self.shared.lock().waiting.remove(&id);
+            return Err(Error::Closed);
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                self.shared.lock().waiting.remove(&id);
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// Sends one command and waits for its answer. A region error comes back as
+    /// `Ok(response)` with `header.error` set; see [`Client::call`] for the retrying version.
+    pub async fn call(
+        &self,
+        req: &RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<RaftCmdResponse, Error> {
+        let frame = self
+            .round_trip(
+                |id, max, buf| encode_message(FrameType::Request, id, req, max, buf),
+                timeout,
+            )
+            .await?;
+        match FrameBody::decode(&frame)? {
+            FrameBody::Response(r) => Ok(r),
+            FrameBody::Error(e) => Err(Error::Server {
+                code: FrameErrorCode::try_from(e.code).unwrap_or(FrameErrorCode::Unspecified),
+                message: e.message,
+            }),
+            other => Err(Error::UnexpectedResponse(format!(
+                "{} frame answering a Request",
+                other.frame_type().name()
+            ))),
+        }
+    }
+
+    /// Sends a Ping and waits for its Pong; returns the round-trip time.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let payload = Bytes::from_static(b"ping");
+        let frame = self
+            .round_trip(
+                |id, max, buf| encode_frame(FrameType::Ping, id, &payload, max, buf),
+                timeout,
+            )
+            .await?;
+        match frame.frame_type {
+            FrameType::Pong => Ok(start.elapsed()),
+            FrameType::Error => match FrameBody::decode(&frame)? {
+                FrameBody::Error(e) => Err(Error::Server {
+                    code: FrameErrorCode::try_from(e.code).unwrap_or(FrameErrorCode::Unspecified),
+                    message: e.message,
+                }),
+                _ => Err(Error::UnexpectedResponse("bad Error frame".into())),
+            },
+            t => Err(Error::UnexpectedResponse(format!(
+                "{} frame answering a Ping",
+                t.name()
+            ))),
+        }
+    }
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    idle: Duration,
+) {
+    // Ping when nothing was sent for a third of the store's idle timeout.
+    let keepalive = if idle.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        idle / 3
+    };
+    loop {
+        let mut batch = match tokio::time::timeout(keepalive, rx.recv()).await {
+            Ok(Some(b)) => b,
+            Ok(None) => break,
+            Err(_) => {
+                let mut b = Vec::new();
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                if encode_frame(
+                    FrameType::Ping,
+                    id,
+                    b"",
+                    shared.max_frame_size_bytes,
+                    &mut b,
+                )
+                .is_err()
+                {
+                    continue;
+                }
+                b
+            }
+        };
+        // Coalesce what else is queued into one write (bounded to keep latency fair).
+        while batch.len() < 1 << 20 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&batch).await {
+            shared.fail(Error::io(&shared.endpoint, &e));
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut rd: OwnedReadHalf,
+    mut decoder: FrameDecoder,
+    mut chunk: Vec<u8>,
+) {
+    let err = loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => match frame.frame_type {
+                    FrameType::Error if frame.request_id == 0 => {
+                        let err = match FrameBody::decode(&frame) {
+                            Ok(FrameBody::Error(e)) => Error::Server {
+                                code: FrameErrorCode::try_from(e.code)
+                                    .unwrap_or(FrameErrorCode::Unspecified),
+                                message: e.message,
+                            },
+                            Ok(_) => Error::Closed,
+                            Err(e) => Error::Protocol(e),
+                        };
+                        shared.fail(err);
+                        return;
+                    }
+                    FrameType::Ping => {
+                        // Stores do not ping clients today; ignore rather than answer from here.
+                    }
+                    _ => shared.deliver(frame),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    shared.fail(Error::Protocol(e));
+                    return;
+                }
+            }
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) => break Error::Closed,
+            Ok(n) => decoder.feed(chunk.get(..n).unwrap_or_default()),
+            Err(e) => break Error::io(&shared.endpoint, &e),
+        }
+    };
+    shared.fail(err);
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    addr: String,
+    /// The current connection, if any (checked without waiting on `connecting`).
+    conn: StdMutex<Option<Arc<Connection>>>,
+    /// Held while opening a connection, so that one caller connects and the others wait.
+    connecting: tokio::sync::Mutex<()>,
+    /// Skip this endpoint until then (after a failure).
+    down_until: StdMutex<Option<Instant>>,
+    /// The last failed connection attempt: until its deadline (`retry_backoff` later),
+    /// callers get its error instead of trying again.
+    connect_failure: StdMutex<Option<(Instant, Error)>>,
+    /// Store id from the handshake, 0 until connected once.
+    store_id: AtomicU64,
+}
+
+impl Endpoint {
+    fn is_down(&self, now: Instant) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t > now)
+    }
+
+    fn mark_down(&self, backoff: Duration) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + backoff);
+    }
+
+    fn mark_up(&self) {
+        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .connect_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn live_connection(&self) -> Option<Arc<Connection>> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|c| c.is_alive())
+            .cloned()
+    }
+
+    fn recent_connect_failure(&self) -> Option<Error> {
+        self.connect_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, e)| e.clone())
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoints: Vec<Endpoint>,
+    opts: ClientOptions,
+    preferred: AtomicUsize,
+    cluster_id: AtomicU64,
+}
+
+/// An async client of a Pontoon cluster. Cheap to clone: clones share the connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A client of `endpoints` (`host:port`) that connects lazily, on the first call.
+    pub fn new(endpoints: &[String], opts: ClientOptions) -> Result<Client, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::NoEndpoints);
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints: endpoints
+                    .iter()
+                    .map(|a| Endpoint {
+                        addr: a.clone(),
+                        conn: StdMutex::new(None),
+                        connecting: tokio::sync::Mutex::new(()),
+                        down_until: StdMutex::new(None),
+                        connect_failure: StdMutex::new(None),
+                        store_id: AtomicU64::new(0),
+                    })
+                    .collect(),
+                opts,
+                preferred: AtomicUsize::new(0),
+                cluster_id: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// A client of `endpoints`, connected (handshake done) to the first one that answers.
+    /// Fails with that endpoint's error if none does.
+    pub async fn connect(endpoints: &[String], opts: ClientOptions) -> Result<Client, Error> {
+        let client = Client::new(endpoints, opts)?;
+        let mut last = Error::NoEndpoints;
+        for i in 0..client.inner.endpoints.len() {
+            match client.connection(i).await {
+                Ok(_) => {
+                    client.inner.preferred.store(i, Ordering::Relaxed);
+                    return Ok(client);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner
+            .endpoints
+            .iter()
+            .map(|e| e.addr.clone())
+            .collect()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// The cluster id learnt from a handshake (0 before the first connection).
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id.load(Ordering::Relaxed)
+    }
+
+    /// The live connection to endpoint `i`, opening it (and doing the handshake) if needed.
+    async fn connection(&self, i: usize) -> Result<Arc<Connection>, Error> {
+        let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
+        if let Some(c) = ep.live_connection() {
+            return Ok(c);
+        }
+        let _connecting = ep.connecting.lock().await;
+        // Someone else may have connected, or failed to, while this caller waited.
+        if let Some(c) = ep.live_connection() {
+            return Ok(c);
+        }
+        if let Some(e) = ep.recent_connect_failure() {
+            return Err(e);
+        }
+        let conn = match Connection::open(&ep.addr, self.cluster_id(), &self.inner.opts).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                let backoff = self.inner.opts.endpoint_backoff;
+                ep.mark_down(backoff);
+                // Callers queued behind this attempt get its error instead of trying again
+                // at once; a retry after `retry_backoff` tries for real.
+                *ep.connect_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now() + self.inner.opts.retry_backoff, e.clone()));
+                return Err(e);
+            }
+        };
+        ep.mark_up();
+        ep.store_id.store(conn.ack.store_id, Ordering::Relaxed);
+        if conn.ack.cluster_id != 0 {
+            let _ = self.inner.cluster_id.compare_exchange(
+                0,
+                conn.ack.cluster_id,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+        *ep.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// The endpoint to try next: the preferred one if it is not marked down, else the next
+    /// one that is not, else the preferred one anyway.
+    fn pick(&self) -> usize {
+        let n = self.inner.endpoints.len();
+        let start = self.inner.preferred.load(Ordering::Relaxed) % n;
+        let now = Instant::now();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| self.inner.endpoints.get(i).is_some_and(|e| !e.is_down(now)))
+            .unwrap_or(start)
+    }
+
+    fn all_down(&self) -> bool {
+        let now = Instant::now();
+        self.inner.endpoints.iter().all(|e| e.is_down(now))
+    }
+
+    fn advance_from(&self, i: usize) {
+        let n = self.inner.endpoints.len();
+        let _ = self.inner.preferred.compare_exchange(
+            i,
+            (i + 1) % n,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Sends `req` to one store and returns its answer, retrying on other endpoints as
+    /// described in the module documentation. A region error that retrying cannot fix is
+    /// returned as [`Error::Region`].
+    pub async fn call(&self, mut req: RaftCmdRequest) -> Result<RaftCmdResponse, Error> {
+        let opts = &self.inner.opts;
+        if opts.region_id != 0 {
+            req.header
+                .get_or_insert_with(RaftRequestHeader::default)
+                .region_id = opts.region_id;
+        }
+        let deadline = Instant::now() + opts.request_timeout;
+        let mut last = Error::Timeout;
+        let mut pause = false;
+        for _ in 0..opts.max_attempts.max(1) {
+            if pause {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(opts.retry_backoff.min(left)).await;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout);
+            }
+            let i = self.pick();
+            let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
+            let result = match tokio::time::timeout(left, self.connection(i)).await {
+                Err(_) => Err(Error::Timeout),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(conn)) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    conn.call(&req, left.min(opts.attempt_timeout)).await
+                }
+            };
+            let err = match result {
+                Ok(mut resp) => match resp.header.as_mut().and_then(|h| h.error.take()) {
+                    None => return Ok(resp),
+                    Some(err) => err,
+                },
+                Err(e) if e.is_connection_failure() => {
+                    ep.mark_down(opts.endpoint_backoff);
+                    self.advance_from(i);
+                    last = e;
+                    // Another endpoint may answer at once; if all are down, wait a little.
+                    pause = self.all_down();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(nl) = &err.not_leader {
+                let hint = nl.leader.as_ref().map(|p| p.store_id).unwrap_or(0);
+                let target = self
+                    .inner
+                    .endpoints
+                    .iter()
+                    .position(|e| hint != 0 && e.store_id.load(Ordering::Relaxed) == hint);
+                match target {
+                    Some(t) if t != i => {
+                        self.inner.preferred.store(t, Ordering::Relaxed);
+                        pause = false;
+                    }
+                    // The leader's endpoint is not known yet: try the next one at once.
+                    None if hint != 0 => {
+                        self.advance_from(i);
+                        pause = false;
+                    }
+                    // No leader known (election under way): wait, then try elsewhere.
+                    _ => {
+                        self.advance_from(i);
+                        pause = true;
+                    }
+                }
+                last = Error::Region(Box::new(err));
+                continue;
+            }
+            if err.server_is_busy.is_some() || err.stale_command.is_some() {
+                last = Error::Region(Box::new(err));
+                pause = true;
+                continue;
+            }
+            return Err(Error::Region(Box::new(err)));
+        }
+        Err(last)
+    }
+
+    /// Sends a Ping to the preferred endpoint and returns the round-trip time.
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let conn = self.connection(self.pick()).await?;
+        conn.ping(self.inner.opts.request_timeout).await
+    }
+
+    /// Puts `value` at `key` (etcd `Put`); with `prev_kv`, returns the previous key-value.
+    pub async fn put(&self, key: &[u8], value: &[u8], prev_kv: bool) -> Result<PutResult, Error> {
+        let req = command(Request {
+            cmd_type: CmdType::Put as i32,
+            put: Some(PutRequest {
+                cf: String::new(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+                prev_kv,
+            }),
+            ..Default::default()
+        });
+        let mut resp = self.call(req).await?;
+        let put = single(&mut resp, CmdType::Put)?.put.unwrap_or_default();
+        Ok(PutResult {
+            header: resp.response_header.unwrap_or_default(),
+            prev_kv: put.prev_kv,
+        })
+    }
+
+    /// Reads one key (linearizable); `kvs` is empty if it does not exist.
+    pub async fn get(&self, key: &[u8]) -> Result<RangeResult, Error> {
+        self.range(key, RangeOptions::default()).await
+    }
+
+    /// Reads a range of keys (etcd `Range`).
+    pub async fn range(&self, key: &[u8], opts: RangeOptions) -> Result<RangeResult, Error> {
+        let req = command(range_request(key, &opts));
+        let mut resp = self.call(req).await?;
+        let range = single(&mut resp, CmdType::Range)?.range.unwrap_or_default();
+        Ok(RangeResult {
+            header: resp.response_header.unwrap_or_default(),
+            kvs: range.kvs,
+            more: range.more,
+            count: range.count,
+        })
+    }
+
+    /// Deletes `key` (empty `range_end`), every key ≥ `key` (`range_end` = `"\0"`) or the
+    /// keys of `[key, range_end)` (etcd `DeleteRange`).
+    pub async fn delete(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        prev_kv: bool,
+    ) -> Result<DeleteResult, Error> {
+        let req = command(Request {
+            cmd_type: CmdType::DeleteRange as i32,
+            delete_range: Some(DeleteRangeRequest {
+                cf: String::new(),
+                start_key: key.to_vec(),
+                end_key: range_end.to_vec(),
+                prev_kv,
+            }),
+            ..Default::default()
+        });
+        let mut resp = self.call(req).await?;
+        let del = single(&mut resp, CmdType::DeleteRange)?
+            .delete_range
+            .unwrap_or_default();
+        Ok(DeleteResult {
+            header: resp.response_header.unwrap_or_default(),
+            deleted: del.deleted,
+            prev_kvs: del.prev_kvs,
+        })
+    }
+
+    /// Status of the preferred endpoint; see [`Client::endpoint_status`].
+    pub async fn status(&self) -> Result<EndpointStatus, Error> {
+        self.endpoint_status(self.pick()).await
+    }
+
+    /// Status of endpoint number `i` (no retry elsewhere): the header of a serializable
+    /// count-only read of key `"\0"` served by that store, and the leader it knows (from a
+    /// linearizable `Snap`: itself if it succeeds, the `NotLeader` hint otherwise).
+    pub async fn endpoint_status(&self, i: usize) -> Result<EndpointStatus, Error> {
+        let endpoint = self
+            .inner
+            .endpoints
+            .get(i)
+            .map(|e| e.addr.clone())
+            .ok_or(Error::NoEndpoints)?;
+        let timeout = self.inner.opts.request_timeout;
+        let conn = tokio::time::timeout(timeout, self.connection(i))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        let mut header_req = command(range_request(
+            b"\0",
+            &RangeOptions {
+                count_only: true,
+                serializable: true,
+                ..Default::default()
+            },
+        ));
+        let mut snap_req = command(Request {
+            cmd_type: CmdType::Snap as i32,
+            snap: Some(SnapRequest {}),
+            ..Default::default()
+        });
+        if self.inner.opts.region_id != 0 {
+            for r in [&mut header_req, &mut snap_req] {
+                r.header.get_or_insert_with(Default::default).region_id = self.inner.opts.region_id;
+            }
+        }
+        let (read, snap) = tokio::join!(
+            conn.call(&header_req, timeout),
+            conn.call(&snap_req, timeout)
+        );
+        let mut read = read?;
+        if let Some(err) = read.header.as_mut().and_then(|h| h.error.take()) {
+            return Err(Error::Region(Box::new(err)));
+        }
+        let header = read.response_header.unwrap_or_default();
+        let leader = match snap {
+            Ok(r) => match r.header.as_ref().and_then(|h| h.error.as_ref()) {
+                None => header.member_id,
+                Some(e) => e
+                    .not_leader
+                    .as_ref()
+                    .and_then(|nl| nl.leader.as_ref())
+                    .map(|p| p.store_id)
+                    .unwrap_or(0),
+            },
+            Err(_) => 0,
+        };
+        let raft_term = read
+            .header
+            .as_ref()
+            .map(|h| h.current_term)
+            .filter(|&t| t != 0)
+            .unwrap_or(header.raft_term);
+        Ok(EndpointStatus {
+            endpoint,
+            header,
+            leader,
+            raft_term,
+            ack: conn.ack,
+        })
+    }
+}
+
+/// The range request for `key` and `opts`.
+pub fn range_request(key: &[u8], opts: &RangeOptions) -> Request {
+    Request {
+        cmd_type: CmdType::Range as i32,
+        range: Some(RangeRequest {
+            key: key.to_vec(),
+            range_end: opts.range_end.clone(),
+            limit: opts.limit,
+            serializable: opts.serializable,
+            keys_only: opts.keys_only,
+            count_only: opts.count_only,
+            cf: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A command made of one request, with a default header.
+pub fn command(request: Request) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader::default()),
+        requests: vec![request],
+        admin_request: None,
+    }
+}
+
+fn single(
+    resp: &mut RaftCmdResponse,
+    want: CmdType,
+) -> Result<crate::proto::raft_cmdpb::Response, Error> {
+    if resp.responses.len() != 1 {
+        return Err(Error::UnexpectedResponse(format!(
+            "{} responses to one request",
+            resp.responses.len()
+        )));
+    }
+    let r = resp.responses.remove(0);
+    if r.cmd_type != want as i32 {
+        return Err(Error::UnexpectedResponse(format!(
+            "cmd_type {} answering {want:?}",
+            r.cmd_type
+        )));
+    }
+    Ok(r)
+}
+
+/// A [`pontoonpb::ResponseHeader`], re-exported for convenience.
+pub type Header = pontoonpb::ResponseHeader;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_follows_etcd() {
+        assert_eq!(prefix_end(b"foo"), b"fop".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+    }
+}

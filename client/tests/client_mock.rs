@@ -1,0 +1,349 @@
+//! The async client against an in-process mock store (`benches/src/mock.rs`): pipelining,
+//! out-of-order answers, NotLeader redirection, dead endpoints, timeouts, and the blocking
+//! wrapper.
+
+#[path = "../../benches/src/mock.rs"]
+mod mock;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mock::{MockConfig, MockServer};
+use pontoon_client::client::{Client, ClientOptions, Error, RangeOptions};
+
+async fn mock(cfg: MockConfig) -> MockServer {
+    MockServer::start("127.0.0.1:0", cfg)
+        .await
+        .expect("mock server binds 127.0.0.1:0")
+}
+
+fn opts() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+#[tokio::test]
+async fn put_get_delete_with_etcd_metadata() {
+    let m = mock(MockConfig::default()).await;
+    let c = Client::connect(&[m.addr.to_string()], opts())
+        .await
+        .unwrap();
+    assert_eq!(c.cluster_id(), 7);
+    let p = c.put(b"foo", b"bar", false).await.unwrap();
+    assert_eq!(p.header.revision, 2);
+    assert_eq!(p.header.member_id, 1);
+    assert!(p.prev_kv.is_none());
+    let p = c.put(b"foo", b"bar2", true).await.unwrap();
+    assert_eq!(p.header.revision, 3);
+    assert_eq!(p.prev_kv.unwrap().value, b"bar");
+    let g = c.get(b"foo").await.unwrap();
+    assert_eq!(g.count, 1);
+    assert_eq!(g.kvs[0].value, b"bar2");
+    assert_eq!(
+        (
+            g.kvs[0].create_revision,
+            g.kvs[0].mod_revision,
+            g.kvs[0].version
+        ),
+        (2, 3, 2)
+    );
+    assert!(c.get(b"nope").await.unwrap().kvs.is_empty());
+    c.put(b"fop", b"x", false).await.unwrap();
+    let r = c
+        .range(
+            b"fo",
+            RangeOptions {
+                range_end: pontoon_client::client::prefix_end(b"fo"),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (1, true, 2));
+    let d = c.delete(b"foo", b"", true).await.unwrap();
+    assert_eq!(d.deleted, 1);
+    assert_eq!(d.prev_kvs[0].key, b"foo");
+    assert_eq!(c.delete(b"foo", b"", false).await.unwrap().deleted, 0);
+    let st = c.status().await.unwrap();
+    assert_eq!(st.leader, 1);
+    assert_eq!(st.header.member_id, 1);
+    assert!(c.ping().await.unwrap() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn pipelines_100_concurrent_requests_on_one_connection() {
+    let m = mock(MockConfig::default()).await;
+    let c = Client::connect(&[m.addr.to_string()], opts())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..100u32 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            // Varying delays: answers come back in a different order than requests left.
+            let key = format!("sleep/{}/k{i}", (i * 37) % 50);
+            c.put(key.as_bytes(), format!("v{i}").as_bytes(), false)
+                .await
+                .unwrap();
+            let got = c.get(key.as_bytes()).await.unwrap();
+            assert_eq!(got.kvs[0].key, key.as_bytes());
+            assert_eq!(got.kvs[0].value, format!("v{i}").as_bytes());
+        }));
+    }
+    let start = Instant::now();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 100 round trips of up to 2 x 49 ms each, done concurrently.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(m.commands.load(Ordering::Relaxed), 200);
+    let all = c
+        .range(
+            b"sleep/",
+            RangeOptions {
+                range_end: pontoon_client::client::prefix_end(b"sleep/"),
+                count_only: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.count, 100);
+    assert_eq!(all.header.revision, 101);
+}
+
+#[tokio::test]
+async fn out_of_order_responses_are_matched_by_request_id() {
+    let m = mock(MockConfig::default()).await;
+    let c = Client::connect(&[m.addr.to_string()], opts())
+        .await
+        .unwrap();
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let r = c.put(b"sleep/400/slow", b"s", false).await.unwrap();
+            (Instant::now(), r)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast = c.put(b"fast", b"f", false).await.unwrap();
+    let fast_done = Instant::now();
+    let (slow_done, slow) = slow.await.unwrap();
+    assert!(
+        fast_done < slow_done,
+        "the later request was answered first"
+    );
+    // Both executed at once by the mock (the delay is on the answer only).
+    assert_eq!(slow.header.revision, 2);
+    assert_eq!(fast.header.revision, 3);
+    assert_eq!(c.get(b"sleep/400/slow").await.unwrap().kvs[0].value, b"s");
+}
+
+#[tokio::test]
+async fn not_leader_redirects_to_the_hinted_leader() {
+    let leader = mock(MockConfig {
+        store_id: 2,
+        ..Default::default()
+    })
+    .await;
+    let follower = mock(MockConfig {
+        store_id: 1,
+        not_leader: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let c = Client::connect(
+        &[follower.addr.to_string(), leader.addr.to_string()],
+        opts(),
+    )
+    .await
+    .unwrap();
+    let p = c.put(b"k", b"v", false).await.unwrap();
+    assert_eq!(p.header.member_id, 2);
+    assert_eq!(follower.commands.load(Ordering::Relaxed), 1);
+    // The client now prefers the leader.
+    c.put(b"k", b"v2", false).await.unwrap();
+    assert_eq!(follower.commands.load(Ordering::Relaxed), 1);
+    assert_eq!(leader.commands.load(Ordering::Relaxed), 2);
+    // endpoint status of the follower reports the hinted leader.
+    let st = c.endpoint_status(0).await.unwrap();
+    assert_eq!((st.header.member_id, st.leader), (1, 2));
+}
+
+#[tokio::test]
+async fn not_leader_without_hint_tries_the_next_endpoint() {
+    let leader = mock(MockConfig {
+        store_id: 3,
+        ..Default::default()
+    })
+    .await;
+    let follower = mock(MockConfig {
+        store_id: 1,
+        not_leader: Some(0),
+        ..Default::default()
+    })
+    .await;
+    let c = Client::new(
+        &[follower.addr.to_string(), leader.addr.to_string()],
+        opts(),
+    )
+    .unwrap();
+    assert_eq!(c.put(b"k", b"v", false).await.unwrap().header.member_id, 3);
+}
+
+#[tokio::test]
+async fn only_followers_gives_not_leader_after_bounded_retries() {
+    let f = mock(MockConfig {
+        not_leader: Some(0),
+        ..Default::default()
+    })
+    .await;
+    let o = ClientOptions {
+        max_attempts: 3,
+        retry_backoff: Duration::from_millis(10),
+        ..opts()
+    };
+    let c = Client::new(&[f.addr.to_string()], o).unwrap();
+    match c.put(b"k", b"v", false).await {
+        Err(Error::Region(e)) => assert!(e.not_leader.is_some()),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert_eq!(f.commands.load(Ordering::Relaxed), 3);
+}
+
+#[tokio::test]
+async fn dead_endpoint_is_skipped() {
+    let live = mock(MockConfig::default()).await;
+    let dead = dead_addr().await;
+    let c = Client::connect(&[dead.clone(), live.addr.to_string()], opts())
+        .await
+        .unwrap();
+    c.put(b"a", b"1", false).await.unwrap();
+    // Lazy client starting on the dead endpoint: the first call fails over.
+    let c = Client::new(&[dead.clone(), live.addr.to_string()], opts()).unwrap();
+    let start = Instant::now();
+    for _ in 0..10 {
+        c.get(b"a").await.unwrap();
+    }
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // Nothing reachable at all: an Io error, quickly.
+    let c = Client::new(&[dead], opts()).unwrap();
+    match c.get(b"a").await {
+        Err(Error::Io { .. }) => {}
+        other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn silent_store_times_out() {
+    let m = mock(MockConfig {
+        silent: true,
+        ..Default::default()
+    })
+    .await;
+    let o = ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        ..opts()
+    };
+    let c = Client::connect(&[m.addr.to_string()], o).await.unwrap();
+    let start = Instant::now();
+    match c.put(b"k", b"v", false).await {
+        Err(Error::Timeout) => {}
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn timed_out_endpoint_fails_over_to_a_live_one() {
+    let silent = mock(MockConfig {
+        silent: true,
+        ..Default::default()
+    })
+    .await;
+    let live = mock(MockConfig {
+        store_id: 2,
+        ..Default::default()
+    })
+    .await;
+    let o = ClientOptions {
+        attempt_timeout: Duration::from_millis(200),
+        ..opts()
+    };
+    let c = Client::connect(&[silent.addr.to_string(), live.addr.to_string()], o)
+        .await
+        .unwrap();
+    let p = c.put(b"k", b"v", false).await.unwrap();
+    assert_eq!(p.header.member_id, 2);
+}
+
+#[tokio::test]
+async fn reconnects_after_the_store_restarts() {
+    let m = mock(MockConfig::default()).await;
+    let addr = m.addr;
+    let c = Client::connect(&[addr.to_string()], opts()).await.unwrap();
+    c.put(b"a", b"1", false).await.unwrap();
+    drop(m);
+    // Give the client's reader a moment to see the close, then restart on the same port.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _m2 = MockServer::start(&addr.to_string(), MockConfig::default())
+        .await
+        .expect("rebind the same port");
+    let o = c.options().endpoint_backoff;
+    assert!(o <= Duration::from_secs(1));
+    c.put(b"a", b"2", false).await.unwrap();
+}
+
+#[test]
+fn blocking_client_works() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let m = rt.block_on(mock(MockConfig::default()));
+    let c = pontoon_client::blocking::Client::connect(&[m.addr.to_string()], opts()).unwrap();
+    c.put(b"x", b"y", false).unwrap();
+    assert_eq!(c.get(b"x").unwrap().kvs[0].value, b"y");
+    assert_eq!(c.delete(b"x", b"", false).unwrap().deleted, 1);
+    drop(c);
+    drop(m);
+}
+
+#[tokio::test]
+async fn a_call_waits_for_a_restarting_store() {
+    let m = mock(MockConfig::default()).await;
+    let addr = m.addr.to_string();
+    let c = Client::connect(std::slice::from_ref(&addr), opts())
+        .await
+        .unwrap();
+    drop(m);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let restart = {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            MockServer::start(&addr, MockConfig::default())
+                .await
+                .expect("rebind the same port")
+        })
+    };
+    // Fails to connect a few times, then succeeds within the call's deadline.
+    c.put(b"a", b"1", false).await.unwrap();
+    drop(restart.await.unwrap());
+}
