@@ -185,7 +185,9 @@ impl Node {
             next_read_ctx: 1,
             flush_marks: VecDeque::new(),
             log_gc_lag: cfg.log_gc_lag,
+            cfs: Vec::new(),
         };
+        lp.cfs = lp.engine.cf_names();
         let thread = std::thread::Builder::new()
             .name("pontoon-store".into())
             .spawn(move || lp.run())
@@ -264,6 +266,8 @@ struct StoreLoop {
     /// for recovery.
     flush_marks: VecDeque<(u64, u64, u64)>,
     log_gc_lag: u64,
+    /// Column families clients may address (read once: the server never changes them).
+    cfs: Vec<String>,
 }
 
 fn region_error(message: impl Into<String>) -> errorpb::Error {
@@ -415,7 +419,6 @@ impl StoreLoop {
                 "a command either reads or writes, not both",
             )));
         }
-        let cfs = self.engine.cf_names();
         for r in &req.requests {
             let (cf, key): (&str, &[u8]) = match cmd_type(r) {
                 CmdType::Get => match &r.get {
@@ -447,7 +450,7 @@ impl StoreLoop {
                 return Err(Box::new(region_error("etcdserver: key is not provided")));
             }
             let cf = cf_of(cf);
-            if !cfs.iter().any(|c| c == cf) || cf == mvcc::RAFT_CF {
+            if !self.cfs.iter().any(|c| c == cf) || cf == mvcc::RAFT_CF {
                 return Err(Box::new(region_error(format!(
                     "unknown column family {cf:?}"
                 ))));
