@@ -24,9 +24,11 @@ use pontoon_client::prost::Message as _;
 use pontoon_client::proto::{errorpb, metapb, pontoonpb, raft_cmdpb};
 use pontoon_engine::{Engine, WriteBatch};
 use pontoon_raftlog::{LogBatch, LogStore};
+use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
 use raft::{RawNode, StateRole};
 use raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
+use raft_proto::ConfChangeI as _;
 
 use crate::mvcc::{self, ApplyState, Op, OpResult};
 use crate::peer_storage::PeerStorage;
@@ -734,23 +736,8 @@ impl StoreLoop {
                 }
             }
             EntryType::EntryNormal => {} // a new leader's empty entry
-            EntryType::EntryConfChange => {
-                if let Ok(cc) = protobuf::Message::parse_from_bytes(&e.data) {
-                    let cc: ConfChange = cc;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    let mut lb = LogBatch::new();
-                    self.raw.mut_store().set_conf_state(&mut lb, cs)?;
-                    self.log.write(lb, true)?;
-                }
-            }
-            EntryType::EntryConfChangeV2 => {
-                if let Ok(cc) = protobuf::Message::parse_from_bytes(&e.data) {
-                    let cc: ConfChangeV2 = cc;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    let mut lb = LogBatch::new();
-                    self.raw.mut_store().set_conf_state(&mut lb, cs)?;
-                    self.log.write(lb, true)?;
-                }
+            EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                self.apply_conf_change(&e)?
             }
         }
         self.apply.applied_index = e.index;
@@ -781,6 +768,26 @@ impl StoreLoop {
                 self.respond(reply, RaftCmdResponse::default().with_error(stale));
             }
         }
+        Ok(())
+    }
+
+    /// Applies a committed membership change to raft and persists the new conf state.
+    /// Both encodings are read as a `ConfChangeV2`; an entry that does not decode changes
+    /// nothing (every replica skips it alike).
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), Error> {
+        let cc = if e.get_entry_type() == EntryType::EntryConfChange {
+            ConfChange::parse_from_bytes(&e.data).map(|c| c.into_v2())
+        } else {
+            ConfChangeV2::parse_from_bytes(&e.data)
+        };
+        let Ok(cc) = cc else {
+            log::warn!("entry {} holds an undecodable conf change", e.index);
+            return Ok(());
+        };
+        let cs = self.raw.apply_conf_change(&cc)?;
+        let mut batch = LogBatch::new();
+        self.raw.mut_store().set_conf_state(&mut batch, cs)?;
+        self.log.write(batch, true)?;
         Ok(())
     }
 
