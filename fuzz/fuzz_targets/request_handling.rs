@@ -33,7 +33,7 @@ fn node() -> &'static Node {
             Arc::new(pontoon_raftlog::fault::MemFs::new()),
         )
         .expect("raft log");
-        let node = Node::start(NodeConfig::default(), Arc::new(engine), Arc::new(log)).expect("node");
+        let node = Node::start(NodeConfig::default(), Arc::new(engine), Arc::new(log), Arc::new(pontoon_server::transport::NoTransport)).expect("node");
         // Wait for leadership, then write the sentinel.
         for _ in 0..1000 {
             let put = Request {

@@ -12,5 +12,6 @@ pub mod node;
 pub mod peer_storage;
 pub mod server;
 pub mod service;
+pub mod transport;
 
 pub use peer_storage::PeerStorage;

@@ -21,17 +21,19 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use pontoon_client::prost::Message as _;
+use pontoon_client::proto::raft_serverpb::RaftMessage;
 use pontoon_client::proto::{errorpb, metapb, pontoonpb, raft_cmdpb};
 use pontoon_engine::{Engine, WriteBatch};
 use pontoon_raftlog::{LogBatch, LogStore};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType};
-use raft::{RawNode, StateRole};
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
 use raft_proto::ConfChangeI as _;
 
 use crate::mvcc::{self, ApplyState, Op, OpResult};
 use crate::peer_storage::PeerStorage;
+use crate::transport::Transport;
 
 /// The one region every store serves until multi-raft (issue 6) splits it.
 pub const FIRST_REGION_ID: u64 = 1;
@@ -113,6 +115,7 @@ pub struct NodeStatus {
 
 enum Msg {
     Cmd(Box<RaftCmdRequest>, Reply),
+    Raft(Box<RaftMessage>),
     Stop,
 }
 
@@ -129,7 +132,12 @@ pub struct Node {
 impl Node {
     /// Opens the region from `engine` and `log` (bootstrapping it on first start) and starts
     /// the store loop.
-    pub fn start(cfg: NodeConfig, engine: Arc<Engine>, log: Arc<LogStore>) -> Result<Node, Error> {
+    pub fn start(
+        cfg: NodeConfig,
+        engine: Arc<Engine>,
+        log: Arc<LogStore>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Node, Error> {
         let voters = if cfg.initial_voters.is_empty() {
             vec![cfg.store_id]
         } else {
@@ -178,6 +186,7 @@ impl Node {
             log,
             apply,
             rx,
+            transport,
             status: status.clone(),
             cluster_id: cfg.cluster_id,
             store_id: cfg.store_id,
@@ -206,6 +215,12 @@ impl Node {
     /// Queues a command; the answer arrives on `reply`. Returns false if the node stopped.
     pub fn submit(&self, req: RaftCmdRequest, reply: Reply) -> bool {
         self.tx.send(Msg::Cmd(Box::new(req), reply)).is_ok()
+    }
+
+    /// Hands a raft message from another store to the store loop. Returns false if the
+    /// node stopped.
+    pub fn step(&self, msg: RaftMessage) -> bool {
+        self.tx.send(Msg::Raft(Box::new(msg))).is_ok()
     }
 
     /// Status published by the store loop.
@@ -255,6 +270,7 @@ struct StoreLoop {
     log: Arc<LogStore>,
     apply: ApplyState,
     rx: mpsc::Receiver<Msg>,
+    transport: Arc<dyn Transport>,
     status: Arc<NodeStatus>,
     cluster_id: u64,
     store_id: u64,
@@ -296,6 +312,12 @@ fn to_pb(kv: &mvcc::KeyValue) -> pontoonpb::KeyValue {
         value: kv.value.clone(),
         lease: kv.lease,
     }
+}
+
+/// The store holding peer `peer_id` of the first region: peer ids equal store ids until
+/// membership changes hand out fresh peer ids (issue 6).
+fn peer_store(peer_id: u64) -> u64 {
+    peer_id
 }
 
 fn cmd_type(r: &Request) -> CmdType {
@@ -357,6 +379,71 @@ impl StoreLoop {
             Msg::Cmd(req, reply) => {
                 self.on_command(req, reply);
                 false
+            }
+            Msg::Raft(m) => {
+                self.on_raft_message(*m);
+                false
+            }
+        }
+    }
+
+    /// Steps a message from another store into raft. Messages for another region or peer,
+    /// or that do not decode, are dropped (raft retries what matters).
+    fn on_raft_message(&mut self, m: RaftMessage) {
+        if m.region_id != FIRST_REGION_ID {
+            log::debug!("dropping a raft message for unknown region {}", m.region_id);
+            return;
+        }
+        let msg = match raft::eraftpb::Message::parse_from_bytes(&m.message) {
+            Ok(msg) => msg,
+            Err(e) => {
+                log::warn!("dropping an undecodable raft message: {e}");
+                return;
+            }
+        };
+        if msg.to != self.raw.raft.id {
+            log::debug!("dropping a raft message for peer {}", msg.to);
+            return;
+        }
+        if let Err(e) = self.raw.step(msg) {
+            log::debug!("raft refused a message: {e}");
+        }
+    }
+
+    /// Hands raft's outgoing messages to the transport. A message the transport drops at
+    /// once marks its peer unreachable (raft then probes instead of pipelining); a snapshot
+    /// is reported finished once handed over (if it is lost on the way the follower rejects
+    /// the next append and raft sends a new snapshot).
+    fn send_messages(&mut self, msgs: Vec<raft::eraftpb::Message>) {
+        for m in msgs {
+            let to = m.to;
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let rm = RaftMessage {
+                region_id: FIRST_REGION_ID,
+                from_peer: Some(metapb::Peer {
+                    id: self.raw.raft.id,
+                    store_id: self.store_id,
+                    ..Default::default()
+                }),
+                to_peer: Some(metapb::Peer {
+                    id: to,
+                    store_id: peer_store(to),
+                    ..Default::default()
+                }),
+                message: m.write_to_bytes().unwrap_or_default(),
+                ..Default::default()
+            };
+            let sent = self.transport.send(rm);
+            if !sent {
+                self.raw.report_unreachable(to);
+            }
+            if is_snapshot {
+                let status = if sent {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
             }
         }
     }
@@ -523,8 +610,10 @@ impl StoreLoop {
             return Ok(());
         }
         let mut ready = self.raw.ready();
-        // Messages to other peers would go out here, in parallel with the local write
-        // (replication, issue 5). A single voter has none.
+        // A leader's appends and heartbeats go out now, in parallel with its own log write.
+        if !ready.messages().is_empty() {
+            self.send_messages(ready.take_messages());
+        }
         let mut batch = LogBatch::new();
         {
             let store = self.raw.mut_store();
@@ -535,6 +624,10 @@ impl StoreLoop {
         }
         if !batch.is_empty() {
             self.log.write(batch, true)?;
+        }
+        // Votes and append acknowledgements promise what was just made durable.
+        if !ready.persisted_messages().is_empty() {
+            self.send_messages(ready.take_persisted_messages());
         }
         for rs in ready.take_read_states() {
             if let Some(r) = self
@@ -548,6 +641,9 @@ impl StoreLoop {
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
         let mut light = self.raw.advance(ready);
+        if !light.messages().is_empty() {
+            self.send_messages(light.take_messages());
+        }
         if let Some(commit) = light.commit_index() {
             let mut hs = self.raw.store().hard_state().clone();
             hs.commit = commit;

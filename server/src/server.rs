@@ -170,6 +170,7 @@ impl Server {
             },
             engine.clone(),
             log,
+            Arc::new(crate::transport::NoTransport),
         )?);
         let listener =
             std::net::TcpListener::bind(cfg.client_addr).map_err(|source| Error::Net {

@@ -10,6 +10,7 @@ use pontoon_client::proto::{pontoonpb, raft_cmdpb};
 use pontoon_engine::{Engine, Options};
 use pontoon_raftlog::LogStore;
 use pontoon_server::node::{Node, NodeConfig};
+use pontoon_server::transport::NoTransport;
 use raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, Request};
 
 fn start(dir: &Path) -> Node {
@@ -29,6 +30,7 @@ fn start_on(dir: &Path, fs: Arc<dyn pontoon_engine::io::FileSystem>) -> Node {
         },
         engine,
         log,
+        Arc::new(NoTransport),
     )
     .unwrap()
 }
@@ -291,7 +293,7 @@ fn raft_log_is_compacted_behind_engine_flushes_only() {
             log_gc_lag: 100,
             ..NodeConfig::default()
         };
-        (Node::start(cfg, engine, log.clone()).unwrap(), log)
+        (Node::start(cfg, engine, log.clone(), Arc::new(NoTransport)).unwrap(), log)
     };
     let (node, log) = open(fs.clone());
     wait_leader(&node);

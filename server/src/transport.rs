@@ -1,0 +1,32 @@
+//! How the store loop reaches other stores.
+//!
+//! The store loop hands every outgoing raft message to a [`Transport`] and never waits for
+//! it: a transport queues the message (bounded) and delivers it from its own thread or
+//! runtime, or drops it. Raft tolerates loss (it retries appends, heartbeats and votes), so
+//! a full queue or a broken connection costs latency, never safety. The TCP transport that
+//! `pontoon` runs lives in [`crate::peer_net`]; tests use in-process transports with
+//! message filters.
+
+use pontoon_client::proto::raft_serverpb::RaftMessage;
+
+/// Sends raft messages to other stores. Implementations must not block.
+pub trait Transport: Send + Sync + 'static {
+    /// Queues `msg` for the store `msg.to_peer.store_id`. Returns false if it was dropped
+    /// at once (no route, queue full): the store loop then tells raft the peer is
+    /// unreachable so it stops pipelining appends to it.
+    fn send(&self, msg: RaftMessage) -> bool;
+}
+
+/// A transport that reaches nobody: the one a single-store cluster needs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTransport;
+
+impl Transport for NoTransport {
+    fn send(&self, msg: RaftMessage) -> bool {
+        log::debug!(
+            "no route to store {}: dropping a raft message",
+            msg.to_peer.map(|p| p.store_id).unwrap_or_default()
+        );
+        false
+    }
+}
