@@ -9,6 +9,7 @@
 
 pub mod mvcc;
 pub mod node;
+pub mod peer_net;
 pub mod peer_storage;
 pub mod server;
 pub mod service;
