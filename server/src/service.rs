@@ -1,10 +1,13 @@
-//! The client-facing TCP service on `tokio-uring`: handshake, pipelined requests matched by
-//! request id, error frames, limits, graceful shutdown. Protocol: `docs/PROTOCOL.md`.
+//! The TCP services on `tokio-uring`: clients on the client listener ([`serve`]: handshake,
+//! pipelined requests matched by request id, error frames, limits, graceful shutdown) and
+//! other stores on the peer listener ([`serve_peers`]: raft messages and snapshot chunk
+//! streams). Protocol: `docs/PROTOCOL.md`.
 //!
 //! One io_uring runtime thread serves every connection. Each connection has a reader (this
-//! module's `serve_conn` loop: decode frames, hand commands to the store loop) and a writer
-//! task that coalesces every answered frame waiting into one `write_all`. Commands from all
-//! connections meet in the store loop, which group-commits them into one raft-log write.
+//! module's `serve_conn` / `serve_peer_conn` loops: decode frames, hand commands or raft
+//! messages to the store loop) and a writer task that coalesces every frame waiting into one
+//! `write_all`. Commands from all connections meet in the store loop, which group-commits
+//! them into one raft-log write.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -13,11 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pontoon_client::proto::framepb::{FrameErrorCode, Handshake, HandshakeAck, Role};
+use pontoon_client::proto::raft_serverpb::RaftMessage;
 use pontoon_client::{FrameBody, FrameDecoder, Limits, PROTOCOL_VERSION};
 use tokio::sync::{mpsc, watch};
 use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::node::Node;
+use crate::peer_net::{ChunkAssembler, RaftSink};
 
 /// Serves clients on `listener` until `shutdown` turns true, then stops accepting, lets every
 /// connection finish the requests it has in flight (bounded by `drain`), and returns.
@@ -142,8 +147,7 @@ async fn read_loop(
     in_flight: &Rc<Cell<u32>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Close {
-    let mut decoder = FrameDecoder::new(limits);
-    let mut buf = vec![0u8; 64 << 10];
+    let mut reader = FrameReader::new(limits, 64 << 10);
     let mut handshaken = false;
     loop {
         let timeout = if handshaken {
@@ -151,117 +155,83 @@ async fn read_loop(
         } else {
             limits.handshake_timeout
         };
-        let read = tokio::select! {
-            r = tokio::time::timeout(timeout, stream.read(buf)) => r,
-            _ = shutdown.changed() => {
-                return Close::Error(FrameErrorCode::ShuttingDown, "the store is stopping".into(), 0);
-            }
+        let (request_id, body) = match reader.next(stream, timeout, handshaken, shutdown).await {
+            Ok(frame) => frame,
+            Err(close) => return close,
         };
-        let (res, b) = match read {
-            Ok(r) => r,
-            Err(_) => {
-                let what = if handshaken {
-                    "idle timeout"
-                } else {
-                    "no handshake in time"
-                };
-                return Close::Error(FrameErrorCode::IdleTimeout, what.into(), 0);
-            }
-        };
-        buf = b;
-        let n = match res {
-            Ok(0) | Err(_) => return Close::Gone,
-            Ok(n) => n,
-        };
-        decoder.feed(&buf[..n]);
-        loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Close::Error(e.code(), e.to_string(), 0),
-            };
-            let request_id = frame.request_id;
-            let body = match FrameBody::decode(&frame) {
-                Ok(b) => b,
-                Err(e) => return Close::Error(e.code(), e.to_string(), request_id),
-            };
-            if !handshaken {
-                match body {
-                    FrameBody::Handshake(h) => {
-                        if let Err((code, msg)) = check_handshake(&h, node) {
-                            return Close::Error(code, msg, request_id);
-                        }
-                        let ack = FrameBody::HandshakeAck(HandshakeAck {
-                            protocol_version: PROTOCOL_VERSION.into(),
-                            cluster_id: node.cluster_id(),
-                            store_id: node.store_id(),
-                            max_frame_size_bytes: limits.max_frame_size_bytes,
-                            max_in_flight_requests: limits.max_in_flight_requests,
-                            idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
-                        });
-                        send_body(out, &ack, request_id, limits);
-                        handshaken = true;
-                        continue;
-                    }
-                    other => {
-                        return Close::Error(
-                            FrameErrorCode::HandshakeRequired,
-                            format!("expected a Handshake, got {:?}", other.frame_type()),
-                            request_id,
-                        )
-                    }
-                }
-            }
+        if !handshaken {
             match body {
-                FrameBody::Request(req) => {
-                    if in_flight.get() >= limits.max_in_flight_requests {
-                        return Close::Error(
-                            FrameErrorCode::TooManyInFlight,
-                            format!(
-                                "more than {} requests in flight",
-                                limits.max_in_flight_requests
-                            ),
-                            request_id,
-                        );
+                FrameBody::Handshake(h) => {
+                    if let Err((code, msg)) = check_handshake(&h, node) {
+                        return Close::Error(code, msg, request_id);
                     }
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    if !node.submit(req, tx) {
-                        return Close::Error(
-                            FrameErrorCode::ShuttingDown,
-                            "the store is stopping".into(),
-                            request_id,
-                        );
-                    }
-                    in_flight.set(in_flight.get() + 1);
-                    let out = out.clone();
-                    let limits = *limits;
-                    let in_flight = in_flight.clone();
-                    tokio_uring::spawn(async move {
-                        match rx.await {
-                            Ok(resp) => {
-                                send_body(&out, &FrameBody::Response(resp), request_id, &limits)
-                            }
-                            Err(_) => send_body(
-                                &out,
-                                &FrameBody::error(
-                                    FrameErrorCode::ShuttingDown,
-                                    "the store stopped",
-                                ),
-                                request_id,
-                                &limits,
-                            ),
-                        }
-                        in_flight.set(in_flight.get() - 1);
+                    let ack = FrameBody::HandshakeAck(HandshakeAck {
+                        protocol_version: PROTOCOL_VERSION.into(),
+                        cluster_id: node.cluster_id(),
+                        store_id: node.store_id(),
+                        max_frame_size_bytes: limits.max_frame_size_bytes,
+                        max_in_flight_requests: limits.max_in_flight_requests,
+                        idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
                     });
+                    send_body(out, &ack, request_id, limits);
+                    handshaken = true;
+                    continue;
                 }
-                FrameBody::Ping(p) => send_body(out, &FrameBody::Pong(p), request_id, limits),
                 other => {
                     return Close::Error(
-                        FrameErrorCode::UnexpectedFrame,
-                        format!("a client may not send {:?}", other.frame_type()),
+                        FrameErrorCode::HandshakeRequired,
+                        format!("expected a Handshake, got {:?}", other.frame_type()),
                         request_id,
                     )
                 }
+            }
+        }
+        match body {
+            FrameBody::Request(req) => {
+                if in_flight.get() >= limits.max_in_flight_requests {
+                    return Close::Error(
+                        FrameErrorCode::TooManyInFlight,
+                        format!(
+                            "more than {} requests in flight",
+                            limits.max_in_flight_requests
+                        ),
+                        request_id,
+                    );
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if !node.submit(req, tx) {
+                    return Close::Error(
+                        FrameErrorCode::ShuttingDown,
+                        "the store is stopping".into(),
+                        request_id,
+                    );
+                }
+                in_flight.set(in_flight.get() + 1);
+                let out = out.clone();
+                let limits = *limits;
+                let in_flight = in_flight.clone();
+                tokio_uring::spawn(async move {
+                    match rx.await {
+                        Ok(resp) => {
+                            send_body(&out, &FrameBody::Response(resp), request_id, &limits)
+                        }
+                        Err(_) => send_body(
+                            &out,
+                            &FrameBody::error(FrameErrorCode::ShuttingDown, "the store stopped"),
+                            request_id,
+                            &limits,
+                        ),
+                    }
+                    in_flight.set(in_flight.get() - 1);
+                });
+            }
+            FrameBody::Ping(p) => send_body(out, &FrameBody::Pong(p), request_id, limits),
+            other => {
+                return Close::Error(
+                    FrameErrorCode::UnexpectedFrame,
+                    format!("a client may not send {:?}", other.frame_type()),
+                    request_id,
+                )
             }
         }
     }
@@ -290,7 +260,312 @@ fn check_handshake(h: &Handshake, node: &Node) -> Result<(), (FrameErrorCode, St
     if h.role == Role::Store as i32 {
         return Err((
             FrameErrorCode::UnexpectedFrame,
-            "store-to-store connections arrive with replication".into(),
+            format!(
+                "this is the client port of store {}; stores connect to its peer port (--peer-addr)",
+                node.store_id()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads frames off one connection: socket reads fed to a [`FrameDecoder`], each read
+/// bounded by a timeout and cut short by shutdown.
+struct FrameReader {
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    fn new(limits: &Limits, read_size: usize) -> FrameReader {
+        FrameReader {
+            decoder: FrameDecoder::new(limits),
+            buf: vec![0u8; read_size],
+        }
+    }
+
+    /// The next frame's request id and body, or why the connection ends.
+    async fn next(
+        &mut self,
+        stream: &TcpStream,
+        timeout: Duration,
+        handshaken: bool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(u64, FrameBody), Close> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let request_id = frame.request_id;
+                    return match FrameBody::decode(&frame) {
+                        Ok(body) => Ok((request_id, body)),
+                        Err(e) => Err(Close::Error(e.code(), e.to_string(), request_id)),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Close::Error(e.code(), e.to_string(), 0)),
+            }
+            // The buffer moves into the read; it only comes back on completion, and every
+            // other outcome closes the connection.
+            let buf = std::mem::take(&mut self.buf);
+            let read = tokio::select! {
+                r = tokio::time::timeout(timeout, stream.read(buf)) => r,
+                _ = shutdown.changed() => {
+                    return Err(Close::Error(FrameErrorCode::ShuttingDown, "the store is stopping".into(), 0));
+                }
+            };
+            let (res, buf) = match read {
+                Ok(r) => r,
+                Err(_) => {
+                    let what = if handshaken {
+                        "idle timeout"
+                    } else {
+                        "no handshake in time"
+                    };
+                    return Err(Close::Error(FrameErrorCode::IdleTimeout, what.into(), 0));
+                }
+            };
+            self.buf = buf;
+            match res {
+                Ok(0) | Err(_) => return Err(Close::Gone),
+                Ok(n) => self.decoder.feed(self.buf.get(..n).unwrap_or_default()),
+            }
+        }
+    }
+}
+
+/// Serves other stores on the peer `listener` until `shutdown` turns true. A connection
+/// handshakes as `Role::Store` of this cluster, then sends `RaftMessage` batches and
+/// `SnapshotChunk` streams (each stream at most `max_snapshot_bytes` of data), which go to
+/// `sink` in the order they arrive. Clients are refused here.
+pub async fn serve_peers(
+    listener: TcpListener,
+    sink: Arc<dyn RaftSink>,
+    limits: Limits,
+    max_snapshot_bytes: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let active = Rc::new(Cell::new(0usize));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let sink = sink.clone();
+                    let active = active.clone();
+                    let shutdown = shutdown.clone();
+                    active.set(active.get() + 1);
+                    tokio_uring::spawn(async move {
+                        serve_peer_conn(Rc::new(stream), peer, sink, limits, max_snapshot_bytes, shutdown).await;
+                        active.set(active.get() - 1);
+                    });
+                }
+                Err(e) => {
+                    log::warn!("peer accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Each connection sends ShuttingDown and closes; give them a moment to do so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while active.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn serve_peer_conn(
+    stream: Rc<TcpStream>,
+    peer: SocketAddr,
+    sink: Arc<dyn RaftSink>,
+    limits: Limits,
+    max_snapshot_bytes: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (out, rx) = mpsc::unbounded_channel();
+    let writer_task = tokio_uring::spawn(writer(stream.clone(), rx));
+    let mut remote = Remote {
+        addr: peer,
+        store: None,
+    };
+    let close = peer_read_loop(
+        &stream,
+        &*sink,
+        &limits,
+        max_snapshot_bytes,
+        &out,
+        &mut shutdown,
+        &mut remote,
+    )
+    .await;
+    let who = match remote.store {
+        Some(id) => format!("store {id} ({peer})"),
+        None => format!("{peer}"),
+    };
+    match close {
+        Close::Error(code, message, request_id) => {
+            log::info!("closing the peer connection from {who}: {message}");
+            send_body(&out, &FrameBody::error(code, message), request_id, &limits);
+        }
+        Close::Gone => log::debug!("peer connection from {who} closed"),
+    }
+    drop(out);
+    let _ = writer_task.await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Who is on the other end of a peer connection.
+struct Remote {
+    addr: SocketAddr,
+    /// Its store id, once it has handshaken.
+    store: Option<u64>,
+}
+
+async fn peer_read_loop(
+    stream: &TcpStream,
+    sink: &dyn RaftSink,
+    limits: &Limits,
+    max_snapshot_bytes: u64,
+    out: &Outbox,
+    shutdown: &mut watch::Receiver<bool>,
+    remote: &mut Remote,
+) -> Close {
+    // Larger reads than a client's: snapshot chunks arrive a MiB at a time.
+    let mut reader = FrameReader::new(limits, 256 << 10);
+    let mut chunks = ChunkAssembler::new(max_snapshot_bytes);
+    loop {
+        let timeout = match remote.store {
+            Some(_) => limits.idle_timeout,
+            None => limits.handshake_timeout,
+        };
+        let (request_id, body) = match reader
+            .next(stream, timeout, remote.store.is_some(), shutdown)
+            .await
+        {
+            Ok(frame) => frame,
+            Err(close) => return close,
+        };
+        let Some(store) = remote.store else {
+            let FrameBody::Handshake(h) = body else {
+                return Close::Error(
+                    FrameErrorCode::HandshakeRequired,
+                    format!("expected a Handshake, got {:?}", body.frame_type()),
+                    request_id,
+                );
+            };
+            if let Err((code, msg)) = check_peer_handshake(&h, sink) {
+                return Close::Error(code, msg, request_id);
+            }
+            let ack = FrameBody::HandshakeAck(HandshakeAck {
+                protocol_version: PROTOCOL_VERSION.into(),
+                cluster_id: sink.cluster_id(),
+                store_id: sink.store_id(),
+                max_frame_size_bytes: limits.max_frame_size_bytes,
+                max_in_flight_requests: limits.max_in_flight_requests,
+                idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+            });
+            send_body(out, &ack, request_id, limits);
+            log::info!("store {} connected from {}", h.store_id, remote.addr);
+            remote.store = Some(h.store_id);
+            continue;
+        };
+        match body {
+            FrameBody::RaftMessage(batch) => {
+                for m in batch.messages {
+                    if !deliver(sink, store, m) {
+                        return Close::Error(
+                            FrameErrorCode::ShuttingDown,
+                            "the store is stopping".into(),
+                            request_id,
+                        );
+                    }
+                }
+            }
+            FrameBody::SnapshotChunk(chunk) => match chunks.push(request_id, chunk) {
+                Ok(Some(m)) => {
+                    if !deliver(sink, store, m) {
+                        return Close::Error(
+                            FrameErrorCode::ShuttingDown,
+                            "the store is stopping".into(),
+                            request_id,
+                        );
+                    }
+                }
+                Ok(None) => {}
+                // The stream is lost, the connection is not: raft sends the snapshot again.
+                Err(e) => log::warn!("store {store}: dropping a snapshot chunk stream: {e}"),
+            },
+            FrameBody::Ping(p) => send_body(out, &FrameBody::Pong(p), request_id, limits),
+            other => {
+                return Close::Error(
+                    FrameErrorCode::UnexpectedFrame,
+                    format!(
+                        "a store may not send {:?} on the peer port",
+                        other.frame_type()
+                    ),
+                    request_id,
+                )
+            }
+        }
+    }
+}
+
+/// Steps `m` (from store `from`) into the sink; false if the sink stopped. A message for
+/// another store is dropped here: it can only come from a misrouted address.
+fn deliver(sink: &dyn RaftSink, from: u64, m: RaftMessage) -> bool {
+    let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
+    if to != sink.store_id() {
+        log::debug!(
+            "store {from} sent a raft message for store {to} to store {}; dropped",
+            sink.store_id()
+        );
+        return true;
+    }
+    sink.step(m)
+}
+
+fn check_peer_handshake(
+    h: &Handshake,
+    sink: &dyn RaftSink,
+) -> Result<(), (FrameErrorCode, String)> {
+    if h.protocol_version != u32::from(PROTOCOL_VERSION) {
+        return Err((
+            FrameErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not {}",
+                h.protocol_version, PROTOCOL_VERSION
+            ),
+        ));
+    }
+    if h.role != Role::Store as i32 {
+        return Err((
+            FrameErrorCode::UnexpectedFrame,
+            format!(
+                "this is the peer port of store {}, for store-to-store traffic; clients connect to its client port (--client-addr)",
+                sink.store_id()
+            ),
+        ));
+    }
+    // Stores always know their cluster: 0 is no wildcard here.
+    if h.cluster_id != sink.cluster_id() {
+        return Err((
+            FrameErrorCode::ClusterIdMismatch,
+            format!(
+                "this is cluster {}, not {} (store {} has another --initial-cluster or --cluster-id)",
+                sink.cluster_id(),
+                h.cluster_id,
+                h.store_id
+            ),
+        ));
+    }
+    if h.store_id == 0 || h.store_id == sink.store_id() {
+        return Err((
+            FrameErrorCode::UnexpectedFrame,
+            format!(
+                "store id {} is not another store's (this is store {})",
+                h.store_id,
+                sink.store_id()
+            ),
         ));
     }
     Ok(())
