@@ -158,7 +158,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("pontoon: serving clients on {}", server.local_addr());
+    println!(
+        "pontoon: serving clients on {}, peers on {}",
+        server.local_addr(),
+        server.peer_addr()
+    );
     match wait_for_signal() {
         Ok(sig) => log::info!("{sig}: shutting down"),
         Err(e) => log::error!("signal handling failed ({e}); shutting down"),

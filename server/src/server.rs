@@ -1,6 +1,8 @@
 //! Putting a node together: data directory, store identity, engine, raft-log store, store
-//! loop and the client service on its io_uring thread; and taking it apart gracefully.
+//! loop, and on its io_uring thread the client service, the peer service and the peer
+//! transport's connections; and taking it apart gracefully.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use pontoon_raftlog::LogStore;
 use tokio::sync::watch;
 
 use crate::node::{Node, NodeConfig};
+use crate::peer_net::{PeerNetConfig, RaftSink, TcpTransport};
+use crate::transport::{NoTransport, Transport};
 
 const STORE_IDENT_KEY: &[u8] = b"store_ident";
 
@@ -26,7 +30,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Address clients connect to. Default: 127.0.0.1:2479.
     pub client_addr: SocketAddr,
-    /// Address other stores connect to (used by replication). Default: 127.0.0.1:2480.
+    /// Address other stores connect to (raft messages and snapshots). Bound even by a
+    /// single store, so members added later can reach it. Default: 127.0.0.1:2480.
     pub peer_addr: SocketAddr,
     /// This store's id. Default: 1.
     pub store_id: u64,
@@ -45,6 +50,8 @@ pub struct ServerConfig {
     pub engine: EngineOptions,
     /// Raft-log options. Default: [`pontoon_raftlog::Config::default`].
     pub raftlog: pontoon_raftlog::Config,
+    /// Peer transport and peer service settings. Default: [`PeerNetConfig::default`].
+    pub peer_net: PeerNetConfig,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +67,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(5),
             engine: EngineOptions::default(),
             raftlog: pontoon_raftlog::Config::default(),
+            peer_net: PeerNetConfig::default(),
         }
     }
 }
@@ -141,17 +149,15 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     net: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    transport: Option<Arc<TcpTransport>>,
 }
 
 impl Server {
     /// Opens the data directory, checks (or, on first start, writes) the store identity,
-    /// starts the store loop and the client service.
+    /// binds the client and peer listeners, starts the store loop, the client service, the
+    /// peer service and (with other members) the TCP peer transport.
     pub fn start(cfg: ServerConfig) -> Result<Server, Error> {
-        if cfg.members().len() > 1 {
-            return Err(Error::Unsupported(
-                "a cluster of several stores needs replication, which is not built yet (issue 5); start a single store".into(),
-            ));
-        }
         let engine = Arc::new(Engine::open(
             cfg.data_dir.join("engine"),
             cfg.engine.clone(),
@@ -161,6 +167,31 @@ impl Server {
             cfg.data_dir.join("raftlog"),
             cfg.raftlog.clone(),
         )?);
+        // Both listeners before the store loop: a busy port fails the start before raft
+        // runs.
+        let (listener, local_addr) = bind(cfg.client_addr, "clients")?;
+        let (peer_listener, peer_addr) = bind(cfg.peer_addr, "peers")?;
+        let others: HashMap<u64, String> = cfg
+            .members()
+            .into_iter()
+            .filter(|(id, _)| *id != cfg.store_id)
+            .collect();
+        let (transport, driver) = if others.is_empty() {
+            (None, None)
+        } else {
+            let (t, d) = TcpTransport::with_config(
+                cfg.store_id,
+                cluster_id,
+                cfg.limits,
+                others,
+                cfg.peer_net,
+            );
+            (Some(Arc::new(t)), Some(d))
+        };
+        let node_transport: Arc<dyn Transport> = match &transport {
+            Some(t) => t.clone(),
+            None => Arc::new(NoTransport),
+        };
         let node = Arc::new(Node::start(
             NodeConfig {
                 cluster_id,
@@ -170,22 +201,15 @@ impl Server {
             },
             engine.clone(),
             log,
-            Arc::new(crate::transport::NoTransport),
+            node_transport,
         )?);
-        let listener =
-            std::net::TcpListener::bind(cfg.client_addr).map_err(|source| Error::Net {
-                what: format!("cannot listen on {}", cfg.client_addr),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Net {
-            what: "local address".into(),
-            source,
-        })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let net_node = node.clone();
+        let sink: Arc<dyn RaftSink> = node.clone();
         let limits = cfg.limits;
         let drain = cfg.drain_timeout;
+        let max_snapshot = cfg.peer_net.max_snapshot_bytes;
         let net = std::thread::Builder::new()
             .name("pontoon-net".into())
             .spawn(move || {
@@ -198,8 +222,25 @@ impl Server {
                 };
                 let _ = started_tx.send(Ok(()));
                 rt.block_on(async move {
+                    // Peers stop only after the clients' in-flight requests are drained:
+                    // committing those writes may need the other stores.
+                    let (peer_stop, peer_stop_rx) = watch::channel(false);
+                    let peer_listener = tokio_uring::net::TcpListener::from_std(peer_listener);
+                    let peers = tokio_uring::spawn(crate::service::serve_peers(
+                        peer_listener,
+                        sink,
+                        limits,
+                        max_snapshot,
+                        peer_stop_rx.clone(),
+                    ));
+                    let driver = driver.map(|d| tokio_uring::spawn(d.run(peer_stop_rx)));
                     let listener = tokio_uring::net::TcpListener::from_std(listener);
                     crate::service::serve(listener, net_node, limits, shutdown_rx, drain).await;
+                    let _ = peer_stop.send(true);
+                    let _ = peers.await;
+                    if let Some(d) = driver {
+                        let _ = d.await;
+                    }
                 });
             })
             .map_err(|source| Error::Net {
@@ -222,7 +263,7 @@ impl Server {
             }
         }
         log::info!(
-            "store {} of cluster {cluster_id} serving clients on {local_addr}",
+            "store {} of cluster {cluster_id} serving clients on {local_addr}, peers on {peer_addr}",
             cfg.store_id
         );
         Ok(Server {
@@ -231,6 +272,8 @@ impl Server {
             shutdown,
             net: Some(net),
             local_addr,
+            peer_addr,
+            transport,
         })
     }
 
@@ -239,13 +282,24 @@ impl Server {
         self.local_addr
     }
 
+    /// The address other stores connect to (useful with port 0).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The TCP peer transport, if this store has other members (for
+    /// [`TcpTransport::set_address`] when membership changes add a store).
+    pub fn transport(&self) -> Option<&Arc<TcpTransport>> {
+        self.transport.as_ref()
+    }
+
     /// The store loop.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
-    /// Graceful shutdown: stop accepting, answer what is in flight, stop the store loop,
-    /// flush the engine.
+    /// Graceful shutdown: stop accepting clients, answer what is in flight, stop the peer
+    /// listener and every peer connection, stop the store loop, flush the engine.
     pub fn shutdown(mut self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
         if let Some(t) = self.net.take() {
@@ -265,6 +319,19 @@ impl Drop for Server {
         }
         self.node.stop();
     }
+}
+
+/// Binds a listener for `who` on `addr`; returns it with the address it got.
+fn bind(addr: SocketAddr, who: &str) -> Result<(std::net::TcpListener, SocketAddr), Error> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::Net {
+        what: format!("cannot listen for {who} on {addr}"),
+        source,
+    })?;
+    let local = listener.local_addr().map_err(|source| Error::Net {
+        what: format!("local address of the {who} listener"),
+        source,
+    })?;
+    Ok((listener, local))
 }
 
 /// Checks the data directory's store identity (writing it on first start) and returns the
