@@ -293,7 +293,10 @@ fn raft_log_is_compacted_behind_engine_flushes_only() {
             log_gc_lag: 100,
             ..NodeConfig::default()
         };
-        (Node::start(cfg, engine, log.clone(), Arc::new(NoTransport)).unwrap(), log)
+        (
+            Node::start(cfg, engine, log.clone(), Arc::new(NoTransport)).unwrap(),
+            log,
+        )
     };
     let (node, log) = open(fs.clone());
     wait_leader(&node);
