@@ -303,6 +303,7 @@ fn log_config() -> pontoon_raftlog::Config {
 impl Cluster {
     /// Starts every store.
     pub fn start(cfg: ClusterConfig) -> Cluster {
+        let _ = env_logger::builder().is_test(true).try_init();
         let router = Arc::new(Router::default());
         let r = router.clone();
         let delayer = std::thread::Builder::new()
@@ -335,6 +336,16 @@ impl Cluster {
 
     /// Starts (or restarts) store `id` from its disks.
     pub fn start_store(&self, id: u64) {
+        self.start_store_with(id, false)
+    }
+
+    /// Starts store `id` as a new member joining the running cluster (no bootstrap: it
+    /// waits to be added and sent a snapshot).
+    pub fn join_store(&self, id: u64) {
+        self.start_store_with(id, true)
+    }
+
+    fn start_store_with(&self, id: u64, join: bool) {
         let (efs, lfs) = {
             let d = self.disks.lock().unwrap();
             let d = &d[&id];
@@ -348,6 +359,7 @@ impl Cluster {
         let mut ncfg = self.cfg.node.clone();
         ncfg.store_id = id;
         ncfg.initial_voters = self.ids();
+        ncfg.join = join;
         let transport = Arc::new(SimTransport {
             from: id,
             router: self.router.clone(),
@@ -374,6 +386,19 @@ impl Cluster {
         drop(disks);
         // The old engine may flush on drop: into the old, detached file system.
         drop(r);
+    }
+
+    /// Store `id` crashes and loses its disks: it restarts empty, as a new machine would.
+    pub fn wipe_store(&self, id: u64) {
+        self.crash_store(id);
+        let mut disks = self.disks.lock().unwrap();
+        disks.insert(
+            id,
+            Disks {
+                engine: FaultFs::new(),
+                log: MemFs::new(),
+            },
+        );
     }
 
     pub fn is_up(&self, id: u64) -> bool {
@@ -554,6 +579,54 @@ impl Client {
             }
         }
         Outcome::Unknown
+    }
+}
+
+/// A `ChangePeer` admin command for store `store` (peer id = store id).
+pub fn change_peer(add: bool, store: u64) -> RaftCmdRequest {
+    use raft_cmdpb::{AdminCmdType, AdminRequest, ChangePeerRequest, ConfChangeType};
+    RaftCmdRequest {
+        admin_request: Some(AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest {
+                change_type: if add {
+                    ConfChangeType::AddNode
+                } else {
+                    ConfChangeType::RemoveNode
+                } as i32,
+                peer: Some(pontoon_client::proto::metapb::Peer {
+                    id: store,
+                    store_id: store,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Submits an admin command to whoever leads, retrying until `limit`.
+pub fn admin(c: &Cluster, req: RaftCmdRequest, limit: Duration) -> RaftCmdResponse {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(l) = c.leader() {
+            let node = c.node(l).unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if node.submit(req.clone(), tx) {
+                if let Ok(r) = rx.blocking_recv() {
+                    let e = r.header.as_ref().and_then(|h| h.error.as_ref());
+                    if e.is_none_or(|e| e.not_leader.is_none() && e.stale_command.is_none()) {
+                        return r;
+                    }
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "admin command not answered in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
