@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// configuration and waits for the leader (after `member add`) to send it a snapshot.
     /// Ignored once the store has state. Default: false.
     pub join: bool,
+    /// Peer addresses of the initial members, for `member list` (stores added later bring
+    /// theirs in `ChangePeer`). Default: empty.
+    pub initial_addresses: Vec<(u64, String)>,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +87,7 @@ impl Default for NodeConfig {
             compact_log_bytes: 64 << 20,
             compact_check_ticks: 10,
             join: false,
+            initial_addresses: Vec::new(),
         }
     }
 }
@@ -240,10 +244,18 @@ impl Node {
             removed: false,
             pending_transfer: None,
             election_tick: cfg.election_tick,
+            addresses: std::collections::BTreeMap::new(),
             avg_entry_bytes: 0.0,
             cfs: Vec::new(),
         };
         lp.cfs = lp.engine.cf_names();
+        for (id, addr) in &cfg.initial_addresses {
+            lp.addresses.insert(*id, addr.clone());
+        }
+        for (id, addr) in load_addresses(&lp.engine)? {
+            lp.transport.set_address(id, &addr);
+            lp.addresses.insert(id, addr);
+        }
         let thread = std::thread::Builder::new()
             .name("pontoon-store".into())
             .spawn(move || lp.run())
@@ -346,6 +358,8 @@ struct StoreLoop {
     /// A leader transfer waiting to complete: (target, reply, give-up time).
     pending_transfer: Option<(u64, Reply, Instant)>,
     election_tick: usize,
+    /// Peer addresses of the stores this one knows.
+    addresses: std::collections::BTreeMap<u64, String>,
     /// Moving average of appended entry sizes, for the byte limit.
     avg_entry_bytes: f64,
     /// Column families clients may address (read once: the server never changes them).
@@ -403,6 +417,45 @@ fn transfer_done() -> RaftCmdResponse {
         }),
         ..Default::default()
     }
+}
+
+fn address_key(store: u64) -> Vec<u8> {
+    let mut k = ADDRESS_PREFIX.to_vec();
+    k.extend_from_slice(&store.to_be_bytes());
+    k
+}
+
+const ADDRESS_PREFIX: &[u8] = b"store_addr/";
+
+/// Peer addresses recorded by applied `ChangePeer` commands.
+fn load_addresses(engine: &Engine) -> Result<Vec<(u64, String)>, Error> {
+    let mut end = ADDRESS_PREFIX.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut out = Vec::new();
+    let iter = engine.iter(
+        mvcc::RAFT_CF,
+        pontoon_engine::IterOptions {
+            lower_bound: Some(ADDRESS_PREFIX.to_vec()),
+            upper_bound: Some(end),
+            ..Default::default()
+        },
+    )?;
+    for item in iter {
+        let (k, v) = item?;
+        let Some(id) = k
+            .get(ADDRESS_PREFIX.len()..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        else {
+            continue;
+        };
+        out.push((
+            u64::from_be_bytes(id),
+            String::from_utf8_lossy(&v).into_owned(),
+        ));
+    }
+    Ok(out)
 }
 
 fn region_key(region: u64) -> Vec<u8> {
@@ -689,6 +742,7 @@ impl StoreLoop {
             let ok = match AdminCmdType::try_from(a.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin)
             {
                 AdminCmdType::CompactLog => a.compact_log.is_some(),
+                AdminCmdType::Status => true,
                 AdminCmdType::TransferLeader => a
                     .transfer_leader
                     .as_ref()
@@ -1236,6 +1290,17 @@ impl StoreLoop {
                     .with_error(region_error(format!("membership change refused: {err}"))));
             }
         };
+        // A store added with its address: remember it, and tell the transport.
+        if let Ok(req) = RaftCmdRequest::decode(cc.get_context()) {
+            if let Some(cp) = req.admin_request.and_then(|a| a.change_peer) {
+                let store = cp.peer.map(|p| p.store_id).unwrap_or_default();
+                if store != 0 && !cp.peer_addr.is_empty() {
+                    batch.put(mvcc::RAFT_CF, &address_key(store), cp.peer_addr.as_bytes());
+                    self.transport.set_address(store, &cp.peer_addr);
+                    self.addresses.insert(store, cp.peer_addr);
+                }
+            }
+        }
         let mut lb = LogBatch::new();
         self.raw.mut_store().set_conf_state(&mut lb, cs.clone())?;
         self.log.write(lb, true)?;
@@ -1326,6 +1391,15 @@ impl StoreLoop {
     /// Admin commands: `CompactLog` and `ChangePeer` go through the log;
     /// `TransferLeader` is the leader's local business (raft-rs runs the transfer).
     fn on_admin(&mut self, req: Box<RaftCmdRequest>, reply: Reply) {
+        let is_status = req
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::Status as i32);
+        if is_status {
+            let resp = self.status_response();
+            self.respond(reply, resp);
+            return;
+        }
         if self.raw.raft.state != StateRole::Leader {
             let e = self.not_leader();
             self.respond(reply, RaftCmdResponse::default().with_error(e));
@@ -1434,6 +1508,48 @@ impl StoreLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// This store's view of itself and the region (served locally, like etcd's status).
+    fn status_response(&self) -> RaftCmdResponse {
+        let cs = self.raw.store().conf_state();
+        let me = self.raw.raft.id;
+        let stats = self.engine.stats();
+        let members = cs
+            .voters
+            .iter()
+            .map(|&id| (id, false))
+            .chain(cs.learners.iter().map(|&id| (id, true)))
+            .map(|(id, is_learner)| pontoonpb::Member {
+                id: peer_store(id),
+                peer_addr: self
+                    .addresses
+                    .get(&peer_store(id))
+                    .cloned()
+                    .unwrap_or_default(),
+                is_learner,
+            })
+            .collect();
+        RaftCmdResponse {
+            admin_response: Some(raft_cmdpb::AdminResponse {
+                cmd_type: AdminCmdType::Status as i32,
+                status: Some(pontoonpb::StatusResponse {
+                    member_id: self.store_id,
+                    leader: peer_store(self.raw.raft.leader_id),
+                    raft_term: self.raw.raft.term,
+                    raft_index: self.raw.raft.raft_log.last_index(),
+                    raft_applied_index: self.apply.applied_index,
+                    raft_committed_index: self.raw.raft.raft_log.committed,
+                    db_size: stats.level_bytes.iter().sum::<u64>() as i64,
+                    is_learner: cs.learners.contains(&me),
+                    members,
+                    first_log_index: self.raw.store().truncated().0 + 1,
+                    conf_ver: self.conf_ver,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
         }
     }
 

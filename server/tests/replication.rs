@@ -386,3 +386,35 @@ fn a_removed_store_deletes_its_data_and_rejoins_wiped_from_a_snapshot() {
     c.wait_leader(LIMIT);
     ok(cl.call(&c, vec![put(b"k9999", b"last")], LIMIT));
 }
+
+#[test]
+fn every_member_reports_its_status() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    let mut cl = Client::new(8);
+    for i in 0..20 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+    }
+    let deadline = Instant::now() + LIMIT;
+    for id in c.ids() {
+        loop {
+            let node = c.node(id).unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            node.submit(cluster::status_request(), tx);
+            let r = rx.blocking_recv().unwrap();
+            assert_eq!(error_of(&r), None);
+            let s = r.admin_response.unwrap().status.unwrap();
+            assert_eq!(s.member_id, id);
+            assert_eq!(s.members.len(), 3);
+            assert!(s.raft_applied_index <= s.raft_committed_index);
+            assert!(s.raft_committed_index <= s.raft_index);
+            if s.leader == leader && s.raft_applied_index >= 21 {
+                assert_eq!(r.response_header.unwrap().revision, 21);
+                break;
+            }
+            assert!(Instant::now() < deadline, "store {id} status: {s:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

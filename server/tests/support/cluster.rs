@@ -599,7 +599,25 @@ pub fn change_peer(add: bool, store: u64) -> RaftCmdRequest {
                     store_id: store,
                     ..Default::default()
                 }),
+                peer_addr: if add {
+                    format!("sim-store-{store}")
+                } else {
+                    String::new()
+                },
             }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `Status` admin command.
+pub fn status_request() -> RaftCmdRequest {
+    use raft_cmdpb::{AdminCmdType, AdminRequest};
+    RaftCmdRequest {
+        admin_request: Some(AdminRequest {
+            cmd_type: AdminCmdType::Status as i32,
+            status: Some(pontoonpb::StatusRequest {}),
             ..Default::default()
         }),
         ..Default::default()
