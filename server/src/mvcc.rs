@@ -14,7 +14,7 @@
 //! `apply/<region id, big-endian>` and is written in the same batch as the data it covers, so
 //! a crash can never separate the two.
 
-use pontoon_engine::{Engine, IterOptions, WriteBatch};
+use pontoon_engine::{Engine, IterOptions, Snapshot, WriteBatch};
 
 /// Column family holding apply states.
 pub const RAFT_CF: &str = "raft";
@@ -89,7 +89,17 @@ fn apply_key(region: u64) -> Vec<u8> {
 impl ApplyState {
     /// Loads the state of `region` (the default state if none was written).
     pub fn load(engine: &Engine, region: u64) -> Result<ApplyState> {
-        match engine.get(RAFT_CF, &apply_key(region))? {
+        Self::decode(region, engine.get(RAFT_CF, &apply_key(region))?)
+    }
+
+    /// Loads the state of `region` as of `snap`, so that it describes exactly the data the
+    /// same snapshot reads (a region snapshot needs the two to agree).
+    pub fn load_at(snap: &Snapshot, region: u64) -> Result<ApplyState> {
+        Self::decode(region, snap.get(RAFT_CF, &apply_key(region))?)
+    }
+
+    fn decode(region: u64, stored: Option<Vec<u8>>) -> Result<ApplyState> {
+        match stored {
             None => Ok(ApplyState::default()),
             Some(b) if b.len() == 24 => {
                 let u = |i: usize| {

@@ -26,9 +26,9 @@ use pontoon_client::proto::{errorpb, metapb, pontoonpb, raft_cmdpb};
 use pontoon_engine::{Engine, WriteBatch};
 use pontoon_raftlog::{LogBatch, LogStore};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, MessageType};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
-use raft_cmdpb::{CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
+use raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
 use raft_proto::ConfChangeI as _;
 
 use crate::mvcc::{self, ApplyState, Op, OpResult};
@@ -56,9 +56,22 @@ pub struct NodeConfig {
     pub election_tick: usize,
     /// Ticks between leader heartbeats. Default: 3.
     pub heartbeat_tick: usize,
-    /// Raft-log entries kept behind what the engine has flushed before the log is
-    /// compacted (slack for slow followers once replication exists). Default: 10,000.
-    pub log_gc_lag: u64,
+    /// The leader proposes `CompactLog` once the region's applied log holds this many
+    /// entries. Followers more than half of this behind then catch up by snapshot.
+    /// Default: 10,000.
+    pub compact_log_count: u64,
+    /// ... or once the applied log holds about this many bytes (estimated from the
+    /// average entry size). Default: 64 MiB.
+    pub compact_log_bytes: u64,
+    /// Ticks between two checks of the log size on the leader. Default: 10.
+    pub compact_check_ticks: usize,
+    /// Join an existing cluster instead of bootstrapping one: the region starts with no
+    /// configuration and waits for the leader (after `member add`) to send it a snapshot.
+    /// Ignored once the store has state. Default: false.
+    pub join: bool,
+    /// Peer addresses of the initial members, for `member list` (stores added later bring
+    /// theirs in `ChangePeer`). Default: empty.
+    pub initial_addresses: Vec<(u64, String)>,
 }
 
 impl Default for NodeConfig {
@@ -70,7 +83,11 @@ impl Default for NodeConfig {
             tick_interval: Duration::from_millis(100),
             election_tick: 10,
             heartbeat_tick: 3,
-            log_gc_lag: 10_000,
+            compact_log_count: 10_000,
+            compact_log_bytes: 64 << 20,
+            compact_check_ticks: 10,
+            join: false,
+            initial_addresses: Vec::new(),
         }
     }
 }
@@ -93,6 +110,9 @@ pub enum Error {
     /// raft-rs refused.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// A snapshot could not be built or applied.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] crate::snapshot::Error),
     /// A thread could not start.
     #[error("cannot start the store loop: {0}")]
     Spawn(std::io::Error),
@@ -111,6 +131,10 @@ pub struct NodeStatus {
     pub applied: AtomicU64,
     /// The region's revision.
     pub revision: AtomicI64,
+    /// Snapshots this store has applied since it started.
+    pub snapshots_applied: AtomicU64,
+    /// Index of the first entry still in the raft log.
+    pub first_log_index: AtomicU64,
 }
 
 enum Msg {
@@ -138,18 +162,36 @@ impl Node {
         log: Arc<LogStore>,
         transport: Arc<dyn Transport>,
     ) -> Result<Node, Error> {
-        let voters = if cfg.initial_voters.is_empty() {
+        let voters = if cfg.join {
+            Vec::new()
+        } else if cfg.initial_voters.is_empty() {
             vec![cfg.store_id]
         } else {
             cfg.initial_voters.clone()
         };
         let region = FIRST_REGION_ID;
         let mut storage = PeerStorage::open(log.clone(), region, &voters)?;
+        storage.set_engine(engine.clone());
         let apply = ApplyState::load(&engine, region)?;
         let mut batch = LogBatch::new();
         if log.get_state(region, b"cs").is_none() {
             let cs = raft::Storage::initial_state(&storage)?.conf_state;
             storage.set_conf_state(&mut batch, cs)?;
+        }
+        // A snapshot is applied to the engine (and flushed) before the log is reset; a crash
+        // in between leaves the engine ahead of the log. Finish the reset now.
+        let region_state = load_region_state(&engine, region)?;
+        let conf_ver = region_state.as_ref().map(|r| r.0).unwrap_or(1);
+        let last = raft::Storage::last_index(&storage)?;
+        if apply.applied_index > last {
+            let cs = region_state
+                .map(|r| r.1)
+                .unwrap_or_else(|| storage.conf_state().clone());
+            log::info!(
+                "region {region}: the engine is at index {} beyond the log's {last}; finishing a snapshot",
+                apply.applied_index
+            );
+            storage.reset_to_snapshot(&mut batch, apply.applied_index, apply.applied_term, cs)?;
         }
         // The commit index is persisted lazily; everything applied was committed.
         let mut hs = storage.hard_state().clone();
@@ -160,20 +202,16 @@ impl Node {
         if !batch.is_empty() {
             log.write(batch, true)?;
         }
-        let raft_cfg = raft::Config {
-            id: cfg.store_id,
-            election_tick: cfg.election_tick,
-            heartbeat_tick: cfg.heartbeat_tick,
-            applied: apply.applied_index,
-            pre_vote: true,
-            check_quorum: true,
-            max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
-            ..raft::Config::default()
-        };
+        let raft_cfg = raft_config(
+            cfg.store_id,
+            cfg.election_tick,
+            cfg.heartbeat_tick,
+            apply.applied_index,
+        );
+        let single_voter = storage.conf_state().voters == [cfg.store_id];
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut raw = RawNode::new(&raft_cfg, storage, &logger)?;
-        if voters == [cfg.store_id] {
+        if single_voter {
             raw.campaign()?;
         }
         let status = Arc::new(NodeStatus::default());
@@ -195,10 +233,29 @@ impl Node {
             pending_reads: VecDeque::new(),
             next_read_ctx: 1,
             flush_marks: VecDeque::new(),
-            log_gc_lag: cfg.log_gc_lag,
+            compact_log_count: cfg.compact_log_count.max(1),
+            compact_log_bytes: cfg.compact_log_bytes.max(1),
+            compact_check_ticks: cfg.compact_check_ticks.max(1),
+            ticks: 0,
+            compact_target: 0,
+            compact_proposed: 0,
+            durable_applied: apply.applied_index,
+            conf_ver,
+            removed: false,
+            pending_transfer: None,
+            election_tick: cfg.election_tick,
+            addresses: std::collections::BTreeMap::new(),
+            avg_entry_bytes: 0.0,
             cfs: Vec::new(),
         };
         lp.cfs = lp.engine.cf_names();
+        for (id, addr) in &cfg.initial_addresses {
+            lp.addresses.insert(*id, addr.clone());
+        }
+        for (id, addr) in load_addresses(&lp.engine)? {
+            lp.transport.set_address(id, &addr);
+            lp.addresses.insert(id, addr);
+        }
         let thread = std::thread::Builder::new()
             .name("pontoon-store".into())
             .spawn(move || lp.run())
@@ -283,7 +340,28 @@ struct StoreLoop {
     /// the engine has flushed a sequence, the raft log up to that index is no longer needed
     /// for recovery.
     flush_marks: VecDeque<(u64, u64, u64)>,
-    log_gc_lag: u64,
+    compact_log_count: u64,
+    compact_log_bytes: u64,
+    compact_check_ticks: usize,
+    ticks: usize,
+    /// The highest index a committed `CompactLog` allows this replica to drop (it drops
+    /// only what the engine has flushed, too).
+    compact_target: u64,
+    /// The highest compact index this peer proposed as leader (not to propose it twice).
+    compact_proposed: u64,
+    /// The highest applied index the engine has flushed.
+    durable_applied: u64,
+    /// The region epoch's `conf_ver`: bumped by every applied membership change.
+    conf_ver: u64,
+    /// This peer was removed from the region.
+    removed: bool,
+    /// A leader transfer waiting to complete: (target, reply, give-up time).
+    pending_transfer: Option<(u64, Reply, Instant)>,
+    election_tick: usize,
+    /// Peer addresses of the stores this one knows.
+    addresses: std::collections::BTreeMap<u64, String>,
+    /// Moving average of appended entry sizes, for the byte limit.
+    avg_entry_bytes: f64,
     /// Column families clients may address (read once: the server never changes them).
     cfs: Vec<String>,
 }
@@ -312,6 +390,144 @@ fn to_pb(kv: &mvcc::KeyValue) -> pontoonpb::KeyValue {
         value: kv.value.clone(),
         lease: kv.lease,
     }
+}
+
+/// raft-rs settings: pre-vote and check-quorum on (a partitioned node cannot disrupt the
+/// cluster when it comes back, and a cut-off leader steps down).
+fn raft_config(id: u64, election_tick: usize, heartbeat_tick: usize, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
+        election_tick,
+        heartbeat_tick,
+        applied,
+        pre_vote: true,
+        check_quorum: true,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..raft::Config::default()
+    }
+}
+
+fn transfer_done() -> RaftCmdResponse {
+    RaftCmdResponse {
+        admin_response: Some(raft_cmdpb::AdminResponse {
+            cmd_type: AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(raft_cmdpb::TransferLeaderResponse {}),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn address_key(store: u64) -> Vec<u8> {
+    let mut k = ADDRESS_PREFIX.to_vec();
+    k.extend_from_slice(&store.to_be_bytes());
+    k
+}
+
+const ADDRESS_PREFIX: &[u8] = b"store_addr/";
+
+/// Peer addresses recorded by applied `ChangePeer` commands.
+fn load_addresses(engine: &Engine) -> Result<Vec<(u64, String)>, Error> {
+    let mut end = ADDRESS_PREFIX.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let mut out = Vec::new();
+    let iter = engine.iter(
+        mvcc::RAFT_CF,
+        pontoon_engine::IterOptions {
+            lower_bound: Some(ADDRESS_PREFIX.to_vec()),
+            upper_bound: Some(end),
+            ..Default::default()
+        },
+    )?;
+    for item in iter {
+        let (k, v) = item?;
+        let Some(id) = k
+            .get(ADDRESS_PREFIX.len()..)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        else {
+            continue;
+        };
+        out.push((
+            u64::from_be_bytes(id),
+            String::from_utf8_lossy(&v).into_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+fn region_key(region: u64) -> Vec<u8> {
+    let mut k = b"region/".to_vec();
+    k.extend_from_slice(&region.to_be_bytes());
+    k
+}
+
+/// Stages the region's membership record (`conf_ver` u64 LE, then the encoded raft
+/// `ConfState`) into the raft column family, next to the apply state.
+pub(crate) fn stage_region(batch: &mut WriteBatch, region: u64, cs: &ConfState, conf_ver: u64) {
+    let mut v = conf_ver.to_le_bytes().to_vec();
+    v.extend_from_slice(&cs.write_to_bytes().unwrap_or_default());
+    batch.put(mvcc::RAFT_CF, &region_key(region), &v);
+}
+
+/// Loads the region's membership record: `(conf_ver, conf state)`.
+pub(crate) fn load_region_state(
+    engine: &Engine,
+    region: u64,
+) -> Result<Option<(u64, ConfState)>, Error> {
+    let Some(v) = engine.get(mvcc::RAFT_CF, &region_key(region))? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: &'static str| {
+        Error::Mvcc(mvcc::Error::Corrupt {
+            key: format!("region/{region}"),
+            reason,
+        })
+    };
+    let (ver, rest) = v.split_at_checked(8).ok_or_else(|| corrupt("too short"))?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(ver);
+    let cs =
+        ConfState::parse_from_bytes(rest).map_err(|_| corrupt("conf state does not decode"))?;
+    Ok(Some((u64::from_le_bytes(b), cs)))
+}
+
+/// The region as clients see it (peer ids are store ids in the first region).
+pub(crate) fn region_of(cs: &ConfState, conf_ver: u64) -> metapb::Region {
+    let peer = |id: u64, role: metapb::PeerRole| metapb::Peer {
+        id,
+        store_id: peer_store(id),
+        role: role as i32,
+    };
+    metapb::Region {
+        id: FIRST_REGION_ID,
+        region_epoch: Some(metapb::RegionEpoch {
+            conf_ver,
+            version: 1,
+        }),
+        peers: cs
+            .voters
+            .iter()
+            .map(|&id| peer(id, metapb::PeerRole::Voter))
+            .chain(
+                cs.learners
+                    .iter()
+                    .map(|&id| peer(id, metapb::PeerRole::Learner)),
+            )
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Raft snapshot data: the region epoch's `conf_ver` (u64 LE), then the bytes of
+/// [`crate::snapshot`].
+pub(crate) fn split_snapshot_data(data: &[u8]) -> Option<(u64, &[u8])> {
+    let (ver, rest) = data.split_at_checked(8)?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(ver);
+    Some((u64::from_le_bytes(b), rest))
 }
 
 /// The store holding peer `peer_id` of the first region: peer ids equal store ids until
@@ -348,8 +564,17 @@ impl StoreLoop {
             if last_tick.elapsed() >= self.tick_interval {
                 self.raw.tick();
                 last_tick = Instant::now();
+                self.ticks += 1;
+                if self.ticks.is_multiple_of(self.compact_check_ticks) {
+                    self.maybe_propose_compact_log();
+                }
             }
-            if let Err(e) = self.on_ready() {
+            let mut result = self.on_ready();
+            if result.is_ok() && self.removed {
+                result = self.destroy();
+            }
+            self.check_transfer();
+            if let Err(e) = result {
                 // A failed raft-log write poisons the log store; nothing acknowledged is
                 // lost, but the node cannot go on.
                 log::error!("store loop stopped: {e}");
@@ -404,6 +629,20 @@ impl StoreLoop {
         if msg.to != self.raw.raft.id {
             log::debug!("dropping a raft message for peer {}", msg.to);
             return;
+        }
+        let mut msg = msg;
+        if msg.get_msg_type() == MessageType::MsgHeartbeat {
+            // raft-rs panics when a heartbeat commits past the local log. That happens only
+            // if this store lost a log the leader had seen (a wiped data directory under an
+            // old identity); refuse to crash on it and say what to do.
+            let last = self.raw.raft.raft_log.last_index();
+            if msg.commit > last {
+                log::warn!(
+                    "the leader believes this store holds entries up to {} but its log ends at {last}: was the data directory wiped? remove this store and add it back",
+                    msg.commit
+                );
+                msg.commit = last;
+            }
         }
         if let Err(e) = self.raw.step(msg) {
             log::debug!("raft refused a message: {e}");
@@ -494,10 +733,32 @@ impl StoreLoop {
                 }));
             }
         }
-        if req.admin_request.is_some() {
-            return Err(Box::new(region_error(
-                "admin commands are not supported yet",
-            )));
+        if let Some(a) = &req.admin_request {
+            if !req.requests.is_empty() {
+                return Err(Box::new(region_error(
+                    "a command is either an admin command or requests, not both",
+                )));
+            }
+            let ok = match AdminCmdType::try_from(a.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin)
+            {
+                AdminCmdType::CompactLog => a.compact_log.is_some(),
+                AdminCmdType::Status => true,
+                AdminCmdType::TransferLeader => a
+                    .transfer_leader
+                    .as_ref()
+                    .is_some_and(|t| t.peer.as_ref().is_some_and(|p| p.id != 0)),
+                AdminCmdType::ChangePeer => a
+                    .change_peer
+                    .as_ref()
+                    .is_some_and(|c| c.peer.as_ref().is_some_and(|p| p.id != 0)),
+                _ => false,
+            };
+            if !ok {
+                return Err(Box::new(region_error(
+                    "unsupported or incomplete admin command",
+                )));
+            }
+            return Ok(());
         }
         if req.requests.is_empty() {
             return Err(Box::new(region_error("empty command")));
@@ -551,6 +812,10 @@ impl StoreLoop {
     fn on_command(&mut self, req: Box<RaftCmdRequest>, reply: Reply) {
         if let Err(e) = self.validate(&req) {
             self.respond(reply, RaftCmdResponse::default().with_error(*e));
+            return;
+        }
+        if req.admin_request.is_some() {
+            self.on_admin(req, reply);
             return;
         }
         if req.requests.iter().all(is_read) {
@@ -615,6 +880,12 @@ impl StoreLoop {
             self.send_messages(ready.take_messages());
         }
         let mut batch = LogBatch::new();
+        if !ready.snapshot().is_empty() {
+            self.apply_snapshot(ready.snapshot().clone(), &mut batch)?;
+        }
+        for e in ready.entries() {
+            self.avg_entry_bytes = 0.95 * self.avg_entry_bytes + 0.05 * e.data.len() as f64;
+        }
         {
             let store = self.raw.mut_store();
             store.append(&mut batch, ready.entries())?;
@@ -660,31 +931,29 @@ impl StoreLoop {
         self.serve_reads()
     }
 
-    /// Compacts the raft log up to what the engine has durably applied (minus the lag), and
-    /// lets the log store drop the segments nobody needs. The log is never truncated past
-    /// the engine's flushed state: that is what a restart replays from.
+    /// Drops the raft log up to what a committed `CompactLog` allows AND the engine has
+    /// flushed (never further: a restart replays from the engine's flushed apply state),
+    /// and lets the log store delete the segments nobody needs.
     fn gc_log(&mut self) -> Result<(), Error> {
         let flushed = self.engine.flushed_seq();
-        let mut target = None;
+        let mut durable = None;
         while let Some(&(seq, index, term)) = self.flush_marks.front() {
             if seq > flushed {
                 break;
             }
-            target = Some((index, term));
+            durable = Some((index, term));
             self.flush_marks.pop_front();
         }
-        let Some((durable, _)) = target else {
+        if let Some(d) = durable {
+            self.durable_applied = self.durable_applied.max(d.0);
+        }
+        let index = self.compact_target.min(self.durable_applied);
+        if index <= self.raw.store().truncated().0 {
             return Ok(());
-        };
-        let Some(index) = durable.checked_sub(self.log_gc_lag).filter(|i| *i > 0) else {
-            return Ok(());
-        };
+        }
         let Ok(term) = raft::Storage::term(self.raw.store(), index) else {
             return Ok(()); // already compacted
         };
-        if index < raft::Storage::first_index(self.raw.store()).unwrap_or(0) {
-            return Ok(());
-        }
         let mut batch = LogBatch::new();
         self.raw.mut_store().compact_to(&mut batch, index, term)?;
         self.log.write(batch, false)?;
@@ -698,6 +967,122 @@ impl StoreLoop {
         Ok(())
     }
 
+    /// On the leader: proposes `CompactLog` once the applied log is over its entry-count or
+    /// byte limit. Followers within half the count limit keep their entries (the compact
+    /// index stops at the slowest of them); one further behind gets a snapshot instead.
+    fn maybe_propose_compact_log(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let first = self.raw.store().truncated().0 + 1;
+        let applied = self.apply.applied_index;
+        if applied < first {
+            return;
+        }
+        let entries = applied - first + 1;
+        let bytes = entries as f64 * self.avg_entry_bytes;
+        if entries < self.compact_log_count && bytes < self.compact_log_bytes as f64 {
+            return;
+        }
+        let me = self.raw.raft.id;
+        let slowest = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(_, p)| p.matched)
+            .min()
+            .unwrap_or(applied);
+        let keep_for_followers = applied.saturating_sub(self.compact_log_count / 2);
+        let index = if slowest >= keep_for_followers {
+            slowest.min(applied)
+        } else {
+            applied
+        };
+        if index < first || index <= self.compact_proposed {
+            return;
+        }
+        let Ok(term) = raft::Storage::term(self.raw.store(), index) else {
+            return;
+        };
+        let req = RaftCmdRequest {
+            admin_request: Some(raft_cmdpb::AdminRequest {
+                cmd_type: raft_cmdpb::AdminCmdType::CompactLog as i32,
+                compact_log: Some(raft_cmdpb::CompactLogRequest {
+                    compact_index: index,
+                    compact_term: term,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if self.raw.propose(Vec::new(), req.encode_to_vec()).is_ok() {
+            self.compact_proposed = index;
+            log::debug!("proposed CompactLog to {index} ({entries} entries applied)");
+        }
+    }
+
+    /// Applies a snapshot from the leader: the engine first (data and apply state in one
+    /// batch, then flushed, since the engine has no WAL), then the raft log is reset to
+    /// start after the snapshot, staged into `batch`, which the caller writes with sync. A
+    /// crash between the two is finished at the next start (see [`Node::start`]).
+    fn apply_snapshot(
+        &mut self,
+        snap: raft::eraftpb::Snapshot,
+        batch: &mut LogBatch,
+    ) -> Result<(), Error> {
+        let md = snap.get_metadata();
+        let (index, term) = (md.index, md.term);
+        let cs = md.get_conf_state().clone();
+        let Some((conf_ver, data)) = split_snapshot_data(&snap.data) else {
+            return Err(Error::Snapshot(crate::snapshot::Error::Corrupt {
+                offset: 0,
+                reason: "shorter than its epoch prefix",
+            }));
+        };
+        // Not durable on its own (no WAL): the snapshot's flush below persists it with the
+        // data, and a crash before that loses both.
+        let mut wb = WriteBatch::new();
+        stage_region(&mut wb, FIRST_REGION_ID, &cs, conf_ver);
+        self.engine.write(&wb)?;
+        self.conf_ver = conf_ver;
+        let meta = crate::snapshot::apply(&self.engine, data)?;
+        if meta.apply.applied_index != index || meta.apply.applied_term != term {
+            log::warn!(
+                "snapshot data is at {}/{} but raft says {index}/{term}",
+                meta.apply.applied_index,
+                meta.apply.applied_term
+            );
+        }
+        self.apply = meta.apply;
+        self.apply.applied_index = index;
+        self.apply.applied_term = term;
+        self.durable_applied = index;
+        self.flush_marks.clear();
+        self.raw
+            .mut_store()
+            .reset_to_snapshot(batch, index, term, cs)?;
+        log::info!("applied a snapshot at index {index}, term {term}");
+        self.status.snapshots_applied.fetch_add(1, Ordering::AcqRel);
+        // Proposals waiting for entries the snapshot covers will never see them applied.
+        while self
+            .pending_writes
+            .front()
+            .is_some_and(|(i, _, _)| *i <= index)
+        {
+            if let Some((_, _, reply)) = self.pending_writes.pop_front() {
+                let stale = errorpb::Error {
+                    message: "stale command".into(),
+                    stale_command: Some(errorpb::StaleCommand {}),
+                    ..Default::default()
+                };
+                self.respond(reply, RaftCmdResponse::default().with_error(stale));
+            }
+        }
+        Ok(())
+    }
+
     fn publish(&self) {
         let s = &self.status;
         s.term.store(self.raw.raft.term, Ordering::Release);
@@ -706,6 +1091,8 @@ impl StoreLoop {
             .store(self.raw.raft.raft_log.committed, Ordering::Release);
         s.applied.store(self.apply.applied_index, Ordering::Release);
         s.revision.store(self.apply.revision, Ordering::Release);
+        s.first_log_index
+            .store(self.raw.store().truncated().0 + 1, Ordering::Release);
     }
 
     /// Hands waiting reads to raft once the leader can answer them.
@@ -825,15 +1212,24 @@ impl StoreLoop {
         match e.get_entry_type() {
             EntryType::EntryNormal if !e.data.is_empty() => {
                 match RaftCmdRequest::decode(&e.data[..]) {
-                    Ok(req) => resp = self.apply_command(&req, &mut batch)?,
+                    Ok(req) => match &req.admin_request {
+                        Some(admin) => resp = self.apply_admin(admin, e.index),
+                        None => resp = self.apply_command(&req, &mut batch)?,
+                    },
                     Err(err) => {
                         resp = resp.with_error(region_error(format!("undecodable command: {err}")))
                     }
                 }
             }
-            EntryType::EntryNormal => {} // a new leader's empty entry
+            // A new leader's empty entry, or a proposal raft-rs replaced by an empty entry
+            // (it does that to a second membership change while one is pending).
+            EntryType::EntryNormal => {
+                resp = resp.with_error(region_error(
+                    "the command was dropped: another membership change is in progress",
+                ))
+            }
             EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                self.apply_conf_change(&e)?
+                resp = self.apply_conf_change(&e, &mut batch)?
             }
         }
         self.apply.applied_index = e.index;
@@ -867,10 +1263,15 @@ impl StoreLoop {
         Ok(())
     }
 
-    /// Applies a committed membership change to raft and persists the new conf state.
-    /// Both encodings are read as a `ConfChangeV2`; an entry that does not decode changes
-    /// nothing (every replica skips it alike).
-    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), Error> {
+    /// Applies a committed membership change to raft, persists the new conf state (in the
+    /// raft log for raft, and in the engine batch with a bumped `conf_ver` for snapshots and
+    /// restarts). Both encodings are read as a `ConfChangeV2`; an entry that does not decode
+    /// changes nothing (every replica skips it alike).
+    fn apply_conf_change(
+        &mut self,
+        e: &Entry,
+        batch: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse, Error> {
         let cc = if e.get_entry_type() == EntryType::EntryConfChange {
             ConfChange::parse_from_bytes(&e.data).map(|c| c.into_v2())
         } else {
@@ -878,13 +1279,315 @@ impl StoreLoop {
         };
         let Ok(cc) = cc else {
             log::warn!("entry {} holds an undecodable conf change", e.index);
-            return Ok(());
+            return Ok(RaftCmdResponse::default()
+                .with_error(region_error("undecodable membership change")));
         };
-        let cs = self.raw.apply_conf_change(&cc)?;
-        let mut batch = LogBatch::new();
-        self.raw.mut_store().set_conf_state(&mut batch, cs)?;
-        self.log.write(batch, true)?;
+        let cs = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => cs,
+            Err(err) => {
+                // raft-rs refuses e.g. removing the last voter; every replica refuses alike.
+                return Ok(RaftCmdResponse::default()
+                    .with_error(region_error(format!("membership change refused: {err}"))));
+            }
+        };
+        // A store added with its address: remember it, and tell the transport.
+        if let Ok(req) = RaftCmdRequest::decode(cc.get_context()) {
+            if let Some(cp) = req.admin_request.and_then(|a| a.change_peer) {
+                let store = cp.peer.map(|p| p.store_id).unwrap_or_default();
+                if store != 0 && !cp.peer_addr.is_empty() {
+                    batch.put(mvcc::RAFT_CF, &address_key(store), cp.peer_addr.as_bytes());
+                    self.transport.set_address(store, &cp.peer_addr);
+                    self.addresses.insert(store, cp.peer_addr);
+                }
+            }
+        }
+        let mut lb = LogBatch::new();
+        self.raw.mut_store().set_conf_state(&mut lb, cs.clone())?;
+        self.log.write(lb, true)?;
+        self.conf_ver += 1;
+        stage_region(batch, FIRST_REGION_ID, &cs, self.conf_ver);
+        let me = self.raw.raft.id;
+        if !cs.voters.contains(&me) && !cs.learners.contains(&me) {
+            self.removed = true;
+        }
+        let region = region_of(&cs, self.conf_ver);
+        log::info!(
+            "membership changed at index {}: voters {:?}, learners {:?}",
+            e.index,
+            cs.voters,
+            cs.learners
+        );
+        Ok(RaftCmdResponse {
+            admin_response: Some(raft_cmdpb::AdminResponse {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(raft_cmdpb::ChangePeerResponse {
+                    region: Some(region),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// This peer was removed from the region: delete its data and its log, and become an
+    /// empty peer with no configuration. If the store is added back, the leader's messages
+    /// find this empty peer, which catches up from a snapshot like any new member.
+    fn destroy(&mut self) -> Result<(), Error> {
+        log::info!(
+            "store {}: removed from region {FIRST_REGION_ID}; deleting its data",
+            self.store_id
+        );
+        let mut wb = WriteBatch::new();
+        for cf in &self.cfs {
+            if cf == mvcc::RAFT_CF {
+                continue;
+            }
+            let last = self
+                .engine
+                .iter(
+                    cf,
+                    pontoon_engine::IterOptions {
+                        reverse: true,
+                        ..Default::default()
+                    },
+                )?
+                .next()
+                .transpose()?
+                .map(|(k, _)| k);
+            if let Some(mut end) = last {
+                end.push(0);
+                wb.delete_range(cf, b"", &end);
+            }
+        }
+        ApplyState::default().stage(&mut wb, FIRST_REGION_ID);
+        wb.delete(mvcc::RAFT_CF, &region_key(FIRST_REGION_ID));
+        self.engine.write(&wb)?;
+        self.engine.flush()?;
+        let mut lb = LogBatch::new();
+        lb.remove_stream(FIRST_REGION_ID);
+        self.log.write(lb, true)?;
+        let mut storage = PeerStorage::open(self.log.clone(), FIRST_REGION_ID, &[])?;
+        storage.set_engine(self.engine.clone());
+        let raft_cfg = raft_config(
+            self.raw.raft.id,
+            self.election_tick,
+            self.raw.raft.heartbeat_timeout(),
+            0,
+        );
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        self.raw = RawNode::new(&raft_cfg, storage, &logger)?;
+        self.apply = ApplyState::default();
+        self.conf_ver = 1;
+        self.removed = false;
+        self.compact_target = 0;
+        self.compact_proposed = 0;
+        self.durable_applied = 0;
+        self.flush_marks.clear();
+        self.fail_all("this store was removed from the region");
+        self.publish();
         Ok(())
+    }
+
+    /// Admin commands: `CompactLog` and `ChangePeer` go through the log;
+    /// `TransferLeader` is the leader's local business (raft-rs runs the transfer).
+    fn on_admin(&mut self, req: Box<RaftCmdRequest>, reply: Reply) {
+        let is_status = req
+            .admin_request
+            .as_ref()
+            .is_some_and(|a| a.cmd_type == AdminCmdType::Status as i32);
+        if is_status {
+            let resp = self.status_response();
+            self.respond(reply, resp);
+            return;
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            let e = self.not_leader();
+            self.respond(reply, RaftCmdResponse::default().with_error(e));
+            return;
+        }
+        let Some(admin) = req.admin_request.as_ref() else {
+            return;
+        };
+        match AdminCmdType::try_from(admin.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin) {
+            AdminCmdType::TransferLeader => {
+                let target = admin
+                    .transfer_leader
+                    .as_ref()
+                    .and_then(|t| t.peer.as_ref())
+                    .map(|p| p.id)
+                    .unwrap_or_default();
+                if target == self.raw.raft.id {
+                    self.respond(reply, transfer_done());
+                    return;
+                }
+                let cs = self.raw.store().conf_state();
+                if !cs.voters.contains(&target) {
+                    self.respond(
+                        reply,
+                        RaftCmdResponse::default().with_error(region_error(format!(
+                            "store {target} is not a voting member"
+                        ))),
+                    );
+                    return;
+                }
+                self.raw.transfer_leader(target);
+                let deadline =
+                    Instant::now() + self.tick_interval * (self.election_tick as u32 * 2);
+                if let Some((_, old, _)) = self.pending_transfer.replace((target, reply, deadline))
+                {
+                    let _ = old.send(
+                        RaftCmdResponse::default()
+                            .with_error(region_error("superseded by another leader transfer")),
+                    );
+                }
+            }
+            AdminCmdType::ChangePeer => {
+                let Some(cp) = admin.change_peer.as_ref() else {
+                    return;
+                };
+                let peer = cp.peer.unwrap_or_default();
+                if peer.id == self.raw.raft.id
+                    && cp.change_type == raft_cmdpb::ConfChangeType::RemoveNode as i32
+                {
+                    self.respond(
+                        reply,
+                        RaftCmdResponse::default().with_error(region_error(
+                            "cannot remove the leader: move the leadership first (pontoonctl move-leader)",
+                        )),
+                    );
+                    return;
+                }
+                let mut cc = ConfChange::default();
+                cc.set_change_type(
+                    match raft_cmdpb::ConfChangeType::try_from(cp.change_type)
+                        .unwrap_or(raft_cmdpb::ConfChangeType::AddNode)
+                    {
+                        raft_cmdpb::ConfChangeType::AddNode => {
+                            raft::eraftpb::ConfChangeType::AddNode
+                        }
+                        raft_cmdpb::ConfChangeType::RemoveNode => {
+                            raft::eraftpb::ConfChangeType::RemoveNode
+                        }
+                        raft_cmdpb::ConfChangeType::AddLearnerNode => {
+                            raft::eraftpb::ConfChangeType::AddLearnerNode
+                        }
+                    },
+                );
+                cc.node_id = peer.id;
+                cc.context = req.encode_to_vec().into();
+                let before = self.raw.raft.raft_log.last_index();
+                match self.raw.propose_conf_change(Vec::new(), cc) {
+                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                        let index = self.raw.raft.raft_log.last_index();
+                        self.pending_writes
+                            .push_back((index, self.raw.raft.term, reply));
+                    }
+                    Ok(()) => {
+                        let e = self.not_leader();
+                        self.respond(reply, RaftCmdResponse::default().with_error(e));
+                    }
+                    Err(err) => self.respond(
+                        reply,
+                        RaftCmdResponse::default()
+                            .with_error(region_error(format!("membership change refused: {err}"))),
+                    ),
+                }
+            }
+            _ => {
+                // CompactLog (normally proposed by the leader itself).
+                let before = self.raw.raft.raft_log.last_index();
+                match self.raw.propose(Vec::new(), req.encode_to_vec()) {
+                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                        let index = self.raw.raft.raft_log.last_index();
+                        self.pending_writes
+                            .push_back((index, self.raw.raft.term, reply));
+                    }
+                    _ => {
+                        let e = self.not_leader();
+                        self.respond(reply, RaftCmdResponse::default().with_error(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// This store's view of itself and the region (served locally, like etcd's status).
+    fn status_response(&self) -> RaftCmdResponse {
+        let cs = self.raw.store().conf_state();
+        let me = self.raw.raft.id;
+        let stats = self.engine.stats();
+        let members = cs
+            .voters
+            .iter()
+            .map(|&id| (id, false))
+            .chain(cs.learners.iter().map(|&id| (id, true)))
+            .map(|(id, is_learner)| pontoonpb::Member {
+                id: peer_store(id),
+                peer_addr: self
+                    .addresses
+                    .get(&peer_store(id))
+                    .cloned()
+                    .unwrap_or_default(),
+                is_learner,
+            })
+            .collect();
+        RaftCmdResponse {
+            admin_response: Some(raft_cmdpb::AdminResponse {
+                cmd_type: AdminCmdType::Status as i32,
+                status: Some(pontoonpb::StatusResponse {
+                    member_id: self.store_id,
+                    leader: peer_store(self.raw.raft.leader_id),
+                    raft_term: self.raw.raft.term,
+                    raft_index: self.raw.raft.raft_log.last_index(),
+                    raft_applied_index: self.apply.applied_index,
+                    raft_committed_index: self.raw.raft.raft_log.committed,
+                    db_size: stats.level_bytes.iter().sum::<u64>() as i64,
+                    is_learner: cs.learners.contains(&me),
+                    members,
+                    first_log_index: self.raw.store().truncated().0 + 1,
+                    conf_ver: self.conf_ver,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Answers a leader transfer once the target leads, or once it has had time enough.
+    fn check_transfer(&mut self) {
+        let Some((target, _, deadline)) = &self.pending_transfer else {
+            return;
+        };
+        let done = self.raw.raft.leader_id == *target;
+        if !done && Instant::now() < *deadline {
+            return;
+        }
+        if let Some((target, reply, _)) = self.pending_transfer.take() {
+            if done {
+                self.respond(reply, transfer_done());
+            } else {
+                let e = region_error(format!("leadership did not move to {target} in time"));
+                self.respond(reply, RaftCmdResponse::default().with_error(e));
+            }
+        }
+    }
+
+    /// Applies an admin command that went through the log (`CompactLog`).
+    fn apply_admin(&mut self, admin: &raft_cmdpb::AdminRequest, index: u64) -> RaftCmdResponse {
+        if let Some(c) = &admin.compact_log {
+            // Only ever forward, and never past this entry (a bogus index from a client
+            // must not drop entries nobody applied).
+            let target = c.compact_index.min(index.saturating_sub(1));
+            self.compact_target = self.compact_target.max(target);
+        }
+        RaftCmdResponse {
+            admin_response: Some(raft_cmdpb::AdminResponse {
+                cmd_type: admin.cmd_type,
+                compact_log: Some(raft_cmdpb::CompactLogResponse {}),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     /// Applies one committed command. Deterministic: the same entry gives the same state on

@@ -43,6 +43,8 @@ pub struct PeerStorage {
     conf_state: ConfState,
     /// Index and term of the last entry dropped by log compaction (0, 0 for a new log).
     truncated: (u64, u64),
+    /// Where snapshots of the region's data come from (none: snapshots are unavailable).
+    engine: Option<Arc<pontoon_engine::Engine>>,
 }
 
 fn decode<M: protobuf::Message>(region: u64, what: &'static str, bytes: &[u8]) -> Result<M, Error> {
@@ -99,7 +101,48 @@ impl PeerStorage {
             hard_state,
             conf_state,
             truncated,
+            engine: None,
         })
+    }
+
+    /// Lets [`Storage::snapshot`] build snapshots from `engine`, which must hold the
+    /// region's data applied exactly up to what this peer has applied.
+    pub fn set_engine(&mut self, engine: Arc<pontoon_engine::Engine>) {
+        self.engine = Some(engine);
+    }
+
+    /// The conf state as last staged.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Index and term of the last compacted entry.
+    pub fn truncated(&self) -> (u64, u64) {
+        self.truncated
+    }
+
+    /// Stages the raft side of an applied snapshot (or of an engine that is ahead of the
+    /// log after a crash): the whole old log goes, the log restarts after `index`, and the
+    /// hard state's commit is lifted to `index`.
+    pub fn reset_to_snapshot(
+        &mut self,
+        batch: &mut LogBatch,
+        index: u64,
+        term: u64,
+        cs: ConfState,
+    ) -> Result<(), Error> {
+        batch.remove_stream(self.region_id);
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(term);
+        hs.commit = hs.commit.max(index);
+        self.set_hard_state(batch, hs)?;
+        self.set_conf_state(batch, cs)?;
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&index.to_le_bytes());
+        b[8..].copy_from_slice(&term.to_le_bytes());
+        batch.put_state(self.region_id, KEY_TRUNCATED, &b)?;
+        self.truncated = (index, term);
+        Ok(())
     }
 
     /// Region (and log stream) id.
@@ -231,11 +274,31 @@ impl Storage for PeerStorage {
             .max(self.truncated.0))
     }
 
+    /// Builds a snapshot of the region from the engine. The store loop applies entries
+    /// synchronously and calls raft (hence this) between applies, so the engine's data, its
+    /// apply state and this storage's conf state all describe the same applied index.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots of the engine's region data arrive with replication (issue 5).
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        let Some(engine) = &self.engine else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
+        let other = |e: crate::node::Error| raft::Error::Store(StorageError::Other(Box::new(e)));
+        let conf_ver = crate::node::load_region_state(engine, self.region_id)
+            .map_err(other)?
+            .map(|r| r.0)
+            .unwrap_or(1);
+        let (meta, data) = crate::snapshot::build(engine, self.region_id, b"", b"")
+            .map_err(|e| other(e.into()))?;
+        let mut snap = Snapshot::default();
+        let mut bytes = conf_ver.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&data);
+        snap.data = bytes.into();
+        let md = snap.mut_metadata();
+        md.index = meta.apply.applied_index;
+        md.term = meta.apply.applied_term;
+        md.set_conf_state(self.conf_state.clone());
+        Ok(snap)
     }
 }
 

@@ -15,6 +15,10 @@ pub trait Transport: Send + Sync + 'static {
     /// at once (no route, queue full): the store loop then tells raft the peer is
     /// unreachable so it stops pipelining appends to it.
     fn send(&self, msg: RaftMessage) -> bool;
+
+    /// Learns (or updates) the address of a store, e.g. one added by a membership change.
+    /// Transports that route by other means ignore it.
+    fn set_address(&self, _store_id: u64, _addr: &str) {}
 }
 
 /// A transport that reaches nobody: the one a single-store cluster needs.

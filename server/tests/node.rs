@@ -290,10 +290,14 @@ fn raft_log_is_compacted_behind_engine_flushes_only() {
             .unwrap(),
         );
         let cfg = NodeConfig {
-            log_gc_lag: 100,
+            compact_log_count: 100,
+            compact_check_ticks: 1,
             ..NodeConfig::default()
         };
-        (Node::start(cfg, engine, log.clone(), Arc::new(NoTransport)).unwrap(), log)
+        (
+            Node::start(cfg, engine, log.clone(), Arc::new(NoTransport)).unwrap(),
+            log,
+        )
     };
     let (node, log) = open(fs.clone());
     wait_leader(&node);

@@ -1,0 +1,420 @@
+//! Replication on an in-process cluster with a simulated network: election, log
+//! replication, crash and restart, partitions, log compaction and snapshots, membership.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::time::{Duration, Instant};
+
+use cluster::{
+    admin, change_peer, error_of, get, local_range, put, range, Client, Cluster, ClusterConfig,
+    Outcome,
+};
+use pontoon_client::proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn ok(o: Outcome) -> RaftCmdResponse {
+    match o {
+        Outcome::Ok(r) => {
+            assert_eq!(error_of(&r), None, "{r:?}");
+            *r
+        }
+        Outcome::Unknown => panic!("no answer in time"),
+    }
+}
+
+/// Waits until every running store holds exactly `want` under `[key, end)`.
+fn converge(c: &Cluster, key: &[u8], end: &[u8], want: &[(Vec<u8>, Vec<u8>)]) {
+    let deadline = Instant::now() + LIMIT;
+    for id in c.ids() {
+        if !c.is_up(id) {
+            continue;
+        }
+        loop {
+            let got = local_range(c, id, key, end);
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store {id} holds {} keys, want {}",
+                got.len(),
+                want.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The data may land a moment before the counter moves: wait for it.
+fn wait_snapshot_applied(c: &Cluster, id: u64, why: &str) {
+    let deadline = Instant::now() + LIMIT;
+    let node = c.node(id).unwrap();
+    while node
+        .status()
+        .snapshots_applied
+        .load(std::sync::atomic::Ordering::Acquire)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
+    (
+        format!("k{i:04}").into_bytes(),
+        format!("v{i}").into_bytes(),
+    )
+}
+
+#[test]
+fn three_stores_elect_one_leader_and_replicate() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    let mut cl = Client::new(1);
+    let mut want = Vec::new();
+    for i in 0..100 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    converge(&c, b"k", b"l", &want);
+    // Every store agrees on the revision: one per put, from 1.
+    let deadline = Instant::now() + LIMIT;
+    for id in c.ids() {
+        let node = c.node(id).unwrap();
+        while node
+            .status()
+            .revision
+            .load(std::sync::atomic::Ordering::Acquire)
+            != 101
+        {
+            assert!(
+                Instant::now() < deadline,
+                "store {id} did not reach revision 101"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Still one leader, whom everyone knows.
+    assert_eq!(c.leader(), Some(leader));
+}
+
+#[test]
+fn a_follower_answers_not_leader_naming_the_leader() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    let mut cl = Client::new(2);
+    ok(cl.call(&c, vec![put(b"a", b"1")], LIMIT));
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    // The follower learns the leader from its heartbeats.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let node = c.node(follower).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        node.submit(
+            RaftCmdRequest {
+                requests: vec![put(b"a", b"2")],
+                ..Default::default()
+            },
+            tx,
+        );
+        let r = rx.blocking_recv().unwrap();
+        let e = r
+            .header
+            .unwrap()
+            .error
+            .expect("a follower must refuse writes");
+        let nl = e.not_leader.expect("NotLeader");
+        if let Some(p) = nl.leader {
+            assert_eq!(p.store_id, leader);
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Serializable reads are served locally by a follower.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let node = c.node(follower).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        node.submit(
+            RaftCmdRequest {
+                requests: vec![range(b"a", b"", true)],
+                ..Default::default()
+            },
+            tx,
+        );
+        let r = rx.blocking_recv().unwrap();
+        assert_eq!(error_of(&r), None);
+        if r.responses[0].range.as_ref().unwrap().count == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_and_catches_up_after_restart() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let old = c.wait_leader(LIMIT);
+    let mut cl = Client::new(3);
+    let mut want = Vec::new();
+    for i in 0..50 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    c.crash_store(old);
+    let new = c.wait_leader(LIMIT);
+    assert_ne!(new, old);
+    for i in 50..100 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    c.start_store(old);
+    converge(&c, b"k", b"l", &want);
+}
+
+#[test]
+fn every_store_crashing_at_once_loses_no_acknowledged_write() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    c.wait_leader(LIMIT);
+    let mut cl = Client::new(4);
+    let mut want = Vec::new();
+    for i in 0..60 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    for id in c.ids() {
+        c.crash_store(id);
+    }
+    for id in c.ids() {
+        c.start_store(id);
+    }
+    c.wait_leader(LIMIT);
+    let r = ok(cl.call(&c, vec![range(b"k", b"l", false)], LIMIT));
+    assert_eq!(r.responses[0].range.as_ref().unwrap().count, 60);
+    converge(&c, b"k", b"l", &want);
+}
+
+#[test]
+fn a_leader_cut_off_by_a_partition_serves_no_stale_linearizable_read() {
+    let c = Cluster::start(ClusterConfig::new(5));
+    let old = c.wait_leader(LIMIT);
+    let mut cl = Client::new(5);
+    ok(cl.call(&c, vec![put(b"x", b"old")], LIMIT));
+    let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
+    c.partition(vec![vec![old], rest.clone()]);
+    // The majority elects a new leader and takes a new value.
+    let deadline = Instant::now() + LIMIT;
+    let new = loop {
+        if let Some(l) = rest.iter().copied().find(|&i| {
+            let s = c.node(i).unwrap();
+            s.status().leader.load(std::sync::atomic::Ordering::Acquire) == i
+        }) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the majority elected nobody");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let node = c.node(new).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.submit(
+        RaftCmdRequest {
+            requests: vec![put(b"x", b"new")],
+            ..Default::default()
+        },
+        tx,
+    );
+    let r = rx.blocking_recv().unwrap();
+    assert_eq!(error_of(&r), None);
+    // The old leader, still believing it leads or not, must not answer a linearizable read
+    // with the old value: it either refuses or never answers.
+    let stale = c.node(old).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    stale.submit(
+        RaftCmdRequest {
+            requests: vec![get(b"x")],
+            ..Default::default()
+        },
+        tx,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    match rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), rx).await }) {
+        Err(_) => {} // no answer: fine
+        Ok(Err(_)) => {}
+        Ok(Ok(r)) => {
+            let e = error_of(&r);
+            assert!(
+                e.is_some(),
+                "the cut-off leader served a linearizable read: {r:?}"
+            );
+        }
+    }
+    // Healed, everyone converges on the new value.
+    c.clear_filters();
+    converge(&c, b"x", b"", &[(b"x".to_vec(), b"new".to_vec())]);
+}
+
+fn compacting(stores: u64) -> ClusterConfig {
+    let mut cfg = ClusterConfig::new(stores);
+    cfg.node.compact_log_count = 40;
+    cfg.node.compact_check_ticks = 1;
+    cfg
+}
+
+/// Waits until every running store but `except` has compacted its raft log past `index`
+/// (so whoever leads next must send `except` a snapshot).
+fn wait_compacted_past(c: &Cluster, index: u64, except: u64) {
+    let deadline = Instant::now() + LIMIT;
+    for id in c.ids() {
+        if id == except || !c.is_up(id) {
+            continue;
+        }
+        loop {
+            let first = c.log(id).unwrap().first_index(1).unwrap_or(0);
+            if first > index {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store {id}: the log was never compacted past {index}"
+            );
+            // Compaction drops only what the engine has flushed.
+            c.engine(id).unwrap().flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_follower_cut_off_past_log_compaction_catches_up_by_snapshot() {
+    let c = Cluster::start(compacting(3));
+    let leader = c.wait_leader(LIMIT);
+    let lagger = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != lagger).collect();
+    c.partition(vec![others, vec![lagger]]);
+    let mut cl = Client::new(6);
+    let mut want = Vec::new();
+    for i in 0..300 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    wait_compacted_past(&c, 100, lagger);
+    c.clear_filters();
+    converge(&c, b"k", b"l", &want);
+    wait_snapshot_applied(&c, lagger, "the lagging store caught up without a snapshot");
+}
+
+#[test]
+fn a_removed_store_deletes_its_data_and_rejoins_wiped_from_a_snapshot() {
+    let c = Cluster::start(compacting(3));
+    let leader = c.wait_leader(LIMIT);
+    let mut cl = Client::new(7);
+    let mut want = Vec::new();
+    for i in 0..200 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    let victim = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let r = admin(&c, change_peer(false, victim), LIMIT);
+    assert_eq!(error_of(&r), None);
+    let region = r
+        .admin_response
+        .unwrap()
+        .change_peer
+        .unwrap()
+        .region
+        .unwrap();
+    assert_eq!(region.peers.len(), 2);
+    assert_eq!(region.region_epoch.unwrap().conf_ver, 2);
+    // The removed store deletes its data.
+    let deadline = Instant::now() + LIMIT;
+    while !local_range(&c, victim, b"k", b"l").is_empty() {
+        assert!(Instant::now() < deadline, "the removed store kept its data");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The cluster goes on with two members, and compacts its log.
+    for i in 200..260 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    wait_compacted_past(&c, 50, victim);
+    // The machine is wiped and comes back as a new member.
+    c.wipe_store(victim);
+    c.join_store(victim);
+    let r = admin(&c, change_peer(true, victim), LIMIT);
+    assert_eq!(error_of(&r), None);
+    for i in 260..300 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    converge(&c, b"k", b"l", &want);
+    wait_snapshot_applied(&c, victim, "the new member caught up without a snapshot");
+    let rev = |id: u64| {
+        c.node(id)
+            .unwrap()
+            .status()
+            .revision
+            .load(std::sync::atomic::Ordering::Acquire)
+    };
+    let deadline = Instant::now() + LIMIT;
+    while rev(victim) != rev(c.leader().unwrap()) {
+        assert!(Instant::now() < deadline, "revisions differ");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // It survives a crash right after: the snapshot was flushed before the log was reset.
+    c.crash_store(victim);
+    c.start_store(victim);
+    converge(&c, b"k", b"l", &want);
+    // A crash with no leader change loses nothing either; the new member can vote: with
+    // the old leader down the other two elect one.
+    c.crash_store(leader);
+    c.wait_leader(LIMIT);
+    ok(cl.call(&c, vec![put(b"k9999", b"last")], LIMIT));
+}
+
+#[test]
+fn every_member_reports_its_status() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    let mut cl = Client::new(8);
+    for i in 0..20 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+    }
+    let deadline = Instant::now() + LIMIT;
+    for id in c.ids() {
+        loop {
+            let node = c.node(id).unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            node.submit(cluster::status_request(), tx);
+            let r = rx.blocking_recv().unwrap();
+            assert_eq!(error_of(&r), None);
+            let s = r.admin_response.unwrap().status.unwrap();
+            assert_eq!(s.member_id, id);
+            assert_eq!(s.members.len(), 3);
+            assert!(s.raft_applied_index <= s.raft_committed_index);
+            assert!(s.raft_committed_index <= s.raft_index);
+            if s.leader == leader && s.raft_applied_index >= 21 {
+                assert_eq!(r.response_header.unwrap().revision, 21);
+                break;
+            }
+            assert!(Instant::now() < deadline, "store {id} status: {s:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
