@@ -237,7 +237,7 @@ impl TcpTransport {
             spawn,
         };
         for (id, addr) in peers {
-            transport.set_address(id, addr);
+            transport.add_peer(id, addr);
         }
         (
             transport,
@@ -248,11 +248,9 @@ impl TcpTransport {
         )
     }
 
-    /// Sets where store `store_id` listens for peers: a new store gets a queue and a
-    /// connection task; a known one reconnects to the new address the next time it
-    /// (re)connects. This store's own id is ignored.
-    pub fn set_address(&self, store_id: u64, addr: impl Into<String>) {
-        let addr = addr.into();
+    /// [`Transport::set_address`]: a new store gets a queue and a connection task; a known
+    /// one reconnects to the new address the next time it (re)connects.
+    fn add_peer(&self, store_id: u64, addr: String) {
         if store_id == self.local.store_id || store_id == 0 {
             log::debug!("not adding a peer connection to store {store_id} ({addr})");
             return;
@@ -308,6 +306,14 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
+    /// Sets where store `store_id` listens for peers (`host:port`). A new store gets a
+    /// queue and a connection task; for a known store the new address is used from the
+    /// next (re)connect on, and a pending backoff is cut short. This store's own id and 0
+    /// are ignored.
+    fn set_address(&self, store_id: u64, addr: &str) {
+        self.add_peer(store_id, addr.to_string());
+    }
+
     fn send(&self, msg: RaftMessage) -> bool {
         let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or(0);
         let peers = self.peers.lock();

@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::node::{Node, NodeConfig};
 use crate::peer_net::{PeerNetConfig, RaftSink, TcpTransport};
-use crate::transport::{NoTransport, Transport};
 
 const STORE_IDENT_KEY: &[u8] = b"store_ident";
 
@@ -150,13 +149,13 @@ pub struct Server {
     net: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
     peer_addr: SocketAddr,
-    transport: Option<Arc<TcpTransport>>,
+    transport: Arc<TcpTransport>,
 }
 
 impl Server {
     /// Opens the data directory, checks (or, on first start, writes) the store identity,
     /// binds the client and peer listeners, starts the store loop, the client service, the
-    /// peer service and (with other members) the TCP peer transport.
+    /// peer service and the TCP peer transport.
     pub fn start(cfg: ServerConfig) -> Result<Server, Error> {
         let engine = Arc::new(Engine::open(
             cfg.data_dir.join("engine"),
@@ -176,32 +175,33 @@ impl Server {
             .into_iter()
             .filter(|(id, _)| *id != cfg.store_id)
             .collect();
-        let (transport, driver) = if others.is_empty() {
-            (None, None)
-        } else {
-            let (t, d) = TcpTransport::with_config(
-                cfg.store_id,
-                cluster_id,
-                cfg.limits,
-                others,
-                cfg.peer_net,
-            );
-            (Some(Arc::new(t)), Some(d))
-        };
-        let node_transport: Arc<dyn Transport> = match &transport {
-            Some(t) => t.clone(),
-            None => Arc::new(NoTransport),
-        };
+        // Even a single store runs the TCP transport: a membership change may add stores
+        // later, and their addresses reach the transport through `set_address`.
+        let (transport, driver) =
+            TcpTransport::with_config(cfg.store_id, cluster_id, cfg.limits, others, cfg.peer_net);
+        let transport = Arc::new(transport);
         let node = Arc::new(Node::start(
             NodeConfig {
                 cluster_id,
                 store_id: cfg.store_id,
                 initial_voters: cfg.members().iter().map(|(id, _)| *id).collect(),
+                initial_addresses: cfg
+                    .members()
+                    .into_iter()
+                    .map(|(id, addr)| {
+                        // With port 0 in the config, only the bound address is reachable.
+                        if id == cfg.store_id && cfg.peer_addr.port() == 0 {
+                            (id, peer_addr.to_string())
+                        } else {
+                            (id, addr)
+                        }
+                    })
+                    .collect(),
                 ..NodeConfig::default()
             },
             engine.clone(),
             log,
-            node_transport,
+            transport.clone(),
         )?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
@@ -233,14 +233,12 @@ impl Server {
                         max_snapshot,
                         peer_stop_rx.clone(),
                     ));
-                    let driver = driver.map(|d| tokio_uring::spawn(d.run(peer_stop_rx)));
+                    let driver = tokio_uring::spawn(driver.run(peer_stop_rx));
                     let listener = tokio_uring::net::TcpListener::from_std(listener);
                     crate::service::serve(listener, net_node, limits, shutdown_rx, drain).await;
                     let _ = peer_stop.send(true);
                     let _ = peers.await;
-                    if let Some(d) = driver {
-                        let _ = d.await;
-                    }
+                    let _ = driver.await;
                 });
             })
             .map_err(|source| Error::Net {
@@ -287,10 +285,10 @@ impl Server {
         self.peer_addr
     }
 
-    /// The TCP peer transport, if this store has other members (for
-    /// [`TcpTransport::set_address`] when membership changes add a store).
-    pub fn transport(&self) -> Option<&Arc<TcpTransport>> {
-        self.transport.as_ref()
+    /// The TCP peer transport (queue statistics; the store loop hands it the addresses of
+    /// stores that membership changes add).
+    pub fn transport(&self) -> &Arc<TcpTransport> {
+        &self.transport
     }
 
     /// The store loop.
