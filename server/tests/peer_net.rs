@@ -1,7 +1,8 @@
 //! The TCP peer transport and the peer service over real sockets on 127.0.0.1 (every port
 //! picked by the kernel at run time): ordering and batching, snapshots in chunks, a dead
 //! peer's bounded queue and the reconnect, cluster-id refusals, bad chunk streams on a
-//! live server's peer port, and replication between three real servers.
+//! live server's peer port, replication between three real servers, and a region snapshot
+//! sent over TCP to a store that starts after the others compacted their logs.
 //!
 //! Each test bounds its time with deadlines; the sockets have read timeouts.
 
@@ -947,4 +948,184 @@ fn three_servers_replicate_over_tcp() {
     for s in servers {
         s.shutdown().unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Real store loops with compacting logs, wired only by TCP: a store that starts late must
+// be sent a region snapshot, which crosses the network as a chunk stream.
+
+struct Store {
+    node: Arc<pontoon_server::node::Node>,
+    engine: Arc<pontoon_engine::Engine>,
+    stop: watch::Sender<bool>,
+    net: Option<JoinHandle<()>>,
+}
+
+impl Store {
+    fn start(
+        id: u64,
+        dir: &std::path::Path,
+        listener: TcpListener,
+        members: &[(u64, SocketAddr)],
+    ) -> Store {
+        let engine =
+            Arc::new(pontoon_engine::Engine::open(dir.join("engine"), Default::default()).unwrap());
+        let log = Arc::new(
+            pontoon_raftlog::LogStore::open(dir.join("raftlog"), Default::default()).unwrap(),
+        );
+        let others: HashMap<u64, String> = members
+            .iter()
+            .filter(|(i, _)| *i != id)
+            .map(|(i, a)| (*i, a.to_string()))
+            .collect();
+        let limits = Limits::default();
+        let (transport, driver) = TcpTransport::with_config(id, 99, limits, others, fast_config());
+        let node = Arc::new(
+            pontoon_server::node::Node::start(
+                pontoon_server::node::NodeConfig {
+                    cluster_id: 99,
+                    store_id: id,
+                    initial_voters: members.iter().map(|(i, _)| *i).collect(),
+                    compact_log_count: 50,
+                    compact_check_ticks: 1,
+                    ..Default::default()
+                },
+                engine.clone(),
+                log,
+                Arc::new(transport),
+            )
+            .unwrap(),
+        );
+        let (stop, stop_rx) = watch::channel(false);
+        let sink: Arc<dyn RaftSink> = node.clone();
+        let net = std::thread::spawn(move || {
+            tokio_uring::start(async move {
+                let listener = tokio_uring::net::TcpListener::from_std(listener);
+                let peers = tokio_uring::spawn(pontoon_server::service::serve_peers(
+                    listener,
+                    sink,
+                    limits,
+                    1 << 30,
+                    stop_rx.clone(),
+                ));
+                driver.run(stop_rx).await;
+                let _ = peers.await;
+            })
+        });
+        Store {
+            node,
+            engine,
+            stop,
+            net: Some(net),
+        }
+    }
+
+    fn leader(&self) -> u64 {
+        self.node.status().leader.load(Ordering::Acquire)
+    }
+
+    fn applied(&self) -> u64 {
+        self.node.status().applied.load(Ordering::Acquire)
+    }
+
+    fn local(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        pontoon_server::mvcc::range(&self.engine, "default", b"k", b"l", usize::MAX, false)
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.net.take() {
+            let _ = t.join();
+        }
+        self.node.stop();
+    }
+}
+
+/// Submits `req` to `node` and waits (bounded) for the answer.
+fn submit(node: &pontoon_server::node::Node, req: RaftCmdRequest) -> raft_cmdpb::RaftCmdResponse {
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    assert!(node.submit(req, tx));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rx.try_recv() {
+            Ok(r) => return r,
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                assert!(Instant::now() < deadline, "no answer");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A store that was down while the others compacted their logs past what it has gets a
+/// region snapshot of several MiB over TCP (a chunk stream) and holds the same data.
+#[test]
+fn a_late_store_catches_up_by_snapshot_over_tcp() {
+    logs();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let listeners: Vec<(TcpListener, SocketAddr)> = (0..3).map(|_| listen()).collect();
+    let members: Vec<(u64, SocketAddr)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, a))| (i as u64 + 1, *a))
+        .collect();
+    let mut listeners = listeners.into_iter().map(|(l, _)| l);
+    let s1 = Store::start(1, dirs[0].path(), listeners.next().unwrap(), &members);
+    let s2 = Store::start(2, dirs[1].path(), listeners.next().unwrap(), &members);
+    // Store 3's port is held, never accepted on, until it starts: its peers' handshakes
+    // time out and they retry.
+    let l3 = listeners.next().unwrap();
+    let running = [&s1, &s2];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let l = s1.leader();
+        if l != 0 && l != 3 && l == s2.leader() {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader among stores 1 and 2");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lead = running[(leader - 1) as usize];
+    let mut want = Vec::new();
+    for i in 0..300 {
+        let key = format!("k{i:04}").into_bytes();
+        let value = pattern(10 << 10, i);
+        let r = submit(&lead.node, put(&key, &value));
+        assert!(r.header.as_ref().is_none_or(|h| h.error.is_none()), "{r:?}");
+        want.push((key, value));
+    }
+    // Both running stores compact their logs past the start (compaction drops only what
+    // the engine has flushed).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for s in running {
+        while s.node.status().first_log_index.load(Ordering::Acquire) <= 100 {
+            assert!(Instant::now() < deadline, "the log was never compacted");
+            s.engine.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let s3 = Store::start(3, dirs[2].path(), l3, &members);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s3.node.status().snapshots_applied.load(Ordering::Acquire) == 0
+        || s3.applied() < lead.applied()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "store 3 never caught up (applied {}, snapshots {})",
+            s3.applied(),
+            s3.node.status().snapshots_applied.load(Ordering::Acquire)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = s3.local();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "store 3 holds other data");
 }
