@@ -1,6 +1,6 @@
 //! The TCP peer transport: raft messages from this store to the others, and the pieces the
 //! receiving side needs to put chunked messages back together. Protocol:
-//! `docs/PROTOCOL.md`, section "Store to store".
+//! `docs/PROTOCOL.md`, section 7 (store to store).
 //!
 //! Sending ([`TcpTransport`]): the store loop calls [`Transport::send`], which only pushes
 //! the message into the destination store's bounded queue (`try_send`) and returns; a full
@@ -342,7 +342,7 @@ impl Transport for TcpTransport {
 impl PeerDriver {
     /// Runs every peer connection until `shutdown` turns true (or its sender is dropped):
     /// spawns a connection task for each peer store known now and for each one
-    /// [`TcpTransport::set_address`] adds later, then waits for them to close. Must run on
+    /// [`Transport::set_address`] adds later, then waits for them to close. Must run on
     /// the tokio-uring runtime.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tasks = Vec::new();
