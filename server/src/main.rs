@@ -32,6 +32,11 @@ struct Args {
     /// read from the data directory afterwards).
     #[arg(long)]
     cluster_id: Option<u64>,
+    /// Join a running cluster as a new member instead of bootstrapping one (etcd's
+    /// `--initial-cluster-state existing`). Needs --cluster-id; add the store first with
+    /// `pontoonctl member add ID --peer-urls HOST:PORT`.
+    #[arg(long)]
+    join: bool,
     /// TOML file with the same keys (snake_case); flags win over the file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -51,6 +56,12 @@ struct FileConfig {
     drain_timeout_secs: Option<u64>,
     /// Engine memtable size in MiB.
     write_buffer_mib: Option<usize>,
+    /// Join a running cluster (see --join).
+    join: Option<bool>,
+    /// Raft tick in milliseconds (default 100; elections after 10 ticks).
+    raft_tick_ms: Option<u64>,
+    /// Entries in a region's applied log before the leader proposes CompactLog.
+    compact_log_count: Option<u64>,
 }
 
 fn parse_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
@@ -122,6 +133,22 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     }
     if let Some(m) = file.write_buffer_mib {
         cfg.engine.write_buffer_size = m << 20;
+    }
+    if let Some(ms) = file.raft_tick_ms {
+        if ms == 0 {
+            return Err("raft_tick_ms must be at least 1".into());
+        }
+        cfg.node.tick_interval = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = file.compact_log_count {
+        cfg.node.compact_log_count = n.max(1);
+    }
+    cfg.join = args.join || file.join.unwrap_or(false);
+    if cfg.join && args.cluster_id.or(file.cluster_id).is_none() {
+        return Err(
+            "--join needs --cluster-id: the id of the cluster to join (pontoonctl endpoint status shows it)"
+                .into(),
+        );
     }
     Ok(cfg)
 }

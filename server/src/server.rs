@@ -41,6 +41,12 @@ pub struct ServerConfig {
     /// ignores `--initial-cluster` on restart). `Some(id)`: refuse a data directory of any
     /// other cluster. Default: `None`.
     pub cluster_id: Option<u64>,
+    /// Join a running cluster as a new member (added with `pontoonctl member add`) instead of
+    /// bootstrapping one; needs `cluster_id`. Default: false.
+    pub join: bool,
+    /// Raft and log-compaction settings; the store id, cluster id, membership and `join`
+    /// fields are filled in from this config. Default: [`NodeConfig::default`].
+    pub node: NodeConfig,
     /// Connection limits. Default: [`Limits::default`].
     pub limits: Limits,
     /// How long a graceful shutdown waits for in-flight requests. Default: 5 s.
@@ -62,6 +68,8 @@ impl Default for ServerConfig {
             store_id: 1,
             initial_cluster: Vec::new(),
             cluster_id: None,
+            join: false,
+            node: NodeConfig::default(),
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(5),
             engine: EngineOptions::default(),
@@ -197,7 +205,8 @@ impl Server {
                         }
                     })
                     .collect(),
-                ..NodeConfig::default()
+                join: cfg.join,
+                ..cfg.node.clone()
             },
             engine.clone(),
             log,

@@ -1,0 +1,182 @@
+//! Three real `pontoon` processes on loopback: `kill -9` one of them in the middle of a
+//! write load, restart it, and every acknowledged write is on every store afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pontoon_client::blocking::Client;
+use pontoon_client::client::{ClientOptions, RangeOptions};
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Member {
+    id: u64,
+    client: SocketAddr,
+    peer: SocketAddr,
+}
+
+fn spawn(dir: &Path, m: &Member, cluster: &str) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .arg("--data-dir")
+        .arg(dir.join(format!("s{}", m.id)))
+        .arg("--store-id")
+        .arg(m.id.to_string())
+        .arg("--client-addr")
+        .arg(m.client.to_string())
+        .arg("--peer-addr")
+        .arg(m.peer.to_string())
+        .arg("--initial-cluster")
+        .arg(cluster)
+        .env(
+            "RUST_LOG",
+            std::env::var("PONTOON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(10),
+        attempt_timeout: Duration::from_secs(2),
+        max_attempts: 50,
+        ..ClientOptions::default()
+    }
+}
+
+/// Every key under `key` on one store, read locally (serializable).
+fn local_keys(addr: SocketAddr) -> Option<Vec<Vec<u8>>> {
+    let c = Client::connect(&[addr.to_string()], options()).ok()?;
+    let r = c
+        .range(
+            b"key",
+            RangeOptions {
+                range_end: b"kez".to_vec(),
+                serializable: true,
+                keys_only: true,
+                ..RangeOptions::default()
+            },
+        )
+        .ok()?;
+    Some(r.kvs.into_iter().map(|kv| kv.key).collect())
+}
+
+#[test]
+fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<Member> = (1..=3)
+        .map(|id| Member {
+            id,
+            client: free_addr(),
+            peer: free_addr(),
+        })
+        .collect();
+    let cluster = members
+        .iter()
+        .map(|m| format!("{}={}", m.id, m.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs: BTreeMap<u64, Proc> = members
+        .iter()
+        .map(|m| (m.id, spawn(dir.path(), m, &cluster)))
+        .collect();
+    let endpoints: Vec<String> = members.iter().map(|m| m.client.to_string()).collect();
+
+    // Writers: each put is acknowledged or not; only acknowledged ones must survive.
+    let acked = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let client = loop {
+                    match Client::connect(&endpoints, options()) {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            assert!(Instant::now() < deadline, "no client: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                };
+                let mut i = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let key = format!("key{w}-{i:06}").into_bytes();
+                    if client.put(&key, b"v", false).is_ok() {
+                        acked.lock().unwrap().push(key);
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+
+    // Let the load run, then kill -9 one member (the one with the most to lose is any of
+    // them: followers and leader both hold acknowledged entries).
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.lock().unwrap().len() < n {
+            assert!(Instant::now() < deadline, "the cluster made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(300);
+    let victim = 1 + (std::process::id() as u64 % 3);
+    drop(procs.remove(&victim)); // SIGKILL
+    let before = acked.lock().unwrap().len();
+    wait_for(before + 300);
+    // Restart it on the same data directory and let the load go on a bit.
+    let m = members.iter().find(|m| m.id == victim).unwrap();
+    procs.insert(victim, spawn(dir.path(), m, &cluster));
+    let before = acked.lock().unwrap().len();
+    wait_for(before + 200);
+    stop.store(true, Ordering::Release);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut want = acked.lock().unwrap().clone();
+    want.sort();
+
+    // Every store, the restarted one included, holds every acknowledged key.
+    for m in &members {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = local_keys(m.client).unwrap_or_default();
+            let missing = want.iter().filter(|k| got.binary_search(k).is_err()).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "store {} misses {missing} of {} acknowledged keys",
+                m.id,
+                want.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    drop(procs);
+}
