@@ -1056,7 +1056,7 @@ impl Client {
             is_learner: st.is_learner,
             members: st.members,
             conf_ver: st.conf_ver,
-            ack: conn.ack.clone(),
+            ack: conn.ack,
         })
     }
 

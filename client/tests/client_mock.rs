@@ -506,7 +506,7 @@ async fn member_remove_and_move_leader() {
     use pontoon_client::proto::raft_cmdpb::{AdminCmdType, ConfChangeType};
     let m = mock(MockConfig::default()).await;
     let ep = m.addr.to_string();
-    let c = Client::new(&[ep.clone()], opts()).unwrap();
+    let c = Client::new(std::slice::from_ref(&ep), opts()).unwrap();
     c.member_add(3, "h:3", false).await.unwrap();
 
     // Removing the leader is refused; the store's message is the error.
