@@ -6,6 +6,11 @@
 //! `NotLeader`; `silent`
 //! never answers commands; keys beginning with `sleep/<ms>/` are answered after `<ms>`
 //! milliseconds, so that answers overtake each other (responses are matched by request id).
+//!
+//! Admin commands: `Status` is answered locally (even with `not_leader`), from a membership
+//! that starts as this store alone; `ChangePeer` and `TransferLeader` go through the
+//! `not_leader` check like writes, change that membership / leader, and are recorded in
+//! [`MockServer::admin`] so that tests can check their encoding.
 
 #![allow(dead_code)]
 
@@ -19,10 +24,13 @@ use pontoon_client::frame::{encode_frame, encode_message};
 use pontoon_client::proto::errorpb;
 use pontoon_client::proto::framepb::HandshakeAck;
 use pontoon_client::proto::metapb;
-use pontoon_client::proto::pontoonpb::{KeyValue, RangeResponse, ResponseHeader};
+use pontoon_client::proto::pontoonpb::{
+    KeyValue, Member, RangeResponse, ResponseHeader, StatusResponse,
+};
 use pontoon_client::proto::raft_cmdpb::{
-    CmdType, DeleteRangeResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest,
-    RaftCmdResponse, RaftResponseHeader, Request, Response, SnapResponse,
+    AdminCmdType, AdminRequest, AdminResponse, ChangePeerResponse, CmdType, ConfChangeType,
+    DeleteRangeResponse, DeleteResponse, GetResponse, PutResponse, RaftCmdRequest, RaftCmdResponse,
+    RaftResponseHeader, Request, Response, SnapResponse, TransferLeaderResponse,
 };
 use pontoon_client::{FrameBody, FrameDecoder, FrameType, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +66,10 @@ impl Default for MockConfig {
 struct Store {
     revision: i64,
     kvs: BTreeMap<Vec<u8>, KeyValue>,
+    members: Vec<Member>,
+    conf_ver: u64,
+    /// Leader after a TransferLeader (0: this store, or `not_leader`'s hint).
+    leader: u64,
 }
 
 /// A running mock store.
@@ -67,6 +79,8 @@ pub struct MockServer {
     pub addr: SocketAddr,
     /// Commands received (answered or not).
     pub commands: Arc<AtomicU64>,
+    /// Admin requests received, in order (answered or not).
+    pub admin: Arc<Mutex<Vec<AdminRequest>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -85,7 +99,16 @@ impl MockServer {
         let store = Arc::new(Mutex::new(Store {
             revision: 1,
             kvs: BTreeMap::new(),
+            members: vec![Member {
+                id: cfg.store_id,
+                peer_addr: format!("127.0.0.1:{}", 2380 + cfg.store_id),
+                is_learner: false,
+            }],
+            conf_ver: 1,
+            leader: 0,
         }));
+        let admin = Arc::new(Mutex::new(Vec::new()));
+        let admin_log = Arc::clone(&admin);
         let counter = Arc::clone(&commands);
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
@@ -95,12 +118,14 @@ impl MockServer {
                     cfg.clone(),
                     Arc::clone(&store),
                     Arc::clone(&counter),
+                    Arc::clone(&admin_log),
                 ));
             }
         });
         Ok(MockServer {
             addr,
             commands,
+            admin,
             task,
         })
     }
@@ -111,6 +136,7 @@ async fn serve(
     cfg: MockConfig,
     store: Arc<Mutex<Store>>,
     commands: Arc<AtomicU64>,
+    admin: Arc<Mutex<Vec<AdminRequest>>>,
 ) {
     let max = Limits::DEFAULT_MAX_FRAME_SIZE_BYTES;
     let (mut rd, mut wr) = sock.into_split();
@@ -166,6 +192,12 @@ async fn serve(
                 }
                 FrameBody::Request(req) if handshaken => {
                     commands.fetch_add(1, Ordering::Relaxed);
+                    if let Some(a) = &req.admin_request {
+                        admin
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(a.clone());
+                    }
                     if cfg.silent {
                         continue;
                     }
@@ -226,10 +258,17 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 fn execute(cfg: &MockConfig, store: &Mutex<Store>, req: &RaftCmdRequest) -> RaftCmdResponse {
     let mut resp = RaftCmdResponse::default();
-    // Like a real follower, serve serializable ranges locally.
-    let serializable = req.requests.iter().all(|r| {
-        r.cmd_type == CmdType::Range as i32 && r.range.as_ref().is_some_and(|g| g.serializable)
-    });
+    // Like a real follower, serve serializable ranges and Status locally.
+    let status = req
+        .admin_request
+        .as_ref()
+        .is_some_and(|a| a.cmd_type == AdminCmdType::Status as i32);
+    let serializable = status
+        || (!req.requests.is_empty()
+            && req.requests.iter().all(|r| {
+                r.cmd_type == CmdType::Range as i32
+                    && r.range.as_ref().is_some_and(|g| g.serializable)
+            }));
     if let Some(leader) = cfg.not_leader.filter(|_| !serializable) {
         resp.header = Some(RaftResponseHeader {
             error: Some(errorpb::Error {
@@ -249,6 +288,21 @@ fn execute(cfg: &MockConfig, store: &Mutex<Store>, req: &RaftCmdRequest) -> Raft
         return resp;
     }
     let mut s = store.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(a) = &req.admin_request {
+        match execute_admin(cfg, &mut s, a) {
+            Ok(admin) => resp.admin_response = Some(admin),
+            Err(message) => {
+                resp.header = Some(RaftResponseHeader {
+                    error: Some(errorpb::Error {
+                        message,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                return resp;
+            }
+        }
+    }
     let mut wrote = false;
     for r in &req.requests {
         let mut out = Response {
@@ -392,4 +446,111 @@ fn execute(cfg: &MockConfig, store: &Mutex<Store>, req: &RaftCmdRequest) -> Raft
         raft_term: 2,
     });
     resp
+}
+
+fn execute_admin(
+    cfg: &MockConfig,
+    s: &mut Store,
+    a: &AdminRequest,
+) -> Result<AdminResponse, String> {
+    let mut out = AdminResponse {
+        cmd_type: a.cmd_type,
+        ..Default::default()
+    };
+    let leader = match (s.leader, cfg.not_leader) {
+        (0, Some(hint)) => hint,
+        (0, None) => cfg.store_id,
+        (l, _) => l,
+    };
+    match AdminCmdType::try_from(a.cmd_type) {
+        Ok(AdminCmdType::Status) => {
+            out.status = Some(StatusResponse {
+                member_id: cfg.store_id,
+                leader,
+                raft_term: 2,
+                raft_index: 10 + s.revision as u64,
+                raft_applied_index: 9 + s.revision as u64,
+                raft_committed_index: 10 + s.revision as u64,
+                db_size: 20480,
+                is_learner: s
+                    .members
+                    .iter()
+                    .any(|m| m.id == cfg.store_id && m.is_learner),
+                members: s.members.clone(),
+                first_log_index: 5,
+                conf_ver: s.conf_ver,
+            });
+        }
+        Ok(AdminCmdType::ChangePeer) => {
+            let c = a
+                .change_peer
+                .as_ref()
+                .ok_or("ChangePeer without change_peer")?;
+            let id = c.peer.as_ref().map(|p| p.store_id).unwrap_or(0);
+            let known = s.members.iter().any(|m| m.id == id);
+            match ConfChangeType::try_from(c.change_type) {
+                Ok(ConfChangeType::AddNode | ConfChangeType::AddLearnerNode) => {
+                    if known {
+                        return Err(format!("peer {id} is already a member"));
+                    }
+                    s.members.push(Member {
+                        id,
+                        peer_addr: c.peer_addr.clone(),
+                        is_learner: c.change_type == ConfChangeType::AddLearnerNode as i32,
+                    });
+                }
+                Ok(ConfChangeType::RemoveNode) => {
+                    if id == leader {
+                        return Err(format!(
+                            "cannot remove the leader {id}: move the leader first"
+                        ));
+                    }
+                    if !known {
+                        return Err(format!("peer {id} is not a member"));
+                    }
+                    s.members.retain(|m| m.id != id);
+                }
+                Err(_) => return Err("bad change type".into()),
+            }
+            s.conf_ver += 1;
+            out.change_peer = Some(ChangePeerResponse {
+                region: Some(metapb::Region {
+                    id: 1,
+                    region_epoch: Some(metapb::RegionEpoch {
+                        conf_ver: s.conf_ver,
+                        version: 1,
+                    }),
+                    peers: s
+                        .members
+                        .iter()
+                        .map(|m| metapb::Peer {
+                            id: m.id,
+                            store_id: m.id,
+                            role: if m.is_learner {
+                                metapb::PeerRole::Learner as i32
+                            } else {
+                                metapb::PeerRole::Voter as i32
+                            },
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            });
+        }
+        Ok(AdminCmdType::TransferLeader) => {
+            let t = a
+                .transfer_leader
+                .as_ref()
+                .and_then(|t| t.peer.as_ref())
+                .map(|p| p.store_id)
+                .unwrap_or(0);
+            if !s.members.iter().any(|m| m.id == t && !m.is_learner) {
+                return Err(format!("peer {t} is not a voter"));
+            }
+            s.leader = t;
+            out.transfer_leader = Some(TransferLeaderResponse {});
+        }
+        _ => return Err("unsupported admin command".into()),
+    }
+    Ok(out)
 }

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::client::{
-    self, ClientOptions, DeleteResult, EndpointStatus, Error, PutResult, RangeOptions, RangeResult,
+    self, ClientOptions, DeleteResult, EndpointStatus, Error, MemberChange, MemberList, MoveLeader,
+    PutResult, RangeOptions, RangeResult,
 };
 use crate::proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
@@ -71,6 +72,32 @@ impl Client {
     /// See [`crate::client::Client::endpoint_status`].
     pub fn endpoint_status(&self, i: usize) -> Result<EndpointStatus, Error> {
         self.rt.block_on(self.inner.endpoint_status(i))
+    }
+
+    /// See [`crate::client::Client::member_list`].
+    pub fn member_list(&self) -> Result<MemberList, Error> {
+        self.rt.block_on(self.inner.member_list())
+    }
+
+    /// See [`crate::client::Client::member_add`].
+    pub fn member_add(
+        &self,
+        id: u64,
+        peer_addr: &str,
+        learner: bool,
+    ) -> Result<MemberChange, Error> {
+        self.rt
+            .block_on(self.inner.member_add(id, peer_addr, learner))
+    }
+
+    /// See [`crate::client::Client::member_remove`].
+    pub fn member_remove(&self, id: u64) -> Result<MemberChange, Error> {
+        self.rt.block_on(self.inner.member_remove(id))
+    }
+
+    /// See [`crate::client::Client::move_leader`].
+    pub fn move_leader(&self, target: u64) -> Result<MoveLeader, Error> {
+        self.rt.block_on(self.inner.move_leader(target))
     }
 
     /// See [`crate::client::Client::ping`].

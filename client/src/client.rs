@@ -45,10 +45,14 @@ use crate::error::{DecodeError, EncodeError};
 use crate::frame::{encode_frame, encode_message, Frame, FrameType, PROTOCOL_VERSION};
 use crate::proto::errorpb;
 use crate::proto::framepb::{FrameErrorCode, Handshake, HandshakeAck, Role};
-use crate::proto::pontoonpb::{self, KeyValue, RangeRequest, ResponseHeader};
+use crate::proto::metapb;
+use crate::proto::pontoonpb::{
+    self, KeyValue, Member, RangeRequest, ResponseHeader, StatusRequest, StatusResponse,
+};
 use crate::proto::raft_cmdpb::{
-    CmdType, DeleteRangeRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
-    Request, SnapRequest,
+    AdminCmdType, AdminRequest, AdminResponse, ChangePeerRequest, CmdType, ConfChangeType,
+    DeleteRangeRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request,
+    TransferLeaderRequest,
 };
 use crate::FrameDecoder;
 
@@ -217,19 +221,67 @@ pub struct DeleteResult {
     pub prev_kvs: Vec<KeyValue>,
 }
 
-/// Result of [`Client::endpoint_status`].
+/// Result of [`Client::endpoint_status`]: the answering store's own view (admin command
+/// `Status`, served locally without going through raft).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointStatus {
     /// The endpoint asked.
     pub endpoint: String,
-    /// Header of a serializable read served by that store.
+    /// Response header of the Status command (cluster id, member id, revision, term).
     pub header: ResponseHeader,
     /// Store id of the leader as that store knows it (0: unknown).
     pub leader: u64,
-    /// The store's raft term (from the response's raft header).
+    /// The store's raft term.
     pub raft_term: u64,
+    /// Index of the last entry of the store's raft log.
+    pub raft_index: u64,
+    /// Index of the last entry the store applied.
+    pub raft_applied_index: u64,
+    /// Index of the last entry the store knows committed.
+    pub raft_committed_index: u64,
+    /// Index of the first entry still in the store's raft log.
+    pub first_log_index: u64,
+    /// Bytes of the store's engine files on disk.
+    pub db_size: i64,
+    /// True if the store is a learner (non-voting member).
+    pub is_learner: bool,
+    /// The region's members as that store knows them.
+    pub members: Vec<Member>,
+    /// The region epoch's `conf_ver` as that store knows it.
+    pub conf_ver: u64,
     /// The handshake answer of that store (cluster id, store id, limits).
     pub ack: HandshakeAck,
+}
+
+/// Result of [`Client::member_list`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberList {
+    /// Response header of the answering store.
+    pub header: ResponseHeader,
+    /// The region's members (store ids, peer addresses, learner flags).
+    pub members: Vec<Member>,
+    /// Store id of the leader as the answering store knows it (0: unknown).
+    pub leader: u64,
+    /// The region epoch's `conf_ver` (bumped by every membership change).
+    pub conf_ver: u64,
+}
+
+/// Result of [`Client::member_add`] and [`Client::member_remove`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberChange {
+    /// Response header of the leader.
+    pub header: ResponseHeader,
+    /// The region's peers after the change.
+    pub peers: Vec<metapb::Peer>,
+    /// The region epoch's `conf_ver` after the change.
+    pub conf_ver: u64,
+}
+
+/// Result of [`Client::move_leader`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MoveLeader {
+    /// Response header of the store that was leader when the command arrived.
+    pub header: ResponseHeader,
 }
 
 /// Prefix rule of etcd: the smallest key greater than every key starting with `key` (last
@@ -963,9 +1015,8 @@ impl Client {
         self.endpoint_status(self.pick()).await
     }
 
-    /// Status of endpoint number `i` (no retry elsewhere): the header of a serializable
-    /// count-only read of key `"\0"` served by that store, and the leader it knows (from a
-    /// linearizable `Snap`: itself if it succeeds, the `NotLeader` hint otherwise).
+    /// Status of endpoint number `i` (no retry elsewhere), from the admin command `Status`,
+    /// which any member answers locally.
     pub async fn endpoint_status(&self, i: usize) -> Result<EndpointStatus, Error> {
         let endpoint = self
             .inner
@@ -977,59 +1028,166 @@ impl Client {
         let conn = tokio::time::timeout(timeout, self.connection(i))
             .await
             .map_err(|_| Error::Timeout)??;
-        let mut header_req = command(range_request(
-            b"\0",
-            &RangeOptions {
-                count_only: true,
-                serializable: true,
-                ..Default::default()
-            },
-        ));
-        let mut snap_req = command(Request {
-            cmd_type: CmdType::Snap as i32,
-            snap: Some(SnapRequest {}),
-            ..Default::default()
-        });
+        let mut req = status_request();
         if self.inner.opts.region_id != 0 {
-            for r in [&mut header_req, &mut snap_req] {
-                r.header.get_or_insert_with(Default::default).region_id = self.inner.opts.region_id;
-            }
+            req.header.get_or_insert_with(Default::default).region_id = self.inner.opts.region_id;
         }
-        let (read, snap) = tokio::join!(
-            conn.call(&header_req, timeout),
-            conn.call(&snap_req, timeout)
-        );
-        let mut read = read?;
-        if let Some(err) = read.header.as_mut().and_then(|h| h.error.take()) {
+        let mut resp = conn.call(&req, timeout).await?;
+        if let Some(err) = resp.header.as_mut().and_then(|h| h.error.take()) {
             return Err(Error::Region(Box::new(err)));
         }
-        let header = read.response_header.unwrap_or_default();
-        let leader = match snap {
-            Ok(r) => match r.header.as_ref().and_then(|h| h.error.as_ref()) {
-                None => header.member_id,
-                Some(e) => e
-                    .not_leader
-                    .as_ref()
-                    .and_then(|nl| nl.leader.as_ref())
-                    .map(|p| p.store_id)
-                    .unwrap_or(0),
-            },
-            Err(_) => 0,
-        };
-        let raft_term = read
-            .header
-            .as_ref()
-            .map(|h| h.current_term)
-            .filter(|&t| t != 0)
-            .unwrap_or(header.raft_term);
+        let st = status_of(&mut resp)?;
+        let header = resp.response_header.unwrap_or_default();
         Ok(EndpointStatus {
             endpoint,
+            // An older store may leave raft_term out of the header; the status has it.
+            raft_term: if st.raft_term != 0 {
+                st.raft_term
+            } else {
+                header.raft_term
+            },
             header,
-            leader,
-            raft_term,
+            leader: st.leader,
+            raft_index: st.raft_index,
+            raft_applied_index: st.raft_applied_index,
+            raft_committed_index: st.raft_committed_index,
+            first_log_index: st.first_log_index,
+            db_size: st.db_size,
+            is_learner: st.is_learner,
+            members: st.members,
+            conf_ver: st.conf_ver,
             ack: conn.ack,
         })
     }
+
+    /// The region's members as one store knows them (admin command `Status`, answered
+    /// locally by any member; retried on other endpoints if one is down).
+    pub async fn member_list(&self) -> Result<MemberList, Error> {
+        let mut resp = self.call(status_request()).await?;
+        let st = status_of(&mut resp)?;
+        Ok(MemberList {
+            header: resp.response_header.unwrap_or_default(),
+            members: st.members,
+            leader: st.leader,
+            conf_ver: st.conf_ver,
+        })
+    }
+
+    /// Adds store `id` (reachable by the other stores at `peer_addr`, `host:port`) to the
+    /// region, as a voter or, with `learner`, as a learner. Sent to the leader (`NotLeader`
+    /// answers are followed like for writes).
+    pub async fn member_add(
+        &self,
+        id: u64,
+        peer_addr: &str,
+        learner: bool,
+    ) -> Result<MemberChange, Error> {
+        let change_type = if learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        self.change_peer(change_type, id, peer_addr).await
+    }
+
+    /// Removes store `id` from the region. Sent to the leader; the store refuses to remove
+    /// the current leader (move the leadership away first, see [`Client::move_leader`]).
+    pub async fn member_remove(&self, id: u64) -> Result<MemberChange, Error> {
+        self.change_peer(ConfChangeType::RemoveNode, id, "").await
+    }
+
+    async fn change_peer(
+        &self,
+        change_type: ConfChangeType,
+        id: u64,
+        peer_addr: &str,
+    ) -> Result<MemberChange, Error> {
+        let req = admin_command(AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(ChangePeerRequest {
+                change_type: change_type as i32,
+                peer: Some(peer_of(id)),
+                peer_addr: peer_addr.to_string(),
+            }),
+            ..Default::default()
+        });
+        let mut resp = self.call(req).await?;
+        let admin = admin_of(&mut resp, AdminCmdType::ChangePeer)?;
+        let region = admin
+            .change_peer
+            .and_then(|c| c.region)
+            .ok_or_else(|| Error::UnexpectedResponse("ChangePeer answer without region".into()))?;
+        Ok(MemberChange {
+            header: resp.response_header.unwrap_or_default(),
+            peers: region.peers,
+            conf_ver: region.region_epoch.map(|e| e.conf_ver).unwrap_or(0),
+        })
+    }
+
+    /// Makes store `target` the leader. Sent to the leader, which answers once `target`
+    /// leads (or with an error after its own timeout).
+    pub async fn move_leader(&self, target: u64) -> Result<MoveLeader, Error> {
+        let req = admin_command(AdminRequest {
+            cmd_type: AdminCmdType::TransferLeader as i32,
+            transfer_leader: Some(TransferLeaderRequest {
+                peer: Some(peer_of(target)),
+            }),
+            ..Default::default()
+        });
+        let mut resp = self.call(req).await?;
+        admin_of(&mut resp, AdminCmdType::TransferLeader)?;
+        Ok(MoveLeader {
+            header: resp.response_header.unwrap_or_default(),
+        })
+    }
+}
+
+/// The peer of store `id` in the (single) region: peer ids equal store ids.
+fn peer_of(id: u64) -> metapb::Peer {
+    metapb::Peer {
+        id,
+        store_id: id,
+        ..Default::default()
+    }
+}
+
+/// The admin command `Status`.
+pub fn status_request() -> RaftCmdRequest {
+    admin_command(AdminRequest {
+        cmd_type: AdminCmdType::Status as i32,
+        status: Some(StatusRequest {}),
+        ..Default::default()
+    })
+}
+
+/// A command made of one admin request, with a default header.
+pub fn admin_command(admin: AdminRequest) -> RaftCmdRequest {
+    RaftCmdRequest {
+        header: Some(RaftRequestHeader::default()),
+        requests: Vec::new(),
+        admin_request: Some(admin),
+    }
+}
+
+fn admin_of(resp: &mut RaftCmdResponse, want: AdminCmdType) -> Result<AdminResponse, Error> {
+    let admin = resp
+        .admin_response
+        .take()
+        .ok_or_else(|| Error::UnexpectedResponse(format!("no admin response to {want:?}")))?;
+    // 0 (InvalidAdmin) is tolerated: a store may leave cmd_type out of its answer.
+    if admin.cmd_type != want as i32 && admin.cmd_type != AdminCmdType::InvalidAdmin as i32 {
+        return Err(Error::UnexpectedResponse(format!(
+            "admin cmd_type {} answering {want:?}",
+            admin.cmd_type
+        )));
+    }
+    Ok(admin)
+}
+
+fn status_of(resp: &mut RaftCmdResponse) -> Result<StatusResponse, Error> {
+    admin_of(resp, AdminCmdType::Status)?
+        .status
+        .ok_or_else(|| Error::UnexpectedResponse("Status answer without status".into()))
 }
 
 /// The range request for `key` and `opts`.

@@ -13,8 +13,11 @@ use std::str::FromStr;
 
 use base64::Engine as _;
 
-use crate::client::{DeleteResult, EndpointStatus, PutResult, RangeResult};
-use crate::proto::pontoonpb::{KeyValue, ResponseHeader};
+use crate::client::{
+    DeleteResult, EndpointStatus, MemberChange, MemberList, PutResult, RangeResult,
+};
+use crate::proto::metapb::PeerRole;
+use crate::proto::pontoonpb::{KeyValue, Member, ResponseHeader};
 
 /// An output format (`-w`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,8 +168,9 @@ pub fn del(format: Format, r: &DeleteResult) -> Vec<u8> {
     }
 }
 
-/// Output of `endpoint status`. Fields a store does not report (db size, raft index,
-/// learner, errors) print as etcd prints their zero values; the version is the client's.
+/// Output of `endpoint status` (etcdctl 3.4's columns: endpoint, id in hex, version, db size
+/// humanized, is leader, is learner, raft term, raft index, raft applied index, errors).
+/// The version is the client's: stores do not report one.
 pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
     let mut s = String::new();
     match format {
@@ -174,12 +178,16 @@ pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
             for st in list {
                 let _ = writeln!(
                     s,
-                    "{}, {:x}, {}, 0 B, {}, false, {}, 0, 0, ",
+                    "{}, {:x}, {}, {}, {}, {}, {}, {}, {}, ",
                     st.endpoint,
                     st.header.member_id,
                     VERSION,
-                    st.leader != 0 && st.leader == st.header.member_id,
+                    humanize_bytes(st.db_size),
+                    is_leader(st),
+                    st.is_learner,
                     st.raft_term,
+                    st.raft_index,
+                    st.raft_applied_index,
                 );
             }
         }
@@ -195,11 +203,24 @@ pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
                 json_header(&mut s, &st.header);
                 s.push_str(",\"version\":");
                 json_string(&mut s, VERSION);
+                // etcd's StatusResponse field order, zero values omitted (Go omitempty).
+                if st.db_size != 0 {
+                    let _ = write!(s, ",\"dbSize\":{}", st.db_size);
+                }
                 if st.leader != 0 {
                     let _ = write!(s, ",\"leader\":{}", st.leader);
                 }
+                if st.raft_index != 0 {
+                    let _ = write!(s, ",\"raftIndex\":{}", st.raft_index);
+                }
                 if st.raft_term != 0 {
                     let _ = write!(s, ",\"raftTerm\":{}", st.raft_term);
+                }
+                if st.raft_applied_index != 0 {
+                    let _ = write!(s, ",\"raftAppliedIndex\":{}", st.raft_applied_index);
+                }
+                if st.is_learner {
+                    s.push_str(",\"isLearner\":true");
                 }
                 s.push_str("}}");
             }
@@ -209,12 +230,12 @@ pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
             for st in list {
                 fields_header(&mut s, &st.header);
                 let _ = writeln!(s, "\"Version\" : {}", go_quote(VERSION.as_bytes()));
-                let _ = writeln!(s, "\"DBSize\" : 0");
+                let _ = writeln!(s, "\"DBSize\" : {}", st.db_size);
                 let _ = writeln!(s, "\"Leader\" : {}", st.leader);
-                let _ = writeln!(s, "\"IsLearner\" : false");
-                let _ = writeln!(s, "\"RaftIndex\" : 0");
+                let _ = writeln!(s, "\"IsLearner\" : {}", st.is_learner);
+                let _ = writeln!(s, "\"RaftIndex\" : {}", st.raft_index);
                 let _ = writeln!(s, "\"RaftTerm\" : {}", st.raft_term);
-                let _ = writeln!(s, "\"RaftAppliedIndex\" : 0");
+                let _ = writeln!(s, "\"RaftAppliedIndex\" : {}", st.raft_applied_index);
                 let _ = writeln!(s, "\"Errors\" : []");
                 let _ = writeln!(s, "\"Endpoint\" : {}", go_quote(st.endpoint.as_bytes()));
                 s.push('\n');
@@ -222,6 +243,192 @@ pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
         }
     }
     s.into_bytes()
+}
+
+fn is_leader(st: &EndpointStatus) -> bool {
+    st.leader != 0 && st.leader == st.header.member_id
+}
+
+/// go-humanize's `Bytes` (SI units, as etcdctl prints db sizes): `0 B`, `9 B`, `20 kB`,
+/// `1.2 MB`; one decimal below 10 units, none above.
+pub fn humanize_bytes(n: i64) -> String {
+    const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let n = n.max(0) as u64;
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let f = n as f64;
+    let e = (f.ln() / 1000f64.ln()).floor() as usize;
+    let e = e.min(SIZES.len() - 1);
+    let suffix = SIZES.get(e).copied().unwrap_or("EB");
+    let val = (f / 1000f64.powi(e as i32) * 10.0 + 0.5).floor() / 10.0;
+    if val < 10.0 {
+        format!("{val:.1} {suffix}")
+    } else {
+        format!("{val:.0} {suffix}")
+    }
+}
+
+/// Output of `member list`. Pontoon members have no name and no client address: the name
+/// column shows the store id in decimal and the client addresses are left empty.
+pub fn member_list(format: Format, r: &MemberList) -> Vec<u8> {
+    let mut s = String::new();
+    match format {
+        Format::Simple => {
+            for m in &r.members {
+                let _ = writeln!(
+                    s,
+                    "{:x}, started, {}, {}, , {}",
+                    m.id, m.id, m.peer_addr, m.is_learner
+                );
+            }
+        }
+        Format::Json => {
+            s.push('{');
+            json_header(&mut s, &r.header);
+            if !r.members.is_empty() {
+                s.push_str(",\"members\":[");
+                for (i, m) in r.members.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    json_member(&mut s, m);
+                }
+                s.push(']');
+            }
+            s.push_str("}\n");
+        }
+        Format::Fields => {
+            fields_header(&mut s, &r.header);
+            for m in &r.members {
+                let _ = writeln!(s, "\"ID\" : {}", m.id);
+                let _ = writeln!(s, "\"Name\" : \"{}\"", m.id);
+                if !m.peer_addr.is_empty() {
+                    let _ = writeln!(s, "\"PeerURL\" : {}", go_quote(m.peer_addr.as_bytes()));
+                }
+                let _ = writeln!(s, "\"IsLearner\" : {}", m.is_learner);
+                s.push('\n');
+            }
+        }
+    }
+    s.into_bytes()
+}
+
+/// Appends etcd's `Member` JSON object (`ID`, `name`, `peerURLs`, `isLearner`).
+fn json_member(s: &mut String, m: &Member) {
+    let _ = write!(s, "{{\"ID\":{},\"name\":\"{}\"", m.id, m.id);
+    if !m.peer_addr.is_empty() {
+        s.push_str(",\"peerURLs\":[");
+        json_string(s, &m.peer_addr);
+        s.push(']');
+    }
+    if m.is_learner {
+        s.push_str(",\"isLearner\":true");
+    }
+    s.push('}');
+}
+
+/// The cluster id to print: the response header's, else the one learnt at the handshake.
+fn cluster_of(h: &ResponseHeader, fallback: u64) -> u64 {
+    if h.cluster_id != 0 {
+        h.cluster_id
+    } else {
+        fallback
+    }
+}
+
+/// Output of `member add` (etcdctl's `%16x`, so small ids are space-padded). The
+/// `ETCD_NAME=...` block etcdctl prints after it is left out: Pontoon stores are not
+/// configured through those variables.
+pub fn member_add(
+    format: Format,
+    id: u64,
+    peer_addr: &str,
+    learner: bool,
+    cluster_id: u64,
+    r: &MemberChange,
+) -> Vec<u8> {
+    let cluster = cluster_of(&r.header, cluster_id);
+    match format {
+        Format::Simple => {
+            let as_learner = if learner { " as learner " } else { " " };
+            format!("Member {id:16x} added{as_learner}to cluster {cluster:16x}\n").into_bytes()
+        }
+        Format::Json => {
+            let mut s = String::from("{");
+            json_header(&mut s, &r.header);
+            s.push_str(",\"member\":");
+            json_member(
+                &mut s,
+                &Member {
+                    id,
+                    peer_addr: peer_addr.to_string(),
+                    is_learner: learner,
+                },
+            );
+            json_peers(&mut s, r);
+            s.push_str("}\n");
+            s.into_bytes()
+        }
+        Format::Fields => {
+            let mut s = String::new();
+            fields_header(&mut s, &r.header);
+            let _ = writeln!(s, "\"ID\" : {id}");
+            let _ = writeln!(s, "\"PeerURL\" : {}", go_quote(peer_addr.as_bytes()));
+            let _ = writeln!(s, "\"IsLearner\" : {learner}");
+            s.into_bytes()
+        }
+    }
+}
+
+/// Output of `member remove`.
+pub fn member_remove(format: Format, id: u64, cluster_id: u64, r: &MemberChange) -> Vec<u8> {
+    let cluster = cluster_of(&r.header, cluster_id);
+    match format {
+        Format::Simple => {
+            format!("Member {id:16x} removed from cluster {cluster:16x}\n").into_bytes()
+        }
+        Format::Json => {
+            let mut s = String::from("{");
+            json_header(&mut s, &r.header);
+            json_peers(&mut s, r);
+            s.push_str("}\n");
+            s.into_bytes()
+        }
+        Format::Fields => {
+            let mut s = String::new();
+            fields_header(&mut s, &r.header);
+            s.into_bytes()
+        }
+    }
+}
+
+/// Appends `,"members":[...]` from the region's peers after a change (ids and learner flags;
+/// the change's answer carries no addresses).
+fn json_peers(s: &mut String, r: &MemberChange) {
+    if r.peers.is_empty() {
+        return;
+    }
+    s.push_str(",\"members\":[");
+    for (i, p) in r.peers.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        json_member(
+            s,
+            &Member {
+                id: p.store_id,
+                peer_addr: String::new(),
+                is_learner: p.role == PeerRole::Learner as i32,
+            },
+        );
+    }
+    s.push(']');
+}
+
+/// Output of `move-leader` (etcdctl prints this line whatever the format).
+pub fn move_leader(from: u64, to: u64) -> Vec<u8> {
+    format!("Leadership transferred from {from:x} to {to:x}\n").into_bytes()
 }
 
 fn simple_kv(out: &mut Vec<u8>, kv: &KeyValue) {
@@ -533,19 +740,160 @@ mod tests {
             header: header(9),
             leader: 12635438188718070975,
             raft_term: 2,
-            ack: Default::default(),
+            raft_index: 39,
+            raft_applied_index: 38,
+            raft_committed_index: 39,
+            db_size: 24576,
+            ..Default::default()
         };
         assert_eq!(
             text(endpoint_status(Format::Simple, std::slice::from_ref(&st))),
-            format!("127.0.0.1:2479, af5a181653f21cbf, {VERSION}, 0 B, true, false, 2, 0, 0, \n")
+            format!(
+                "127.0.0.1:2479, af5a181653f21cbf, {VERSION}, 25 kB, true, false, 2, 39, 38, \n"
+            )
         );
         assert_eq!(
             text(endpoint_status(Format::Json, std::slice::from_ref(&st))),
-            format!("[{{\"Endpoint\":\"127.0.0.1:2479\",\"Status\":{{\"header\":{{\"cluster_id\":9381072944785922719,\"member_id\":12635438188718070975,\"revision\":9,\"raft_term\":2}},\"version\":\"{VERSION}\",\"leader\":12635438188718070975,\"raftTerm\":2}}}}]\n")
+            format!("[{{\"Endpoint\":\"127.0.0.1:2479\",\"Status\":{{\"header\":{{\"cluster_id\":9381072944785922719,\"member_id\":12635438188718070975,\"revision\":9,\"raft_term\":2}},\"version\":\"{VERSION}\",\"dbSize\":24576,\"leader\":12635438188718070975,\"raftIndex\":39,\"raftTerm\":2,\"raftAppliedIndex\":38}}}}]\n")
         );
-        let f = text(endpoint_status(Format::Fields, &[st]));
-        assert!(f.contains("\"Leader\" : 12635438188718070975\n\"IsLearner\" : false\n"));
+        let f = text(endpoint_status(Format::Fields, std::slice::from_ref(&st)));
+        assert!(f.contains("\"DBSize\" : 24576\n\"Leader\" : 12635438188718070975\n\"IsLearner\" : false\n\"RaftIndex\" : 39\n\"RaftTerm\" : 2\n\"RaftAppliedIndex\" : 38\n"));
         assert!(f.ends_with("\"Endpoint\" : \"127.0.0.1:2479\"\n\n"));
+        let learner = EndpointStatus {
+            endpoint: "h:2".into(),
+            header: ResponseHeader {
+                member_id: 2,
+                ..Default::default()
+            },
+            leader: 1,
+            raft_term: 3,
+            is_learner: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            text(endpoint_status(
+                Format::Simple,
+                std::slice::from_ref(&learner)
+            )),
+            format!("h:2, 2, {VERSION}, 0 B, false, true, 3, 0, 0, \n")
+        );
+        assert_eq!(
+            text(endpoint_status(Format::Json, &[learner])),
+            format!("[{{\"Endpoint\":\"h:2\",\"Status\":{{\"header\":{{\"member_id\":2}},\"version\":\"{VERSION}\",\"leader\":1,\"raftTerm\":3,\"isLearner\":true}}}}]\n")
+        );
+    }
+
+    #[test]
+    fn humanize_bytes_is_go_humanizes() {
+        assert_eq!(humanize_bytes(0), "0 B");
+        assert_eq!(humanize_bytes(9), "9 B");
+        assert_eq!(humanize_bytes(10), "10 B");
+        assert_eq!(humanize_bytes(999), "999 B");
+        assert_eq!(humanize_bytes(1000), "1.0 kB");
+        assert_eq!(humanize_bytes(20480), "20 kB");
+        assert_eq!(humanize_bytes(24576), "25 kB");
+        assert_eq!(humanize_bytes(1_234_567), "1.2 MB");
+        assert_eq!(humanize_bytes(-5), "0 B");
+    }
+
+    fn members() -> MemberList {
+        MemberList {
+            header: ResponseHeader {
+                cluster_id: 7,
+                member_id: 1,
+                revision: 4,
+                raft_term: 2,
+            },
+            members: vec![
+                Member {
+                    id: 1,
+                    peer_addr: "10.0.0.1:2380".into(),
+                    is_learner: false,
+                },
+                Member {
+                    id: 26,
+                    peer_addr: "10.0.0.2:2380".into(),
+                    is_learner: true,
+                },
+            ],
+            leader: 1,
+            conf_ver: 3,
+        }
+    }
+
+    #[test]
+    fn member_list_outputs() {
+        let r = members();
+        assert_eq!(
+            text(member_list(Format::Simple, &r)),
+            "1, started, 1, 10.0.0.1:2380, , false\n1a, started, 26, 10.0.0.2:2380, , true\n"
+        );
+        assert_eq!(
+            text(member_list(Format::Json, &r)),
+            "{\"header\":{\"cluster_id\":7,\"member_id\":1,\"revision\":4,\"raft_term\":2},\"members\":[{\"ID\":1,\"name\":\"1\",\"peerURLs\":[\"10.0.0.1:2380\"]},{\"ID\":26,\"name\":\"26\",\"peerURLs\":[\"10.0.0.2:2380\"],\"isLearner\":true}]}\n"
+        );
+        assert!(text(member_list(Format::Fields, &r)).ends_with(
+            "\"ID\" : 26\n\"Name\" : \"26\"\n\"PeerURL\" : \"10.0.0.2:2380\"\n\"IsLearner\" : true\n\n"
+        ));
+    }
+
+    #[test]
+    fn member_change_outputs() {
+        let r = MemberChange {
+            header: ResponseHeader {
+                cluster_id: 0x8c4281cc65c7b112,
+                member_id: 1,
+                revision: 4,
+                raft_term: 2,
+            },
+            peers: vec![
+                crate::proto::metapb::Peer {
+                    id: 1,
+                    store_id: 1,
+                    role: 0,
+                },
+                crate::proto::metapb::Peer {
+                    id: 4,
+                    store_id: 4,
+                    role: PeerRole::Learner as i32,
+                },
+            ],
+            conf_ver: 5,
+        };
+        assert_eq!(
+            text(member_add(Format::Simple, 4, "h:4", false, 0, &r)),
+            "Member                4 added to cluster 8c4281cc65c7b112\n"
+        );
+        assert_eq!(
+            text(member_add(
+                Format::Simple,
+                0xced000fda4d05edf,
+                "h:4",
+                true,
+                0,
+                &r
+            )),
+            "Member ced000fda4d05edf added as learner to cluster 8c4281cc65c7b112\n"
+        );
+        assert_eq!(
+            text(member_add(Format::Json, 4, "h:4", true, 0, &r)),
+            "{\"header\":{\"cluster_id\":10106783228653711634,\"member_id\":1,\"revision\":4,\"raft_term\":2},\"member\":{\"ID\":4,\"name\":\"4\",\"peerURLs\":[\"h:4\"],\"isLearner\":true},\"members\":[{\"ID\":1,\"name\":\"1\"},{\"ID\":4,\"name\":\"4\",\"isLearner\":true}]}\n"
+        );
+        // Without a cluster id in the header, the handshake's is printed.
+        let bare = MemberChange::default();
+        assert_eq!(
+            text(member_remove(
+                Format::Simple,
+                0x2be1eb8f84b7f63e,
+                0xef37ad9dc622a7c4,
+                &bare
+            )),
+            "Member 2be1eb8f84b7f63e removed from cluster ef37ad9dc622a7c4\n"
+        );
+        assert_eq!(
+            text(move_leader(0x45ddc0e800e20b93, 2)),
+            "Leadership transferred from 45ddc0e800e20b93 to 2\n"
+        );
     }
 
     #[test]

@@ -347,3 +347,213 @@ async fn a_call_waits_for_a_restarting_store() {
     c.put(b"a", b"1", false).await.unwrap();
     drop(restart.await.unwrap());
 }
+
+/// Runs `pontoonctl` with `args`; returns (exit success, stdout, stderr).
+async fn ctl(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pontoonctl"))
+            .args(&args)
+            .output()
+            .expect("pontoonctl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn endpoint_status_uses_the_status_admin_command() {
+    use pontoon_client::proto::raft_cmdpb::AdminCmdType;
+    let m = mock(MockConfig::default()).await;
+    let c = Client::new(&[m.addr.to_string()], opts()).unwrap();
+    c.put(b"k", b"v", false).await.unwrap();
+    let st = c.endpoint_status(0).await.unwrap();
+    assert_eq!(
+        (
+            st.header.member_id,
+            st.leader,
+            st.raft_term,
+            st.raft_index,
+            st.raft_applied_index,
+            st.raft_committed_index,
+            st.db_size,
+            st.is_learner,
+            st.conf_ver,
+        ),
+        (1, 1, 2, 12, 11, 12, 20480, false, 1)
+    );
+    assert_eq!(st.header.cluster_id, 7);
+    assert_eq!(st.members.len(), 1);
+    let sent = m.admin.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].cmd_type, AdminCmdType::Status as i32);
+    assert!(sent[0].status.is_some());
+
+    let ep = m.addr.to_string();
+    let (ok, out, _) = ctl(args(&["--endpoints", &ep, "endpoint", "status"])).await;
+    assert!(ok);
+    assert_eq!(
+        out,
+        format!(
+            "{ep}, 1, {}, 20 kB, true, false, 2, 12, 11, \n",
+            pontoon_client::output::VERSION
+        )
+    );
+    let (ok, out, _) = ctl(args(&[
+        "--endpoints",
+        &ep,
+        "-w",
+        "json",
+        "endpoint",
+        "status",
+    ]))
+    .await;
+    assert!(ok);
+    assert_eq!(
+        out,
+        format!(
+            "[{{\"Endpoint\":\"{ep}\",\"Status\":{{\"header\":{{\"cluster_id\":7,\"member_id\":1,\"revision\":2,\"raft_term\":2}},\"version\":\"{}\",\"dbSize\":20480,\"leader\":1,\"raftIndex\":12,\"raftTerm\":2,\"raftAppliedIndex\":11}}}}]\n",
+            pontoon_client::output::VERSION
+        )
+    );
+}
+
+#[tokio::test]
+async fn member_add_follows_not_leader_and_encodes_the_change() {
+    use pontoon_client::proto::raft_cmdpb::{AdminCmdType, ConfChangeType};
+    let leader = mock(MockConfig {
+        store_id: 2,
+        ..Default::default()
+    })
+    .await;
+    let follower = mock(MockConfig {
+        store_id: 1,
+        not_leader: Some(2),
+        ..Default::default()
+    })
+    .await;
+    // The follower comes first: the add must be redirected to the leader.
+    let c = Client::connect(
+        &[follower.addr.to_string(), leader.addr.to_string()],
+        opts(),
+    )
+    .await
+    .unwrap();
+    let r = c.member_add(4, "10.0.0.4:2380", true).await.unwrap();
+    assert_eq!(r.header.member_id, 2);
+    assert_eq!(r.conf_ver, 2);
+    assert_eq!(
+        r.peers.iter().map(|p| p.store_id).collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    let on_follower = follower.admin.lock().unwrap().clone();
+    let on_leader = leader.admin.lock().unwrap().clone();
+    assert_eq!((on_follower.len(), on_leader.len()), (1, 1));
+    let a = &on_leader[0];
+    assert_eq!(a.cmd_type, AdminCmdType::ChangePeer as i32);
+    let cp = a.change_peer.clone().unwrap();
+    assert_eq!(cp.change_type, ConfChangeType::AddLearnerNode as i32);
+    assert_eq!(cp.peer_addr, "10.0.0.4:2380");
+    let peer = cp.peer.unwrap();
+    assert_eq!((peer.id, peer.store_id), (4, 4));
+
+    let list = c.member_list().await.unwrap();
+    assert_eq!(list.members.len(), 2);
+    assert!(list.members[1].is_learner);
+
+    // Through pontoonctl, again starting at the follower; the id is given in hex.
+    let eps = format!("{},{}", follower.addr, leader.addr);
+    let (ok, out, err) = ctl(args(&[
+        "--endpoints",
+        &eps,
+        "member",
+        "add",
+        "0x1a",
+        "--peer-urls",
+        "http://10.0.0.26:2380",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "Member               1a added to cluster                7\n"
+    );
+    let last = leader.admin.lock().unwrap().last().cloned().unwrap();
+    let cp = last.change_peer.unwrap();
+    assert_eq!(cp.change_type, ConfChangeType::AddNode as i32);
+    assert_eq!(cp.peer_addr, "10.0.0.26:2380");
+    assert_eq!(cp.peer.unwrap().store_id, 26);
+
+    let lep = leader.addr.to_string();
+    let (ok, out, _) = ctl(args(&["--endpoints", &lep, "member", "list"])).await;
+    assert!(ok);
+    assert_eq!(
+        out,
+        "2, started, 2, 127.0.0.1:2382, , false\n4, started, 4, 10.0.0.4:2380, , true\n1a, started, 26, 10.0.0.26:2380, , false\n"
+    );
+}
+
+#[tokio::test]
+async fn member_remove_and_move_leader() {
+    use pontoon_client::proto::raft_cmdpb::{AdminCmdType, ConfChangeType};
+    let m = mock(MockConfig::default()).await;
+    let ep = m.addr.to_string();
+    let c = Client::new(std::slice::from_ref(&ep), opts()).unwrap();
+    c.member_add(3, "h:3", false).await.unwrap();
+
+    // Removing the leader is refused; the store's message is the error.
+    let e = c.member_remove(1).await.unwrap_err();
+    assert!(e.to_string().contains("move the leader first"), "{e}");
+    let (ok, out, err) = ctl(args(&["--endpoints", &ep, "member", "remove", "1"])).await;
+    assert!(!ok);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "Error: cannot remove the leader 1: move the leader first\n"
+    );
+
+    let (ok, out, err) = ctl(args(&["--endpoints", &ep, "move-leader", "3"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(out, "Leadership transferred from 1 to 3\n");
+    let last = m.admin.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.cmd_type, AdminCmdType::TransferLeader as i32);
+    let p = last.transfer_leader.unwrap().peer.unwrap();
+    assert_eq!((p.id, p.store_id), (3, 3));
+    assert_eq!(c.member_list().await.unwrap().leader, 3);
+
+    let (ok, out, err) = ctl(args(&["--endpoints", &ep, "member", "remove", "1"])).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "Member                1 removed from cluster                7\n"
+    );
+    let last = m.admin.lock().unwrap().last().cloned().unwrap();
+    let cp = last.change_peer.unwrap();
+    assert_eq!(cp.change_type, ConfChangeType::RemoveNode as i32);
+    assert_eq!(cp.peer_addr, "");
+    assert_eq!(cp.peer.unwrap().store_id, 1);
+
+    let (ok, _, err) = ctl(args(&["--endpoints", &ep, "move-leader", "9"])).await;
+    assert!(!ok);
+    assert_eq!(err, "Error: peer 9 is not a voter\n");
+}
+
+#[test]
+fn blocking_member_calls() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let m = rt.block_on(mock(MockConfig::default()));
+    let c = pontoon_client::blocking::Client::connect(&[m.addr.to_string()], opts()).unwrap();
+    assert_eq!(c.member_add(2, "h:2", false).unwrap().conf_ver, 2);
+    assert_eq!(c.member_list().unwrap().members.len(), 2);
+    c.move_leader(2).unwrap();
+    assert_eq!(c.endpoint_status(0).unwrap().leader, 2);
+    assert_eq!(c.member_remove(1).unwrap().peers.len(), 1);
+}

@@ -124,7 +124,13 @@ fn admin_requests_round_trip() {
                     store_id: 4,
                     role: 1,
                 }),
+                peer_addr: "10.0.0.4:2380".into(),
             }),
+            ..Default::default()
+        },
+        AdminRequest {
+            cmd_type: AdminCmdType::Status as i32,
+            status: Some(pontoon_client::proto::pontoonpb::StatusRequest {}),
             ..Default::default()
         },
         AdminRequest {
@@ -328,4 +334,23 @@ fn pontoon_additions_use_high_or_etcd_numbers() {
         revision: 2,
     };
     assert_eq!(apply.encode_to_vec(), [0x08, 1, 0xA0, 0x06, 2]);
+}
+
+#[test]
+fn status_and_peer_addr_numbers_on_the_wire() {
+    use pontoon_client::prost::Message;
+    // AdminRequest { cmd_type = 1: Status (100), status = 100: empty message }.
+    let status = AdminRequest {
+        cmd_type: AdminCmdType::Status as i32,
+        status: Some(pontoon_client::proto::pontoonpb::StatusRequest {}),
+        ..Default::default()
+    };
+    assert_eq!(status.encode_to_vec(), vec![0x08, 100, 0xa2, 0x06, 0x00]);
+    // ChangePeerRequest.peer_addr = 100 (tag 100 << 3 | 2 = 0x322 as varint a2 06).
+    let cp = ChangePeerRequest {
+        change_type: 0,
+        peer: None,
+        peer_addr: "h:1".into(),
+    };
+    assert_eq!(cp.encode_to_vec(), vec![0xa2, 0x06, 3, b'h', b':', b'1']);
 }

@@ -7,7 +7,15 @@
 //!         [--consistency l|s]
 //!     del KEY [RANGE_END] [--prefix] [--from-key] [--prev-kv]
 //!     endpoint status
+//!     member list
+//!     member add ID --peer-urls HOST:PORT [--learner]
+//!     member remove ID
+//!     move-leader ID
 //! ```
+//!
+//! Member ids are store ids. They are printed in hex, as etcdctl does; as arguments they
+//! are read as hex with a `0x` prefix or when they contain a hex letter, and as decimal
+//! when they are all digits (so `10` is store ten, `0x10` and `a` are sixteen and ten).
 //!
 //! Output is etcdctl 3.4's (see `pontoon_client::output`); errors go to stderr as
 //! `Error: ...` with exit code 1.
@@ -113,6 +121,81 @@ enum Command {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Membership related commands.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+    /// Transfers leadership to another member.
+    MoveLeader {
+        /// Store id of the new leader (decimal, or hex with 0x or a hex letter).
+        #[arg(value_parser = parse_id)]
+        id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberCommand {
+    /// Lists all members in the cluster.
+    List,
+    /// Adds a member into the cluster.
+    Add {
+        /// Store id of the new member (decimal, or hex with 0x or a hex letter).
+        #[arg(value_parser = parse_id)]
+        id: u64,
+        /// Peer address (host:port) the other stores reach the new member on.
+        #[arg(long = "peer-urls")]
+        peer_urls: String,
+        /// Add as a learner (non-voting member).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member from the cluster.
+    Remove {
+        /// Store id of the member (decimal, or hex with 0x or a hex letter).
+        #[arg(value_parser = parse_id)]
+        id: u64,
+    },
+}
+
+/// A member id: hex with a `0x` prefix or when it has a hex letter (etcdctl prints ids in
+/// hex), decimal when it is all digits (store ids are usually typed as small numbers).
+fn parse_id(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let parsed = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16)
+    } else if t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse()
+    } else {
+        u64::from_str_radix(t, 16)
+    };
+    match parsed {
+        Ok(0) => Err(format!("bad member ID arg ({s:?}): 0 is not a member id")),
+        Ok(id) => Ok(id),
+        Err(e) => Err(format!("bad member ID arg ({s:?}): {e}")),
+    }
+}
+
+/// The peer address of `--peer-urls`: one `host:port`, an `http://` or `https://` scheme
+/// (as etcdctl users type it) dropped, since stores talk the Pontoon protocol, not HTTP.
+fn peer_addr(urls: &str) -> Result<String, String> {
+    let list: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let [one] = list.as_slice() else {
+        return Err("member peer urls not provided (exactly one host:port expected)".into());
+    };
+    let addr = one
+        .strip_prefix("http://")
+        .or_else(|| one.strip_prefix("https://"))
+        .unwrap_or(one)
+        .trim_end_matches('/');
+    if !addr.contains(':') {
+        return Err(format!("bad peer url {one:?}: host:port expected"));
+    }
+    Ok(addr.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +362,52 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
                 }
             }
         }
+        Command::Member { command } => member(&client, format, command).await,
+        Command::MoveLeader { id } => {
+            // etcdctl names the old leader: ask any store which member leads now.
+            let before = client.member_list().await.map_err(|e| e.to_string())?;
+            if before.leader == 0 {
+                return Err("etcdserver: no leader".into());
+            }
+            client.move_leader(id).await.map_err(|e| e.to_string())?;
+            Ok(output::move_leader(before.leader, id))
+        }
+    }
+}
+
+async fn member(
+    client: &Client,
+    format: Format,
+    command: MemberCommand,
+) -> Result<Vec<u8>, String> {
+    match command {
+        MemberCommand::List => {
+            let r = client.member_list().await.map_err(|e| e.to_string())?;
+            Ok(output::member_list(format, &r))
+        }
+        MemberCommand::Add {
+            id,
+            peer_urls,
+            learner,
+        } => {
+            let addr = peer_addr(&peer_urls)?;
+            let r = client
+                .member_add(id, &addr, learner)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(output::member_add(
+                format,
+                id,
+                &addr,
+                learner,
+                client.cluster_id(),
+                &r,
+            ))
+        }
+        MemberCommand::Remove { id } => {
+            let r = client.member_remove(id).await.map_err(|e| e.to_string())?;
+            Ok(output::member_remove(format, id, client.cluster_id(), &r))
+        }
     }
 }
 
@@ -316,6 +445,25 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_in_decimal_or_hex() {
+        assert_eq!(parse_id("10"), Ok(10));
+        assert_eq!(parse_id("0x10"), Ok(16));
+        assert_eq!(parse_id("a"), Ok(10));
+        assert_eq!(parse_id("ced000fda4d05edf"), Ok(0xced000fda4d05edf));
+        assert!(parse_id("0").is_err());
+        assert!(parse_id("xyz").is_err());
+    }
+
+    #[test]
+    fn peer_urls() {
+        assert_eq!(peer_addr("10.0.0.4:2380"), Ok("10.0.0.4:2380".to_string()));
+        assert_eq!(peer_addr("http://h:2380/"), Ok("h:2380".to_string()));
+        assert!(peer_addr("a:1,b:2").is_err());
+        assert!(peer_addr("").is_err());
+        assert!(peer_addr("host").is_err());
+    }
 
     #[test]
     fn durations() {
