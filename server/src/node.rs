@@ -38,6 +38,11 @@ use crate::transport::Transport;
 /// The one region every store serves until multi-raft (issue 6) splits it.
 pub const FIRST_REGION_ID: u64 = 1;
 
+/// A bootstrapped region starts as if from a snapshot at this index...
+const INIT_INDEX: u64 = 5;
+/// ...and term, so that the first election makes term 2, as on a fresh etcd member.
+const INIT_TERM: u64 = 1;
+
 /// Where a reply goes.
 pub type Reply = tokio::sync::oneshot::Sender<RaftCmdResponse>;
 
@@ -172,11 +177,30 @@ impl Node {
         let region = FIRST_REGION_ID;
         let mut storage = PeerStorage::open(log.clone(), region, &voters)?;
         storage.set_engine(engine.clone());
-        let apply = ApplyState::load(&engine, region)?;
+        let mut apply = ApplyState::load(&engine, region)?;
         let mut batch = LogBatch::new();
+        let fresh = log.get_state(region, b"cs").is_none() && apply.applied_index == 0;
         if log.get_state(region, b"cs").is_none() {
             let cs = raft::Storage::initial_state(&storage)?.conf_state;
             storage.set_conf_state(&mut batch, cs)?;
+        }
+        if fresh && !cfg.join {
+            // Bootstrap the region as if from a snapshot at INIT_INDEX holding the initial
+            // membership (TiKV does the same): the membership is not in the log, so a store
+            // that joins later must start from a snapshot, never replay the log from 1 into
+            // an empty configuration. The engine first (flushed), then the log.
+            let cs = storage.conf_state().clone();
+            apply = ApplyState {
+                applied_index: INIT_INDEX,
+                applied_term: INIT_TERM,
+                revision: 1,
+            };
+            let mut wb = WriteBatch::new();
+            apply.stage(&mut wb, region);
+            stage_region(&mut wb, region, &cs, 1);
+            engine.write(&wb)?;
+            engine.flush()?;
+            storage.reset_to_snapshot(&mut batch, INIT_INDEX, INIT_TERM, cs)?;
         }
         // A snapshot is applied to the engine (and flushed) before the log is reset; a crash
         // in between leaves the engine ahead of the log. Finish the reset now.

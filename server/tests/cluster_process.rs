@@ -165,7 +165,10 @@ fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = local_keys(m.client).unwrap_or_default();
-            let missing = want.iter().filter(|k| got.binary_search(k).is_err()).count();
+            let missing = want
+                .iter()
+                .filter(|k| got.binary_search(k).is_err())
+                .count();
             if missing == 0 {
                 break;
             }

@@ -418,3 +418,43 @@ fn every_member_reports_its_status() {
         }
     }
 }
+
+#[test]
+fn a_new_store_joins_from_a_snapshot_even_with_the_whole_log_available() {
+    // The initial membership is not in the log: a joining store must not replay the log
+    // into an empty configuration, so it starts from a snapshot.
+    let c = Cluster::start(ClusterConfig::new(3));
+    c.wait_leader(LIMIT);
+    let mut cl = Client::new(9);
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        want.push((k, v));
+    }
+    c.join_store(4);
+    let r = admin(&c, change_peer(true, 4), LIMIT);
+    assert_eq!(error_of(&r), None);
+    wait_snapshot_applied(&c, 4, "the new store never got a snapshot");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let node = c.node(4).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        node.submit(cluster::status_request(), tx);
+        let s = rx
+            .blocking_recv()
+            .unwrap()
+            .admin_response
+            .unwrap()
+            .status
+            .unwrap();
+        let mut ids: Vec<u64> = s.members.iter().map(|m| m.id).collect();
+        ids.sort();
+        if ids == [1, 2, 3, 4] && local_range(&c, 4, b"k", b"l") == want {
+            assert_eq!(s.conf_ver, 2);
+            break;
+        }
+        assert!(Instant::now() < deadline, "store 4 sees members {ids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -347,8 +347,11 @@ impl Cluster {
 
     fn start_store_with(&self, id: u64, join: bool) {
         let (efs, lfs) = {
-            let d = self.disks.lock().unwrap();
-            let d = &d[&id];
+            let mut d = self.disks.lock().unwrap();
+            let d = d.entry(id).or_insert_with(|| Disks {
+                engine: FaultFs::new(),
+                log: MemFs::new(),
+            });
             (d.engine.clone(), d.log.clone())
         };
         let engine = Arc::new(
