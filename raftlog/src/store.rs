@@ -16,7 +16,7 @@ use crate::log_batch::{Entry, LogBatch};
 use crate::memtable::Piece;
 use crate::purge::PurgeReport;
 use crate::recovery::recover;
-use crate::writer::{Queue, Shared, Task, Writer};
+use crate::writer::{Done, Queue, Shared, Task, Writer};
 
 /// Counters of a store, for tests, benchmarks and metrics.
 #[derive(Debug, Clone, Default)]
@@ -131,9 +131,38 @@ impl LogStore {
             ops,
             sync,
             cache: true,
-            done: tx,
+            done: Done::Wait(tx),
         });
         rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Like [`LogStore::write`], without waiting: `done` runs on the writer thread once the
+    /// batch is visible to reads and, if `sync`, durable (or with the error that poisoned
+    /// the store). Batches become durable in the order they were submitted, mixed freely
+    /// with blocking writes, so a caller can keep several in flight and let group commit
+    /// merge them. `done` must be quick (it holds up the writer): send a message, no I/O.
+    ///
+    /// Errors found before the batch is queued (poisoned store, oversized batch) are
+    /// returned at once and `done` is not called.
+    pub fn write_async(
+        &self,
+        batch: LogBatch,
+        sync: bool,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
+        }
+        let record = batch.into_record()?;
+        let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
+        self.submit(Task::Write {
+            record,
+            ops,
+            sync,
+            cache: true,
+            done: Done::Call(Box::new(done)),
+        });
+        Ok(())
     }
 
     /// Rewrites streams that pin old segments (see `Config::purge_rewrite_lag_files`)

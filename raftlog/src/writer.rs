@@ -36,6 +36,25 @@ pub(crate) struct Shared {
     pub io_nanos: AtomicU64,
 }
 
+/// Who learns that a write finished.
+pub(crate) enum Done {
+    /// A caller blocked in `LogStore::write`.
+    Wait(mpsc::SyncSender<Result<()>>),
+    /// A callback of `LogStore::write_async`, run on the writer thread.
+    Call(Box<dyn FnOnce(Result<()>) + Send>),
+}
+
+impl Done {
+    fn finish(self, r: Result<()>) {
+        match self {
+            Done::Wait(tx) => {
+                let _ = tx.send(r);
+            }
+            Done::Call(f) => f(r),
+        }
+    }
+}
+
 /// Work for the writer thread.
 pub(crate) enum Task {
     Write {
@@ -43,7 +62,7 @@ pub(crate) enum Task {
         ops: Vec<Op>,
         sync: bool,
         cache: bool,
-        done: mpsc::SyncSender<Result<()>>,
+        done: Done,
     },
     Purge {
         done: mpsc::SyncSender<Result<PurgeReport>>,
@@ -249,7 +268,7 @@ impl Writer {
                 Ok(()) => Ok(()),
                 Err(e) => Err(clone_error(e)),
             };
-            let _ = done.send(r);
+            done.finish(r);
         }
     }
 

@@ -302,3 +302,55 @@ fn empty_synced_batch_makes_earlier_writes_durable() {
     let s = open_mem(&crashed, &small_config()).unwrap();
     assert_eq!(s.last_index(1), Some(3));
 }
+
+#[test]
+fn async_writes_finish_in_order_visible_and_durable() {
+    let fs = MemFs::new();
+    let s = open_mem(&fs, &small_config()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..50u64 {
+        let mut b = LogBatch::new();
+        b.add_entries(7, &entries(i + 1, 1, 1, i as u8)).unwrap();
+        let tx = tx.clone();
+        s.write_async(b, i % 5 == 4, move |r| {
+            let _ = tx.send((i, r.is_ok()));
+        })
+        .unwrap();
+    }
+    // A blocking synced write after them makes them all durable, and answers last.
+    s.write(LogBatch::new(), true).unwrap();
+    let done: Vec<(u64, bool)> = rx.try_iter().collect();
+    assert_eq!(done, (0..50).map(|i| (i, true)).collect::<Vec<_>>());
+    assert_eq!(s.last_index(7), Some(50));
+    assert_eq!(
+        s.entries(7, 50, 51, u64::MAX).unwrap()[0].data,
+        entries(50, 1, 1, 49)[0].data
+    );
+    drop(s);
+    let s = open_mem(&fs.crash(), &small_config()).unwrap();
+    assert_eq!(s.last_index(7), Some(50));
+}
+
+#[test]
+fn async_write_on_a_poisoned_store_fails_at_once() {
+    let fs = MemFs::new();
+    let s = open_mem(&fs, &small_config()).unwrap();
+    fs.set_fail_syncs(true);
+    let mut b = LogBatch::new();
+    b.add_entries(1, &entries(1, 1, 1, 1)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    s.write_async(b, true, move |r| {
+        let _ = tx.send(r.is_err());
+    })
+    .unwrap();
+    assert!(
+        rx.recv().unwrap(),
+        "a failed sync must be reported to the callback"
+    );
+    let mut b = LogBatch::new();
+    b.add_entries(1, &entries(2, 1, 1, 1)).unwrap();
+    assert!(matches!(
+        s.write_async(b, true, |_| {}),
+        Err(Error::Poisoned)
+    ));
+}

@@ -115,6 +115,9 @@ pub enum Error {
     /// raft-rs refused.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// An asynchronous raft-log write failed (the log store is poisoned).
+    #[error("raft-log write failed: {0}")]
+    LogWrite(String),
     /// A snapshot could not be built or applied.
     #[error("snapshot: {0}")]
     Snapshot(#[from] crate::snapshot::Error),
@@ -145,7 +148,18 @@ pub struct NodeStatus {
 enum Msg {
     Cmd(Box<RaftCmdRequest>, Reply),
     Raft(Box<RaftMessage>),
+    /// The raft-log write with this id finished (with an error message if it failed).
+    Persisted(u64, Option<String>),
     Stop,
+}
+
+/// A raft-log write on its way to disk, and what waits for it.
+struct InflightWrite {
+    id: u64,
+    /// The last raft ready the write persists.
+    number: u64,
+    /// Messages that may only leave once it is durable.
+    messages: Vec<raft::eraftpb::Message>,
 }
 
 /// A running store loop. Commands are submitted with [`Node::submit`]; every one gets
@@ -268,6 +282,10 @@ impl Node {
             removed: false,
             pending_transfer: None,
             election_tick: cfg.election_tick,
+            self_tx: tx.clone(),
+            inflight: VecDeque::new(),
+            next_write_id: 0,
+            fatal: None,
             addresses: std::collections::BTreeMap::new(),
             avg_entry_bytes: 0.0,
             cfs: Vec::new(),
@@ -384,6 +402,13 @@ struct StoreLoop {
     election_tick: usize,
     /// Peer addresses of the stores this one knows.
     addresses: std::collections::BTreeMap<u64, String>,
+    /// The loop's own channel, for the raft-log writer's completions.
+    self_tx: mpsc::Sender<Msg>,
+    /// Raft-log writes not yet durable, oldest first.
+    inflight: VecDeque<InflightWrite>,
+    next_write_id: u64,
+    /// The error that stopped the loop.
+    fatal: Option<Error>,
     /// Moving average of appended entry sizes, for the byte limit.
     avg_entry_bytes: f64,
     /// Column families clients may address (read once: the server never changes them).
@@ -593,7 +618,10 @@ impl StoreLoop {
                     self.maybe_propose_compact_log();
                 }
             }
-            let mut result = self.on_ready();
+            let mut result = match self.fatal.take() {
+                Some(e) => Err(e),
+                None => self.on_ready(),
+            };
             if result.is_ok() && self.removed {
                 result = self.destroy();
             }
@@ -631,6 +659,13 @@ impl StoreLoop {
             }
             Msg::Raft(m) => {
                 self.on_raft_message(*m);
+                false
+            }
+            Msg::Persisted(id, error) => {
+                if let Err(e) = self.on_persisted(id, error) {
+                    self.fatal = Some(e);
+                    return true;
+                }
                 false
             }
         }
@@ -893,6 +928,13 @@ impl StoreLoop {
         }
     }
 
+    /// Handles one raft ready. Log writes are asynchronous: the ready's entries and hard
+    /// state go to the raft-log writer and the loop goes on proposing, stepping and applying
+    /// while the write is synced; several readies can be in flight, and the writer's group
+    /// commit merges them into one fdatasync. raft-rs only hands out committed entries that
+    /// are persisted here, and messages that promise persistence (votes, append acks) wait
+    /// in `inflight` until their write is durable. A ready carrying a snapshot is written
+    /// synchronously.
     fn on_ready(&mut self) -> Result<(), Error> {
         if !self.raw.has_ready() {
             self.serve_reads()?;
@@ -904,25 +946,20 @@ impl StoreLoop {
             self.send_messages(ready.take_messages());
         }
         let mut batch = LogBatch::new();
-        if !ready.snapshot().is_empty() {
+        let has_snapshot = !ready.snapshot().is_empty();
+        if has_snapshot {
             self.apply_snapshot(ready.snapshot().clone(), &mut batch)?;
         }
         for e in ready.entries() {
             self.avg_entry_bytes = 0.95 * self.avg_entry_bytes + 0.05 * e.data.len() as f64;
         }
+        let write_id = self.next_write_id + 1;
         {
             let store = self.raw.mut_store();
-            store.append(&mut batch, ready.entries())?;
+            store.append(&mut batch, ready.entries(), write_id)?;
             if let Some(hs) = ready.hs() {
                 store.set_hard_state(&mut batch, hs.clone())?;
             }
-        }
-        if !batch.is_empty() {
-            self.log.write(batch, true)?;
-        }
-        // Votes and append acknowledgements promise what was just made durable.
-        if !ready.persisted_messages().is_empty() {
-            self.send_messages(ready.take_persisted_messages());
         }
         for rs in ready.take_read_states() {
             if let Some(r) = self
@@ -933,26 +970,76 @@ impl StoreLoop {
                 r.index = Some(rs.index);
             }
         }
+        // Committed entries are persisted here already (raft-rs holds back the others).
         let committed = ready.take_committed_entries();
         self.apply_entries(committed)?;
-        let mut light = self.raw.advance(ready);
-        if !light.messages().is_empty() {
+        let persisted_msgs = ready.take_persisted_messages();
+        let number = ready.number();
+        if has_snapshot {
+            // Synchronous: behind every write in flight (the writer is FIFO), so all of
+            // them are durable when this returns.
+            self.log.write(batch, true)?;
+            self.next_write_id = write_id;
+            self.raw.mut_store().written(write_id);
+            for w in std::mem::take(&mut self.inflight) {
+                self.send_messages(w.messages);
+            }
+            self.send_messages(persisted_msgs);
+            let mut light = self.raw.advance_append(ready);
             self.send_messages(light.take_messages());
+            let committed = light.take_committed_entries();
+            self.apply_entries(committed)?;
+        } else if batch.is_empty() {
+            match self.inflight.back_mut() {
+                // Nothing of its own to persist, but it must not overtake earlier writes.
+                Some(w) => {
+                    w.number = number;
+                    w.messages.extend(persisted_msgs);
+                    self.raw.advance_append_async(ready);
+                }
+                None => {
+                    self.send_messages(persisted_msgs);
+                    let mut light = self.raw.advance_append(ready);
+                    self.send_messages(light.take_messages());
+                    let committed = light.take_committed_entries();
+                    self.apply_entries(committed)?;
+                }
+            }
+        } else {
+            self.next_write_id = write_id;
+            let id = write_id;
+            let tx = self.self_tx.clone();
+            self.log.write_async(batch, ready.must_sync(), move |r| {
+                let _ = tx.send(Msg::Persisted(id, r.err().map(|e| e.to_string())));
+            })?;
+            self.inflight.push_back(InflightWrite {
+                id,
+                number,
+                messages: persisted_msgs,
+            });
+            self.raw.advance_append_async(ready);
         }
-        if let Some(commit) = light.commit_index() {
-            let mut hs = self.raw.store().hard_state().clone();
-            hs.commit = commit;
-            let mut batch = LogBatch::new();
-            self.raw.mut_store().set_hard_state(&mut batch, hs)?;
-            // Lazily durable: on restart the applied index lifts the commit index.
-            self.log.write(batch, false)?;
-        }
-        let committed = light.take_committed_entries();
-        self.apply_entries(committed)?;
-        self.raw.advance_apply();
+        self.raw.advance_apply_to(self.apply.applied_index);
         self.publish();
         self.gc_log()?;
         self.serve_reads()
+    }
+
+    /// A log write finished: tell raft, and send what waited for it.
+    fn on_persisted(&mut self, id: u64, error: Option<String>) -> Result<(), Error> {
+        if let Some(e) = error {
+            return Err(Error::LogWrite(e));
+        }
+        self.raw.mut_store().written(id);
+        // Writes finish in order; one already covered by a synchronous write is gone.
+        if self.inflight.front().is_none_or(|w| w.id != id) {
+            return Ok(());
+        }
+        if let Some(w) = self.inflight.pop_front() {
+            self.raw.on_persist_ready(w.number);
+            self.send_messages(w.messages);
+        }
+        Ok(())
     }
 
     /// Drops the raft log up to what a committed `CompactLog` allows AND the engine has
@@ -1401,6 +1488,7 @@ impl StoreLoop {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         self.raw = RawNode::new(&raft_cfg, storage, &logger)?;
         self.apply = ApplyState::default();
+        self.inflight.clear();
         self.conf_ver = 1;
         self.removed = false;
         self.compact_target = 0;

@@ -43,6 +43,11 @@ pub struct PeerStorage {
     conf_state: ConfState,
     /// Index and term of the last entry dropped by log compaction (0, 0 for a new log).
     truncated: (u64, u64),
+    /// Entries staged for a raft-log write that has not landed yet, tagged with the write's
+    /// id, ascending by index. raft-rs treats entries as stable (readable from storage) as
+    /// soon as their ready is handed over, while the log store shows them only once its
+    /// writer has processed them; reads look here first.
+    unwritten: std::collections::VecDeque<(u64, Entry)>,
     /// Where snapshots of the region's data come from (none: snapshots are unavailable).
     engine: Option<Arc<pontoon_engine::Engine>>,
 }
@@ -101,6 +106,7 @@ impl PeerStorage {
             hard_state,
             conf_state,
             truncated,
+            unwritten: std::collections::VecDeque::new(),
             engine: None,
         })
     }
@@ -132,6 +138,7 @@ impl PeerStorage {
         cs: ConfState,
     ) -> Result<(), Error> {
         batch.remove_stream(self.region_id);
+        self.unwritten.clear();
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(term);
         hs.commit = hs.commit.max(index);
@@ -156,10 +163,23 @@ impl PeerStorage {
     }
 
     /// Stages `entries` (raft's conflicting-suffix rule applies) into `batch`.
-    pub fn append(&mut self, batch: &mut LogBatch, entries: &[Entry]) -> Result<(), Error> {
-        if entries.is_empty() {
+    ///
+    /// Until [`PeerStorage::written`] is called with `write_id` (the id of the raft-log write
+    /// that carries `batch`), reads are served from a copy kept here.
+    pub fn append(
+        &mut self,
+        batch: &mut LogBatch,
+        entries: &[Entry],
+        write_id: u64,
+    ) -> Result<(), Error> {
+        let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
+        };
+        while self.unwritten.back().is_some_and(|(_, e)| e.index >= first) {
+            self.unwritten.pop_back();
         }
+        self.unwritten
+            .extend(entries.iter().map(|e| (write_id, e.clone())));
         let encoded: Vec<LogEntry> = entries
             .iter()
             .map(|e| LogEntry {
@@ -170,6 +190,22 @@ impl PeerStorage {
             .collect();
         batch.add_entries(self.region_id, &encoded)?;
         Ok(())
+    }
+
+    /// The raft-log writes up to `write_id` have landed: their entries are readable from
+    /// the log store now.
+    pub fn written(&mut self, write_id: u64) {
+        while self
+            .unwritten
+            .front()
+            .is_some_and(|(id, _)| *id <= write_id)
+        {
+            self.unwritten.pop_front();
+        }
+    }
+
+    fn unwritten_first(&self) -> Option<u64> {
+        self.unwritten.front().map(|(_, e)| e.index)
     }
 
     /// Stages a new hard state into `batch`.
@@ -234,25 +270,56 @@ impl Storage for PeerStorage {
             return Ok(Vec::new());
         }
         let max = max_size.into().unwrap_or(u64::MAX);
-        let stored = self
-            .log
-            .entries(self.region_id, low, high, max)
-            .map_err(Self::map_err)?;
-        stored
-            .iter()
-            .map(|e| {
-                Entry::parse_from_bytes(&e.data).map_err(|err| {
+        let split = self.unwritten_first().unwrap_or(u64::MAX).max(low);
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        if low < split {
+            let end = high.min(split);
+            let stored = self
+                .log
+                .entries(self.region_id, low, end, max)
+                .map_err(Self::map_err)?;
+            for e in &stored {
+                let entry = Entry::parse_from_bytes(&e.data).map_err(|err| {
                     raft::Error::Store(StorageError::Other(Box::new(Error::Corrupt {
                         region: self.region_id,
                         what: "entry",
                         reason: format!("index {}: {err}", e.index),
                     })))
-                })
-            })
-            .collect()
+                })?;
+                size += u64::from(entry.compute_size());
+                out.push(entry);
+            }
+            if (out.len() as u64) < end - low || end == high {
+                return Ok(out); // cut short by max_size, or done
+            }
+        }
+        for (_, e) in self
+            .unwritten
+            .iter()
+            .skip_while(|(_, e)| e.index < split)
+            .take_while(|(_, e)| e.index < high)
+        {
+            let sz = u64::from(e.compute_size());
+            if !out.is_empty() && size + sz > max {
+                break;
+            }
+            size += sz;
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
+        if let Some(first) = self.unwritten_first() {
+            if idx >= first {
+                let pos = (idx - first) as usize;
+                return match self.unwritten.get(pos) {
+                    Some((_, e)) => Ok(e.term),
+                    None => Err(raft::Error::Store(StorageError::Unavailable)),
+                };
+            }
+        }
         if idx == self.truncated.0 {
             return Ok(self.truncated.1);
         }
@@ -267,6 +334,9 @@ impl Storage for PeerStorage {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
+        if let Some((_, e)) = self.unwritten.back() {
+            return Ok(e.index);
+        }
         Ok(self
             .log
             .last_index(self.region_id)
@@ -330,7 +400,7 @@ mod tests {
             assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 0));
             let mut b = LogBatch::new();
             let es: Vec<Entry> = (1..=10).map(|i| entry(i, 1 + i / 5, b"x")).collect();
-            s.append(&mut b, &es).unwrap();
+            s.append(&mut b, &es, 1).unwrap();
             let hs = HardState {
                 term: 3,
                 vote: 1,
@@ -343,7 +413,7 @@ mod tests {
             log.write(b, true).unwrap();
             // A conflicting suffix from a new leader replaces entries 6..
             let mut b = LogBatch::new();
-            s.append(&mut b, &[entry(6, 9, b"y"), entry(7, 9, b"z")])
+            s.append(&mut b, &[entry(6, 9, b"y"), entry(7, 9, b"z")], 2)
                 .unwrap();
             s.compact_to(&mut b, 3, s.term(3).unwrap()).unwrap();
             log.write(b, true).unwrap();
@@ -401,7 +471,7 @@ mod tests {
                 let mut ready = node.ready();
                 let mut b = LogBatch::new();
                 let store = node.mut_store();
-                store.append(&mut b, ready.entries()).unwrap();
+                store.append(&mut b, ready.entries(), 3).unwrap();
                 if let Some(hs) = ready.hs() {
                     store.set_hard_state(&mut b, hs.clone()).unwrap();
                 }

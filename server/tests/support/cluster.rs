@@ -524,6 +524,20 @@ impl Client {
     /// passes. A write that timed out on some attempt and then got `NotLeader` may still
     /// have been applied; the outcome is then `Unknown` unless a later attempt succeeds.
     pub fn call(&mut self, c: &Cluster, requests: Vec<Request>, deadline: Duration) -> Outcome {
+        self.call_with(c, requests, deadline, true)
+    }
+
+    /// Like [`Client::call`]; with `retry_ambiguous` false, an attempt whose outcome is
+    /// unknown (no answer in time, or the store stopped) ends the call with `Unknown`
+    /// instead of sending the command again. A write sent twice may be applied twice,
+    /// which a history of single operations cannot describe.
+    pub fn call_with(
+        &mut self,
+        c: &Cluster,
+        requests: Vec<Request>,
+        deadline: Duration,
+        retry_ambiguous: bool,
+    ) -> Outcome {
         let end = Instant::now() + deadline;
         while Instant::now() < end {
             let target = if self.leader_hint != 0 && c.is_up(self.leader_hint) {
@@ -578,6 +592,9 @@ impl Client {
                 // Dropped (store stopped) or timed out: try elsewhere.
                 Ok(Err(_)) | Err(_) => {
                     self.leader_hint = 0;
+                    if !retry_ambiguous {
+                        return Outcome::Unknown;
+                    }
                 }
             }
         }
