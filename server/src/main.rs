@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use pontoon_server::server::{Server, ServerConfig};
 
+/// The store allocates and frees many small buffers per command (frames, protobuf
+/// messages, raft entries) across threads; glibc malloc took a fifth of the CPU of a
+/// replicated put load, mimalloc a fraction of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Run a Pontoon store.
 #[derive(Parser, Debug)]
 #[command(name = "pontoon", version, about)]

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cluster::{
-    error_of, get, put, range, Client, Cluster, ClusterConfig, Delay, DropRate, Outcome, Rng,
+    admin, change_peer, error_of, get, put, range, Client, Cluster, ClusterConfig, Delay, DropRate,
+    Outcome, Rng,
 };
 use linearizability::{check, CheckResult, Input, Operation, Output};
 
@@ -28,6 +29,8 @@ struct Faults {
     unreliable: bool,
     partitions: bool,
     crashes: bool,
+    /// Remove a follower, wipe it, and add it back as a new member, during the load.
+    membership: bool,
     compact_log: Option<u64>,
 }
 
@@ -190,6 +193,7 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
     });
     let mut next = vec![0u64; clients as usize];
     let nemesis_rng = Rng::new(0x5eed ^ stores);
+    let mut membership_changes = 0u32;
     for round in 0..rounds {
         let done = Arc::new(AtomicBool::new(false));
         if f.unreliable {
@@ -221,6 +225,22 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
                 }
                 let (a, b) = ids.split_at(cut);
                 c.partition(vec![a.to_vec(), b.to_vec()]);
+            }
+            if f.membership && nemesis_rng.below(2) == 0 {
+                if let Some(leader) = c.leader() {
+                    let ids: Vec<u64> = c.ids().into_iter().filter(|&i| i != leader).collect();
+                    let victim = ids[nemesis_rng.below(ids.len() as u64) as usize];
+                    let r = admin(&c, change_peer(false, victim), Duration::from_secs(20));
+                    if error_of(&r).is_none() {
+                        // Gone from the region: the machine is wiped and joins again.
+                        std::thread::sleep(Duration::from_millis(100));
+                        c.wipe_store(victim);
+                        c.join_store(victim);
+                        let r = admin(&c, change_peer(true, victim), Duration::from_secs(20));
+                        assert_eq!(error_of(&r), None, "{name}: adding store {victim} back");
+                        membership_changes += 2;
+                    }
+                }
             }
             if f.crashes && nemesis_rng.below(3) == 0 {
                 let victim = 1 + nemesis_rng.below(stores);
@@ -286,6 +306,12 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         c.router.sent.load(Ordering::Relaxed)
     );
     assert!(total > 0, "{name}: no progress at all");
+    if f.membership {
+        assert!(
+            membership_changes > 0,
+            "{name}: no membership change happened"
+        );
+    }
     match check(&ops, Duration::from_secs(60)) {
         CheckResult::Ok => {}
         CheckResult::Illegal { key, detail } => panic!(
@@ -349,8 +375,19 @@ fn snapshots_under_partitions_and_crashes() {
         partitions: true,
         crashes: true,
         compact_log: Some(50),
+        ..Faults::default()
     };
     run("snapshots", 5, 4, 3, round_len(), f);
+}
+
+#[test]
+fn membership_changes_under_load() {
+    let f = Faults {
+        membership: true,
+        compact_log: Some(100),
+        ..Faults::default()
+    };
+    run("membership", 5, 4, 2, round_len(), f);
 }
 
 #[test]
@@ -362,6 +399,7 @@ fn soak_everything() {
         unreliable: true,
         partitions: true,
         crashes: true,
+        membership: true,
         compact_log: Some(100),
     };
     run("soak", 5, 8, rounds, Duration::from_secs(5), f);

@@ -28,6 +28,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pontoon_client::client::{Client, ClientOptions, RangeOptions};
 use report::{new_histogram, Report};
 
+/// The same allocator as the `pontoon` binary: the load generator shares the machine with
+/// the stores, so its CPU per request counts.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pontoon-bench",

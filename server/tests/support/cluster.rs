@@ -290,6 +290,7 @@ pub struct Cluster {
     pub router: Arc<Router>,
     disks: Mutex<HashMap<u64, Disks>>,
     running: Mutex<HashMap<u64, Running>>,
+    joined: Mutex<std::collections::HashSet<u64>>,
     delayer: Option<JoinHandle<()>>,
 }
 
@@ -315,6 +316,7 @@ impl Cluster {
             router,
             disks: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            joined: Mutex::new(std::collections::HashSet::new()),
             delayer: Some(delayer),
         };
         for id in c.ids() {
@@ -336,12 +338,16 @@ impl Cluster {
 
     /// Starts (or restarts) store `id` from its disks.
     pub fn start_store(&self, id: u64) {
-        self.start_store_with(id, false)
+        // A store that joined keeps joining on restarts (its command line keeps --join):
+        // if it crashed before its first snapshot it must not bootstrap a region.
+        let join = self.joined.lock().unwrap().contains(&id);
+        self.start_store_with(id, join)
     }
 
     /// Starts store `id` as a new member joining the running cluster (no bootstrap: it
     /// waits to be added and sent a snapshot).
     pub fn join_store(&self, id: u64) {
+        self.joined.lock().unwrap().insert(id);
         self.start_store_with(id, true)
     }
 
