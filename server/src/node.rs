@@ -1229,6 +1229,11 @@ impl StoreLoop {
                 _ => break,
             }
             if let Some(r) = self.pending_reads.pop_front() {
+                // Nobody waits for it any more (the client gave up): under overload,
+                // executing abandoned reads is how a store stops making progress.
+                if r.reply.is_closed() {
+                    continue;
+                }
                 let resp = self.execute_reads(&r.req);
                 self.respond(r.reply, resp);
             }

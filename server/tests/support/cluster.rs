@@ -658,7 +658,12 @@ pub fn admin(c: &Cluster, req: RaftCmdRequest, limit: Duration) -> RaftCmdRespon
             let node = c.node(l).unwrap();
             let (tx, rx) = tokio::sync::oneshot::channel();
             if node.submit(req.clone(), tx) {
-                if let Ok(r) = rx.blocking_recv() {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .unwrap();
+                let left = deadline.saturating_duration_since(Instant::now());
+                if let Ok(Ok(r)) = rt.block_on(async { tokio::time::timeout(left, rx).await }) {
                     let e = r.header.as_ref().and_then(|h| h.error.as_ref());
                     if e.is_none_or(|e| e.not_leader.is_none() && e.stale_command.is_none()) {
                         return r;
