@@ -154,6 +154,8 @@ impl Ord for Delayed {
 pub struct Router {
     nodes: RwLock<HashMap<u64, Arc<Node>>>,
     filters: RwLock<Vec<Box<dyn Filter>>>,
+    /// The current partition, kept apart from the other filters so it can change alone.
+    partition: RwLock<Option<Partition>>,
     delayed: Mutex<(BinaryHeap<Reverse<Delayed>>, u64)>,
     wake: Condvar,
     stop: AtomicBool,
@@ -175,11 +177,16 @@ impl Router {
         let t = raft::eraftpb::Message::parse_from_bytes(&msg.message)
             .map(|m| m.get_msg_type())
             .unwrap_or(MessageType::MsgHup);
-        let mut verdict = Verdict::Deliver;
-        for f in self.filters.read().unwrap().iter() {
-            verdict = f.check(from, to, t);
-            if verdict != Verdict::Deliver {
-                break;
+        let mut verdict = match &*self.partition.read().unwrap() {
+            Some(p) => p.check(from, to, t),
+            None => Verdict::Deliver,
+        };
+        if verdict == Verdict::Deliver {
+            for f in self.filters.read().unwrap().iter() {
+                verdict = f.check(from, to, t);
+                if verdict != Verdict::Deliver {
+                    break;
+                }
             }
         }
         match verdict {
@@ -438,14 +445,20 @@ impl Cluster {
         self.router.filters.write().unwrap().push(f);
     }
 
+    /// Removes every filter and heals the partition.
     pub fn clear_filters(&self) {
         self.router.filters.write().unwrap().clear();
+        self.heal();
     }
 
+    /// Replaces the current partition (other filters stay).
     pub fn partition(&self, groups: Vec<Vec<u64>>) {
-        let mut f = self.router.filters.write().unwrap();
-        f.retain(|_| false);
-        f.push(Box::new(Partition(groups)));
+        *self.router.partition.write().unwrap() = Some(Partition(groups));
+    }
+
+    /// Ends the current partition (other filters stay).
+    pub fn heal(&self) {
+        *self.router.partition.write().unwrap() = None;
     }
 
     /// The store a running node believes leads, if a running node leads.
@@ -637,6 +650,24 @@ pub fn change_peer(add: bool, store: u64) -> RaftCmdRequest {
     }
 }
 
+/// The region's members as the leader sees them (None if no leader answers).
+pub fn members(c: &Cluster) -> Option<Vec<u64>> {
+    let l = c.leader()?;
+    let node = c.node(l)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.submit(status_request(), tx);
+    let r = rx.blocking_recv().ok()?;
+    let mut ids: Vec<u64> = r
+        .admin_response?
+        .status?
+        .members
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    ids.sort();
+    Some(ids)
+}
+
 /// The `Status` admin command.
 pub fn status_request() -> RaftCmdRequest {
     use raft_cmdpb::{AdminCmdType, AdminRequest};
@@ -650,7 +681,8 @@ pub fn status_request() -> RaftCmdRequest {
     }
 }
 
-/// Submits an admin command to whoever leads, retrying until `limit`.
+/// Submits an admin command to whoever leads, retrying until `limit`. A retried
+/// membership change may be applied twice; callers check the outcome with `members`.
 pub fn admin(c: &Cluster, req: RaftCmdRequest, limit: Duration) -> RaftCmdResponse {
     let deadline = Instant::now() + limit;
     loop {
@@ -662,7 +694,10 @@ pub fn admin(c: &Cluster, req: RaftCmdRequest, limit: Duration) -> RaftCmdRespon
                     .enable_time()
                     .build()
                     .unwrap();
-                let left = deadline.saturating_duration_since(Instant::now());
+                // A leader cut off by a partition never answers: ask again elsewhere.
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(2));
                 if let Ok(Ok(r)) = rt.block_on(async { tokio::time::timeout(left, rx).await }) {
                     let e = r.header.as_ref().and_then(|h| h.error.as_ref());
                     if e.is_none_or(|e| e.not_leader.is_none() && e.stale_command.is_none()) {
