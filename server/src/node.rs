@@ -361,6 +361,10 @@ struct PendingRead {
     /// committed an entry of its own term, so reads wait here until then.
     issued: bool,
     index: Option<u64>,
+    /// The raft term when it was handed to raft: a read of an older term may never come
+    /// back (the leader changed), so it is answered with a retriable error instead.
+    term: u64,
+    since: Instant,
 }
 
 struct StoreLoop {
@@ -886,7 +890,9 @@ impl StoreLoop {
                 self.respond(reply, resp);
                 return;
             }
-            if self.raw.raft.state != StateRole::Leader {
+            // A follower serves linearizable reads too (as etcd members do): raft-rs asks
+            // the leader for the read index, and the read waits for the local apply.
+            if self.raw.raft.state != StateRole::Leader && self.raw.raft.leader_id == 0 {
                 let e = self.not_leader();
                 self.respond(reply, RaftCmdResponse::default().with_error(e));
                 return;
@@ -899,6 +905,8 @@ impl StoreLoop {
                 reply,
                 issued: false,
                 index: None,
+                term: self.raw.raft.term,
+                since: Instant::now(),
             });
             self.issue_reads();
             return;
@@ -1208,12 +1216,19 @@ impl StoreLoop {
 
     /// Hands waiting reads to raft once the leader can answer them.
     fn issue_reads(&mut self) {
-        if self.raw.raft.state != StateRole::Leader || !self.raw.raft.commit_to_current_term() {
+        let ready = match self.raw.raft.state {
+            StateRole::Leader => self.raw.raft.commit_to_current_term(),
+            // The leader answers once it can (or drops it; then the read times out).
+            _ => self.raw.raft.leader_id != 0,
+        };
+        if !ready {
             return;
         }
+        let term = self.raw.raft.term;
         let mut ctxs = Vec::new();
         for r in self.pending_reads.iter_mut().filter(|r| !r.issued) {
             r.issued = true;
+            r.term = term;
             ctxs.push(r.ctx.clone());
         }
         for ctx in ctxs {
@@ -1238,11 +1253,33 @@ impl StoreLoop {
                 self.respond(r.reply, resp);
             }
         }
-        // A read whose ctx never came back (leadership lost) is answered when we notice.
-        if self.raw.raft.state != StateRole::Leader && !self.pending_reads.is_empty() {
-            let e = self.not_leader();
-            for r in self.pending_reads.drain(..).collect::<Vec<_>>() {
-                self.respond(r.reply, RaftCmdResponse::default().with_error(e.clone()));
+        // A read whose index never came back (the term changed, or the leader dropped it)
+        // is answered with an error the client retries on, so later reads are not stuck
+        // behind it.
+        let timeout = self.tick_interval * (2 * self.election_tick as u32);
+        let term = self.raw.raft.term;
+        while let Some(front) = self.pending_reads.front() {
+            let no_leader = self.raw.raft.leader_id == 0;
+            let stale = front.index.is_none()
+                && ((front.issued && (front.term != term || no_leader))
+                    || front.since.elapsed() > timeout);
+            if !stale {
+                break;
+            }
+            if let Some(r) = self.pending_reads.pop_front() {
+                let e = if self.raw.raft.leader_id == 0 || r.term != term {
+                    self.not_leader()
+                } else {
+                    errorpb::Error {
+                        message: "read index timed out; retry".into(),
+                        server_is_busy: Some(errorpb::ServerIsBusy {
+                            reason: "read index timed out".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }
+                };
+                self.respond(r.reply, RaftCmdResponse::default().with_error(e));
             }
         }
         Ok(())

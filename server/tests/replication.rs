@@ -10,7 +10,7 @@ use cluster::{
     admin, change_peer, error_of, get, local_range, put, range, Client, Cluster, ClusterConfig,
     Outcome,
 };
-use pontoon_client::proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
+use pontoon_client::proto::raft_cmdpb::{self, RaftCmdRequest, RaftCmdResponse};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -456,5 +456,46 @@ fn a_new_store_joins_from_a_snapshot_even_with_the_whole_log_available() {
         }
         assert!(Instant::now() < deadline, "store 4 sees members {ids:?}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_follower_serves_linearizable_reads_that_see_every_acknowledged_write() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let call = |id: u64, req: raft_cmdpb::Request| {
+        let node = c.node(id).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        node.submit(
+            RaftCmdRequest {
+                requests: vec![req],
+                ..Default::default()
+            },
+            tx,
+        );
+        rx.blocking_recv().unwrap()
+    };
+    // Let the follower learn the leader.
+    let deadline = Instant::now() + LIMIT;
+    while c
+        .node(follower)
+        .unwrap()
+        .status()
+        .leader
+        .load(std::sync::atomic::Ordering::Acquire)
+        != leader
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 0..50u32 {
+        let v = format!("v{i}");
+        let r = call(leader, put(b"x", v.as_bytes()));
+        assert_eq!(error_of(&r), None);
+        // Right after the leader acknowledged, the follower's linearizable read sees it.
+        let r = call(follower, get(b"x"));
+        assert_eq!(error_of(&r), None, "{r:?}");
+        assert_eq!(r.responses[0].get.as_ref().unwrap().value, v.as_bytes());
     }
 }
