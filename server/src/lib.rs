@@ -1,10 +1,15 @@
-//! The Pontoon node.
+//! The Pontoon node: one region replicated by raft-rs across the stores of a cluster.
 //!
-//! Work in progress (issue 4). Today this crate holds [`peer_storage`], the bridge that lets
-//! raft-rs keep its log, hard state and conf state in Pontoon's raft-log store, and
-//! [`mvcc`], etcd's revision/version rules over the engine, and [`snapshot`], the region
-//! snapshots raft sends to followers too far behind its log. The store loop, apply, the
-//! protocol server and the `pontoon` binary build on them next.
+//! - [`node`]: the store loop (raft ready handling with asynchronous raft-log writes, apply,
+//!   ReadIndex reads, log compaction, snapshots, membership, status).
+//! - [`peer_storage`]: raft-rs's `Storage` over one stream of the raft-log store.
+//! - [`mvcc`]: etcd's revision/version rules over the engine.
+//! - [`snapshot`]: region snapshots for followers too far behind the leader's log.
+//! - [`transport`] and [`peer_net`]: raft messages between stores over TCP.
+//! - [`service`] and [`server`]: the client and peer services on tokio-uring, and putting a
+//!   store together; the `pontoon` binary is `src/main.rs`.
+//!
+//! `ARCHITECTURE.md` at the repository root describes the data flow.
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,13 +1,15 @@
-//! The store loop: one thread that drives the region's raft-rs `RawNode`, persists every
-//! ready in ONE raft-log write (group commit for all the commands that arrived meanwhile),
-//! applies committed commands to the engine together with the apply state, and answers.
+//! The store loop: one thread that drives the region's raft-rs `RawNode`, hands each ready's
+//! entries and hard state to the raft-log store (asynchronously: several readies in flight
+//! share the writer's group commit), sends raft messages to other stores, applies committed
+//! commands to the engine together with the apply state, and answers.
 //!
-//! Write path: a command arrives on the channel -> `propose` -> the next ready's entries and
-//! hard state go to the raft-log store in one synced write -> raft commits them -> each
-//! committed command is applied to the engine in one `WriteBatch` holding the data and the
-//! region's [`ApplyState`] -> the reply is sent. Linearizable reads use raft's ReadIndex and
-//! are served once the applied index reaches the read index; serializable reads are served
-//! from the engine at once.
+//! Write path: a command arrives on the channel -> `propose` -> the leader's appends go to
+//! the transport while its own raft-log write is under way -> raft commits the entry once a
+//! quorum has it durable -> each committed command is applied to the engine in one
+//! `WriteBatch` holding the data and the region's [`ApplyState`] -> the reply is sent.
+//! Linearizable reads use raft's ReadIndex (on the leader or a follower) and are served once
+//! the applied index reaches the read index; serializable reads are served from the engine
+//! at once. Admin commands: `CompactLog`, `ChangePeer`, `TransferLeader`, `Status`.
 //!
 //! Restart: the engine's apply state says which entry was applied last (the engine has no
 //! WAL, so that is the last *flushed* one); raft replays every committed entry after it.
