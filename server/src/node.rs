@@ -428,6 +428,16 @@ fn region_error(message: impl Into<String>) -> errorpb::Error {
     }
 }
 
+/// A proposal whose log slot went to another leader's entry (or under a snapshot): it
+/// was not applied, and the client may retry.
+fn stale_command() -> errorpb::Error {
+    errorpb::Error {
+        message: "stale command".into(),
+        stale_command: Some(errorpb::StaleCommand {}),
+        ..Default::default()
+    }
+}
+
 fn cf_of(name: &str) -> &str {
     if name.is_empty() {
         "default"
@@ -924,22 +934,31 @@ impl StoreLoop {
         }
         let data = req.encode_to_vec();
         let before = self.raw.raft.raft_log.last_index();
-        match self.raw.propose(Vec::new(), data) {
-            Ok(()) => {
-                let index = self.raw.raft.raft_log.last_index();
-                if index == before {
-                    let e = self.not_leader();
-                    self.respond(reply, RaftCmdResponse::default().with_error(e));
-                } else {
-                    self.pending_writes
-                        .push_back((index, self.raw.raft.term, reply));
-                }
+        let proposed = self.raw.propose(Vec::new(), data);
+        self.track_proposal(before, proposed, reply, None);
+    }
+
+    /// After a proposal: the reply waits for the entry to be applied, or hears at once that
+    /// raft did not append it (not leader, or a refused membership change when `what`
+    /// names one).
+    fn track_proposal(
+        &mut self,
+        before: u64,
+        proposed: raft::Result<()>,
+        reply: Reply,
+        what: Option<&str>,
+    ) {
+        let index = self.raw.raft.raft_log.last_index();
+        let e = match (proposed, what) {
+            (Ok(()), _) if index > before => {
+                self.pending_writes
+                    .push_back((index, self.raw.raft.term, reply));
+                return;
             }
-            Err(_) => {
-                let e = self.not_leader();
-                self.respond(reply, RaftCmdResponse::default().with_error(e));
-            }
-        }
+            (Err(err), Some(what)) => region_error(format!("{what} refused: {err}")),
+            _ => self.not_leader(),
+        };
+        self.respond(reply, RaftCmdResponse::default().with_error(e));
     }
 
     /// Handles one raft ready. Log writes are asynchronous: the ready's entries and hard
@@ -998,11 +1017,7 @@ impl StoreLoop {
             for w in std::mem::take(&mut self.inflight) {
                 self.send_messages(w.messages);
             }
-            self.send_messages(persisted_msgs);
-            let mut light = self.raw.advance_append(ready);
-            self.send_messages(light.take_messages());
-            let committed = light.take_committed_entries();
-            self.apply_entries(committed)?;
+            self.advance_persisted(ready, persisted_msgs)?;
         } else if batch.is_empty() {
             match self.inflight.back_mut() {
                 // Nothing of its own to persist, but it must not overtake earlier writes.
@@ -1011,13 +1026,7 @@ impl StoreLoop {
                     w.messages.extend(persisted_msgs);
                     self.raw.advance_append_async(ready);
                 }
-                None => {
-                    self.send_messages(persisted_msgs);
-                    let mut light = self.raw.advance_append(ready);
-                    self.send_messages(light.take_messages());
-                    let committed = light.take_committed_entries();
-                    self.apply_entries(committed)?;
-                }
+                None => self.advance_persisted(ready, persisted_msgs)?,
             }
         } else {
             self.next_write_id = write_id;
@@ -1037,6 +1046,19 @@ impl StoreLoop {
         self.publish();
         self.gc_log()?;
         self.serve_reads()
+    }
+
+    /// Finishes a ready whose state is durable already (nothing of its own to write, or
+    /// written synchronously, with no write in flight before it).
+    fn advance_persisted(
+        &mut self,
+        ready: raft::Ready,
+        persisted_msgs: Vec<raft::eraftpb::Message>,
+    ) -> Result<(), Error> {
+        self.send_messages(persisted_msgs);
+        let mut light = self.raw.advance_append(ready);
+        self.send_messages(light.take_messages());
+        self.apply_entries(light.take_committed_entries())
     }
 
     /// A log write finished: tell raft, and send what waited for it.
@@ -1197,12 +1219,10 @@ impl StoreLoop {
             .is_some_and(|(i, _, _)| *i <= index)
         {
             if let Some((_, _, reply)) = self.pending_writes.pop_front() {
-                let stale = errorpb::Error {
-                    message: "stale command".into(),
-                    stale_command: Some(errorpb::StaleCommand {}),
-                    ..Default::default()
-                };
-                self.respond(reply, RaftCmdResponse::default().with_error(stale));
+                self.respond(
+                    reply,
+                    RaftCmdResponse::default().with_error(stale_command()),
+                );
             }
         }
         Ok(())
@@ -1411,12 +1431,10 @@ impl StoreLoop {
             if index == e.index && term == e.term {
                 self.respond(reply, std::mem::take(&mut resp));
             } else {
-                let stale = errorpb::Error {
-                    message: "stale command".into(),
-                    stale_command: Some(errorpb::StaleCommand {}),
-                    ..Default::default()
-                };
-                self.respond(reply, RaftCmdResponse::default().with_error(stale));
+                self.respond(
+                    reply,
+                    RaftCmdResponse::default().with_error(stale_command()),
+                );
             }
         }
         Ok(())
@@ -1636,37 +1654,14 @@ impl StoreLoop {
                 cc.node_id = peer.id;
                 cc.context = req.encode_to_vec().into();
                 let before = self.raw.raft.raft_log.last_index();
-                match self.raw.propose_conf_change(Vec::new(), cc) {
-                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
-                        let index = self.raw.raft.raft_log.last_index();
-                        self.pending_writes
-                            .push_back((index, self.raw.raft.term, reply));
-                    }
-                    Ok(()) => {
-                        let e = self.not_leader();
-                        self.respond(reply, RaftCmdResponse::default().with_error(e));
-                    }
-                    Err(err) => self.respond(
-                        reply,
-                        RaftCmdResponse::default()
-                            .with_error(region_error(format!("membership change refused: {err}"))),
-                    ),
-                }
+                let proposed = self.raw.propose_conf_change(Vec::new(), cc);
+                self.track_proposal(before, proposed, reply, Some("membership change"));
             }
             _ => {
                 // CompactLog (normally proposed by the leader itself).
                 let before = self.raw.raft.raft_log.last_index();
-                match self.raw.propose(Vec::new(), req.encode_to_vec()) {
-                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
-                        let index = self.raw.raft.raft_log.last_index();
-                        self.pending_writes
-                            .push_back((index, self.raw.raft.term, reply));
-                    }
-                    _ => {
-                        let e = self.not_leader();
-                        self.respond(reply, RaftCmdResponse::default().with_error(e));
-                    }
-                }
+                let proposed = self.raw.propose(Vec::new(), req.encode_to_vec());
+                self.track_proposal(before, proposed, reply, None);
             }
         }
     }

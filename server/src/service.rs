@@ -66,6 +66,18 @@ pub async fn serve(
 /// Frames waiting to be written, coalesced by the writer task.
 type Outbox = mpsc::UnboundedSender<Vec<u8>>;
 
+/// The answer to an accepted handshake: who we are and the limits the connection runs under.
+fn handshake_ack(cluster_id: u64, store_id: u64, limits: &Limits) -> FrameBody {
+    FrameBody::HandshakeAck(HandshakeAck {
+        protocol_version: PROTOCOL_VERSION.into(),
+        cluster_id,
+        store_id,
+        max_frame_size_bytes: limits.max_frame_size_bytes,
+        max_in_flight_requests: limits.max_in_flight_requests,
+        idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+    })
+}
+
 fn send_body(out: &Outbox, body: &FrameBody, request_id: u64, limits: &Limits) {
     let mut buf = Vec::new();
     match body.encode(request_id, limits.max_frame_size_bytes, &mut buf) {
@@ -165,14 +177,7 @@ async fn read_loop(
                     if let Err((code, msg)) = check_handshake(&h, node) {
                         return Close::Error(code, msg, request_id);
                     }
-                    let ack = FrameBody::HandshakeAck(HandshakeAck {
-                        protocol_version: PROTOCOL_VERSION.into(),
-                        cluster_id: node.cluster_id(),
-                        store_id: node.store_id(),
-                        max_frame_size_bytes: limits.max_frame_size_bytes,
-                        max_in_flight_requests: limits.max_in_flight_requests,
-                        idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
-                    });
+                    let ack = handshake_ack(node.cluster_id(), node.store_id(), limits);
                     send_body(out, &ack, request_id, limits);
                     handshaken = true;
                     continue;
@@ -456,14 +461,7 @@ async fn peer_read_loop(
             if let Err((code, msg)) = check_peer_handshake(&h, sink) {
                 return Close::Error(code, msg, request_id);
             }
-            let ack = FrameBody::HandshakeAck(HandshakeAck {
-                protocol_version: PROTOCOL_VERSION.into(),
-                cluster_id: sink.cluster_id(),
-                store_id: sink.store_id(),
-                max_frame_size_bytes: limits.max_frame_size_bytes,
-                max_in_flight_requests: limits.max_in_flight_requests,
-                idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
-            });
+            let ack = handshake_ack(sink.cluster_id(), sink.store_id(), limits);
             send_body(out, &ack, request_id, limits);
             log::info!("store {} connected from {}", h.store_id, remote.addr);
             remote.store = Some(h.store_id);

@@ -3,32 +3,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/proc.rs"]
+mod proc;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pontoon_client::proto::framepb::{Handshake, Role};
 use pontoon_client::proto::raft_cmdpb::{self, CmdType, RaftCmdRequest, Request};
 use pontoon_client::{FrameBody, FrameDecoder, Limits};
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use proc::{free_addr, Proc};
 
 fn spawn(dir: &Path, addr: SocketAddr) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))

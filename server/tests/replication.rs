@@ -10,7 +10,7 @@ use cluster::{
     admin, change_peer, error_of, get, local_range, put, range, Client, Cluster, ClusterConfig,
     Outcome,
 };
-use pontoon_client::proto::raft_cmdpb::{self, RaftCmdRequest, RaftCmdResponse};
+use pontoon_client::proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -112,16 +112,7 @@ fn a_follower_answers_not_leader_naming_the_leader() {
     // The follower learns the leader from its heartbeats.
     let deadline = Instant::now() + LIMIT;
     loop {
-        let node = c.node(follower).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        node.submit(
-            RaftCmdRequest {
-                requests: vec![put(b"a", b"2")],
-                ..Default::default()
-            },
-            tx,
-        );
-        let r = rx.blocking_recv().unwrap();
+        let r = c.request(follower, put(b"a", b"2"));
         let e = r
             .header
             .unwrap()
@@ -138,16 +129,7 @@ fn a_follower_answers_not_leader_naming_the_leader() {
     // Serializable reads are served locally by a follower.
     let deadline = Instant::now() + LIMIT;
     loop {
-        let node = c.node(follower).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        node.submit(
-            RaftCmdRequest {
-                requests: vec![range(b"a", b"", true)],
-                ..Default::default()
-            },
-            tx,
-        );
-        let r = rx.blocking_recv().unwrap();
+        let r = c.request(follower, range(b"a", b"", true));
         assert_eq!(error_of(&r), None);
         if r.responses[0].range.as_ref().unwrap().count == 1 {
             break;
@@ -223,16 +205,7 @@ fn a_leader_cut_off_by_a_partition_serves_no_stale_linearizable_read() {
         assert!(Instant::now() < deadline, "the majority elected nobody");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let node = c.node(new).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.submit(
-        RaftCmdRequest {
-            requests: vec![put(b"x", b"new")],
-            ..Default::default()
-        },
-        tx,
-    );
-    let r = rx.blocking_recv().unwrap();
+    let r = c.request(new, put(b"x", b"new"));
     assert_eq!(error_of(&r), None);
     // The old leader, still believing it leads or not, must not answer a linearizable read
     // with the old value: it either refuses or never answers.
@@ -399,10 +372,7 @@ fn every_member_reports_its_status() {
     let deadline = Instant::now() + LIMIT;
     for id in c.ids() {
         loop {
-            let node = c.node(id).unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            node.submit(cluster::status_request(), tx);
-            let r = rx.blocking_recv().unwrap();
+            let r = c.submit(id, cluster::status_request());
             assert_eq!(error_of(&r), None);
             let s = r.admin_response.unwrap().status.unwrap();
             assert_eq!(s.member_id, id);
@@ -441,12 +411,8 @@ fn a_new_store_joins_from_a_snapshot_even_with_the_whole_log_available() {
     wait_snapshot_applied(&c, 4, "the new store never got a snapshot");
     let deadline = Instant::now() + LIMIT;
     loop {
-        let node = c.node(4).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        node.submit(cluster::status_request(), tx);
-        let s = rx
-            .blocking_recv()
-            .unwrap()
+        let s = c
+            .submit(4, cluster::status_request())
             .admin_response
             .unwrap()
             .status
@@ -467,18 +433,6 @@ fn a_follower_serves_linearizable_reads_that_see_every_acknowledged_write() {
     let c = Cluster::start(ClusterConfig::new(3));
     let leader = c.wait_leader(LIMIT);
     let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
-    let call = |id: u64, req: raft_cmdpb::Request| {
-        let node = c.node(id).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        node.submit(
-            RaftCmdRequest {
-                requests: vec![req],
-                ..Default::default()
-            },
-            tx,
-        );
-        rx.blocking_recv().unwrap()
-    };
     // Let the follower learn the leader.
     let deadline = Instant::now() + LIMIT;
     while c
@@ -494,10 +448,10 @@ fn a_follower_serves_linearizable_reads_that_see_every_acknowledged_write() {
     }
     for i in 0..50u32 {
         let v = format!("v{i}");
-        let r = call(leader, put(b"x", v.as_bytes()));
+        let r = c.request(leader, put(b"x", v.as_bytes()));
         assert_eq!(error_of(&r), None);
         // Right after the leader acknowledged, the follower's linearizable read sees it.
-        let r = call(follower, get(b"x"));
+        let r = c.request(follower, get(b"x"));
         assert_eq!(error_of(&r), None, "{r:?}");
         assert_eq!(r.responses[0].get.as_ref().unwrap().value, v.as_bytes());
     }

@@ -441,6 +441,25 @@ impl Cluster {
         self.running.lock().unwrap().get(&id).map(|r| r.log.clone())
     }
 
+    /// Hands `req` to store `id` and waits for its answer.
+    pub fn submit(&self, id: u64, req: RaftCmdRequest) -> RaftCmdResponse {
+        let node = self.node(id).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(node.submit(req, tx), "store {id} is stopped");
+        rx.blocking_recv().unwrap()
+    }
+
+    /// A command of one request to store `id`.
+    pub fn request(&self, id: u64, r: Request) -> RaftCmdResponse {
+        self.submit(
+            id,
+            RaftCmdRequest {
+                requests: vec![r],
+                ..Default::default()
+            },
+        )
+    }
+
     pub fn add_filter(&self, f: Box<dyn Filter>) {
         self.router.filters.write().unwrap().push(f);
     }
@@ -656,6 +675,7 @@ pub fn members(c: &Cluster) -> Option<Vec<u64>> {
     let node = c.node(l)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     node.submit(status_request(), tx);
+    // Not `Cluster::submit`: the leader may be crashed meanwhile by another thread.
     let r = rx.blocking_recv().ok()?;
     let mut ids: Vec<u64> = r
         .admin_response?
