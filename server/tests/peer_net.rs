@@ -895,26 +895,36 @@ fn bad_chunk_streams_do_not_hurt_a_live_server() {
 #[test]
 fn three_servers_replicate_over_tcp() {
     logs();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let members: Vec<(u64, String)> = peers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (i as u64 + 1, a.to_string()))
-        .collect();
-    let servers: Vec<Server> = (0..3)
-        .map(|i| {
-            Server::start(ServerConfig {
-                data_dir: dirs[i].path().to_path_buf(),
-                client_addr: "127.0.0.1:0".parse().unwrap(),
-                peer_addr: peers[i],
-                store_id: i as u64 + 1,
-                initial_cluster: members.clone(),
-                ..ServerConfig::default()
+    // Peer addresses must be known before the servers start, so they are picked free and
+    // released; another test may take one in between. Then start over on fresh ports.
+    let mut attempt = 0;
+    let (_dirs, servers) = loop {
+        attempt += 1;
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let members: Vec<(u64, String)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, a.to_string()))
+            .collect();
+        let started: Result<Vec<Server>, _> = (0..3)
+            .map(|i| {
+                Server::start(ServerConfig {
+                    data_dir: dirs[i].path().to_path_buf(),
+                    client_addr: "127.0.0.1:0".parse().unwrap(),
+                    peer_addr: peers[i],
+                    store_id: i as u64 + 1,
+                    initial_cluster: members.clone(),
+                    ..ServerConfig::default()
+                })
             })
-            .unwrap()
-        })
-        .collect();
+            .collect();
+        match started {
+            Ok(servers) => break (dirs, servers),
+            Err(e) if attempt < 5 => eprintln!("retrying on other ports: {e}"),
+            Err(e) => panic!("cannot start three servers: {e}"),
+        }
+    };
     // Everyone agrees on a leader.
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {
