@@ -1,7 +1,10 @@
-//! The Pontoon node: one region replicated by raft-rs across the stores of a cluster.
+//! The Pontoon node: regions (key ranges) replicated by raft-rs across the stores of a
+//! cluster, one raft group per region (multi-raft).
 //!
-//! - [`node`]: the store loop (raft ready handling with asynchronous raft-log writes, apply,
-//!   ReadIndex reads, log compaction, snapshots, membership, status).
+//! - [`node`]: the store loop (routing, raft ready handling of all region peers with one
+//!   asynchronous raft-log write per round, splits); `peer` (private): one region peer
+//!   (proposals, apply, ReadIndex reads, log compaction, snapshots, membership, status).
+//! - [`region`]: region metadata (ranges, epochs, persisted region state, id allocation).
 //! - [`peer_storage`]: raft-rs's `Storage` over one stream of the raft-log store.
 //! - [`mvcc`]: etcd's revision/version rules over the engine.
 //! - [`snapshot`]: region snapshots for followers too far behind the leader's log.
@@ -15,8 +18,10 @@
 
 pub mod mvcc;
 pub mod node;
+mod peer;
 pub mod peer_net;
 pub mod peer_storage;
+pub mod region;
 pub mod server;
 pub mod service;
 pub mod snapshot;

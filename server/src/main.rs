@@ -68,6 +68,9 @@ struct FileConfig {
     raft_tick_ms: Option<u64>,
     /// Entries in a region's applied log before the leader proposes CompactLog.
     compact_log_count: Option<u64>,
+    /// Bytes of keys and values past which a region splits in two (0 = never; default
+    /// 96 MiB).
+    region_max_size: Option<u64>,
 }
 
 fn parse_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
@@ -148,6 +151,9 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     }
     if let Some(n) = file.compact_log_count {
         cfg.node.compact_log_count = n.max(1);
+    }
+    if let Some(n) = file.region_max_size {
+        cfg.node.region_max_size = n;
     }
     cfg.join = args.join || file.join.unwrap_or(false);
     if cfg.join && args.cluster_id.or(file.cluster_id).is_none() {

@@ -354,16 +354,19 @@ impl Storage for PeerStorage {
             ));
         };
         let other = |e: crate::node::Error| raft::Error::Store(StorageError::Other(Box::new(e)));
-        let conf_ver = crate::node::load_region_state(engine, self.region_id)
-            .map_err(other)?
-            .map(|r| r.0)
-            .unwrap_or(1);
-        let (meta, data) = crate::snapshot::build(engine, self.region_id, b"", b"")
-            .map_err(|e| other(e.into()))?;
-        let mut snap = Snapshot::default();
-        let mut bytes = conf_ver.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&data);
-        snap.data = bytes.into();
+        let region = crate::region::load_state(engine, self.region_id)
+            .map_err(|e| other(e.into()))?
+            .and_then(|s| s.region)
+            .ok_or(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ))?;
+        let (meta, data) =
+            crate::snapshot::build(engine, self.region_id, &region.start_key, &region.end_key)
+                .map_err(|e| other(e.into()))?;
+        let mut snap = Snapshot {
+            data: crate::region::encode_snapshot_data(&region, &data).into(),
+            ..Default::default()
+        };
         let md = snap.mut_metadata();
         md.index = meta.apply.applied_index;
         md.term = meta.apply.applied_term;
