@@ -869,8 +869,7 @@ impl Peer {
                     return;
                 }
                 self.raw.transfer_leader(target);
-                let deadline =
-                    Instant::now() + ctx.tick_interval * (ctx.election_tick as u32 * 2);
+                let deadline = Instant::now() + ctx.tick_interval * (ctx.election_tick as u32 * 2);
                 if let Some((_, old, _)) = self.pending_transfer.replace((target, reply, deadline))
                 {
                     let _ = old.send(
@@ -926,10 +925,9 @@ impl Peer {
                     .unwrap_or_default();
                 keys.sort();
                 keys.dedup();
-                if let Some(bad) = keys
-                    .iter()
-                    .find(|k| !region::key_in_region(k, &self.region) || **k == self.region.start_key)
-                {
+                if let Some(bad) = keys.iter().find(|k| {
+                    !region::key_in_region(k, &self.region) || **k == self.region.start_key
+                }) {
                     let e = if region::key_in_region(bad, &self.region) {
                         region_error(format!(
                             "split key {:?} is the start of region {}: nothing to split",
@@ -1159,8 +1157,7 @@ impl Peer {
         let mut prev = self.region.start_key.clone();
         for s in &splits.requests {
             let inside = s.split_key > prev && region::key_in_region(&s.split_key, &self.region);
-            if !inside || s.new_region_id == 0 || s.new_peer_ids.len() != self.region.peers.len()
-            {
+            if !inside || s.new_region_id == 0 || s.new_peer_ids.len() != self.region.peers.len() {
                 return RaftCmdResponse::default().with_error(region_error(format!(
                     "invalid split request at key {:?}",
                     String::from_utf8_lossy(&s.split_key)

@@ -280,8 +280,7 @@ mod tests {
     #[test]
     fn ids_are_unique_across_restarts_and_stores() {
         let dir = tempfile::tempdir().unwrap();
-        let log =
-            Arc::new(LogStore::open(dir.path(), pontoon_raftlog::Config::default()).unwrap());
+        let log = Arc::new(LogStore::open(dir.path(), pontoon_raftlog::Config::default()).unwrap());
         let mut a = IdAllocator::open(log.clone(), 3).unwrap();
         let first: Vec<u64> = (0..5).map(|_| a.alloc().unwrap()).collect();
         drop(a);

@@ -32,6 +32,8 @@ struct Faults {
     /// Remove a follower, wipe it, and add it back as a new member, during the load.
     membership: bool,
     compact_log: Option<u64>,
+    /// Split regions once they hold this many bytes (tiny: splits all the time).
+    split: Option<u64>,
 }
 
 const SHARED_KEYS: u64 = 4;
@@ -189,6 +191,10 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         cfg.node.compact_log_count = n;
         cfg.node.compact_check_ticks = 2;
     }
+    if let Some(n) = f.split {
+        cfg.node.region_max_size = n;
+        cfg.node.split_check_ticks = 2;
+    }
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
     let rec = Arc::new(Recorder {
@@ -320,6 +326,16 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         c.router.sent.load(Ordering::Relaxed)
     );
     assert!(total > 0, "{name}: no progress at all");
+    if f.split.is_some() {
+        let regions: Vec<u64> = c
+            .ids()
+            .iter()
+            .filter_map(|&id| c.node(id))
+            .map(|n| n.status().regions.load(Ordering::Acquire))
+            .collect();
+        eprintln!("{name}: regions per store at the end: {regions:?}");
+        assert!(regions.iter().any(|&n| n > 1), "{name}: no region split");
+    }
     if f.membership {
         assert!(
             membership_changes > 0,
@@ -415,6 +431,52 @@ fn soak_everything() {
         crashes: true,
         membership: true,
         compact_log: Some(100),
+        split: None,
     };
     run("soak", 5, 8, rounds, Duration::from_secs(5), f);
+}
+
+// TinyKV's split workloads: the same clients and checks while regions split all the time
+// (a region splits once it holds 4 KiB), alone and with each fault.
+
+fn split_faults() -> Faults {
+    Faults {
+        split: Some(4096),
+        ..Faults::default()
+    }
+}
+
+#[test]
+fn split_basic() {
+    run("split", 3, 4, 2, round_len(), split_faults());
+}
+
+#[test]
+fn split_unreliable_network() {
+    let f = Faults {
+        unreliable: true,
+        ..split_faults()
+    };
+    run("split-unreliable", 3, 4, 2, round_len(), f);
+}
+
+#[test]
+fn split_with_crashes_and_restarts() {
+    let f = Faults {
+        crashes: true,
+        ..split_faults()
+    };
+    run("split-crashes", 3, 4, 2, round_len(), f);
+}
+
+#[test]
+fn split_with_snapshots_partitions_and_crashes() {
+    let f = Faults {
+        unreliable: true,
+        partitions: true,
+        crashes: true,
+        compact_log: Some(50),
+        ..split_faults()
+    };
+    run("split-snapshots", 5, 4, 3, round_len(), f);
 }

@@ -576,6 +576,92 @@ impl Client {
         deadline: Duration,
         retry_ambiguous: bool,
     ) -> Outcome {
+        match requests.as_slice() {
+            [r] if r.cmd_type == CmdType::Range as i32 && r.range.is_some() => {
+                self.range_across_regions(c, r.clone(), deadline, retry_ambiguous)
+            }
+            _ => self.call_once(c, requests, deadline, retry_ambiguous),
+        }
+    }
+
+    /// A range read over however many regions it spans: the server refuses a range that
+    /// leaves the region holding its start (KeyNotInRegion, with that region's bounds), so
+    /// it is read region by region and stitched, as the client library does.
+    fn range_across_regions(
+        &mut self,
+        c: &Cluster,
+        r: Request,
+        deadline: Duration,
+        retry_ambiguous: bool,
+    ) -> Outcome {
+        let end = Instant::now() + deadline;
+        let whole = r.range.clone().unwrap();
+        let mut cur = whole.key.clone();
+        let mut piece_end = whole.range_end.clone();
+        let mut acc: Option<RaftCmdResponse> = None;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Outcome::Unknown;
+            }
+            let mut piece = r.clone();
+            if let Some(g) = piece.range.as_mut() {
+                g.key = cur.clone();
+                g.range_end = piece_end.clone();
+            }
+            let Outcome::Ok(resp) = self.call_once(c, vec![piece], left, retry_ambiguous) else {
+                return Outcome::Unknown;
+            };
+            let err = resp.header.as_ref().and_then(|h| h.error.clone());
+            if let Some(e) = err {
+                match e.key_not_in_region {
+                    Some(k) if k.start_key <= cur && !k.end_key.is_empty() && cur < k.end_key => {
+                        piece_end = if whole.range_end == [0] || whole.range_end > k.end_key {
+                            k.end_key
+                        } else {
+                            whole.range_end.clone()
+                        };
+                        continue;
+                    }
+                    Some(_) => {
+                        // The store's view of the region is not the current one yet.
+                        std::thread::sleep(Duration::from_millis(10));
+                        self.leader_hint = 0;
+                        continue;
+                    }
+                    None => return Outcome::Ok(resp),
+                }
+            }
+            let mut resp = *resp;
+            match acc.as_mut() {
+                None => acc = Some(resp),
+                Some(a) => {
+                    let (Some(into), Some(from)) = (
+                        a.responses[0].range.as_mut(),
+                        resp.responses[0].range.take(),
+                    ) else {
+                        unreachable!("a range response without its range part");
+                    };
+                    into.kvs.extend(from.kvs);
+                    into.count += from.count;
+                    into.more |= from.more;
+                }
+            }
+            if piece_end == whole.range_end {
+                return Outcome::Ok(Box::new(acc.unwrap()));
+            }
+            cur = piece_end;
+            piece_end = whole.range_end.clone();
+        }
+    }
+
+    fn call_once(
+        &mut self,
+        c: &Cluster,
+        requests: Vec<Request>,
+        deadline: Duration,
+        retry_ambiguous: bool,
+    ) -> Outcome {
         let end = Instant::now() + deadline;
         while Instant::now() < end {
             let target = if self.leader_hint != 0 && c.is_up(self.leader_hint) {
@@ -619,7 +705,17 @@ impl Client {
                                 }
                                 continue;
                             }
-                            if e.stale_command.is_some() || e.message.contains("shutting down") {
+                            if e.stale_command.is_some()
+                                || e.message.contains("shutting down")
+                                || e.epoch_not_match.is_some()
+                                || e.region_not_found.is_some()
+                                || e.server_is_busy.is_some()
+                            {
+                                // Split under way, or this store has not caught up with
+                                // it: ask again (a write refused this way was not applied).
+                                if e.region_not_found.is_some() {
+                                    std::thread::sleep(Duration::from_millis(10));
+                                }
                                 self.leader_hint = 0;
                                 continue;
                             }
