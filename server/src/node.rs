@@ -22,7 +22,7 @@
 //! engine has no WAL, so that is the last *flushed* one); raft replays every committed entry
 //! after it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -165,6 +165,8 @@ pub struct NodeStatus {
     pub first_log_index: AtomicU64,
     /// Regions this store holds an initialized peer of.
     pub regions: AtomicU64,
+    /// Region peers hibernating (not ticking) at the last tick.
+    pub hibernating: AtomicU64,
 }
 
 enum Msg {
@@ -264,6 +266,8 @@ impl Node {
             region_max_size: cfg.region_max_size,
             split_tx,
             next_incarnation: 0,
+            dirty: HashSet::new(),
+            last_seen: HashMap::new(),
         };
         for st in states {
             let Some(r) = st.region else { continue };
@@ -459,6 +463,12 @@ struct StoreLoop {
     region_max_size: u64,
     split_tx: mpsc::Sender<SizeCheck>,
     next_incarnation: u64,
+    /// Regions that may have a ready: stepped, proposed to, ticked, or persisted since the
+    /// last round. Only these are looked at, so idle regions cost nothing per round.
+    dirty: HashSet<u64>,
+    /// When a message from each store last arrived (store heartbeats keep it fresh while
+    /// regions sleep).
+    last_seen: HashMap<u64, Instant>,
 }
 
 impl StoreLoop {
@@ -515,6 +525,7 @@ impl StoreLoop {
     fn insert_peer(&mut self, mut p: Peer) {
         self.next_incarnation += 1;
         p.incarnation = self.next_incarnation;
+        self.dirty.insert(p.region_id());
         if p.is_initialized() {
             self.ranges
                 .insert(p.region.start_key.clone(), p.region_id());
@@ -569,8 +580,42 @@ impl StoreLoop {
         let compact = self.ticks.is_multiple_of(self.compact_check_ticks);
         let split = self.region_max_size > 0 && self.ticks.is_multiple_of(self.split_check_ticks);
         let diff = (self.region_max_size / 16).max(1);
-        for p in self.peers.values_mut() {
+        let heartbeat = self.ticks.is_multiple_of(self.ctx.heartbeat_tick.max(1));
+        // A store is alive while its messages arrive within an election timeout.
+        let alive_for = self.ctx.tick_interval * (2 * self.ctx.election_tick as u32);
+        let now = Instant::now();
+        let sleep_after = 2 * self.ctx.election_tick;
+        let mut stores = BTreeSet::new();
+        let mut sleeping = 0u64;
+        for (id, p) in self.peers.iter_mut() {
+            if heartbeat {
+                stores.extend(p.region.peers.iter().map(|q| q.store_id));
+            }
+            let leader_alive = p.leader_peer().is_some_and(|l| {
+                l.store_id == self.ctx.store_id
+                    || self
+                        .last_seen
+                        .get(&l.store_id)
+                        .is_some_and(|t| now.duration_since(*t) < alive_for)
+            });
+            if p.can_sleep(leader_alive) {
+                p.idle_ticks = p.idle_ticks.saturating_add(1);
+            } else {
+                p.idle_ticks = 0;
+            }
+            if p.has_pending_reads() {
+                // Reads whose index never came back time out even in a quiet region.
+                p.serve_reads(&self.ctx);
+            }
+            if p.idle_ticks > sleep_after {
+                // Hibernating: no ticks, so no heartbeats and no election timer. Any
+                // message other than a heartbeat, any command, or its leader's store going
+                // quiet wakes it.
+                sleeping += 1;
+                continue;
+            }
             p.raw.tick();
+            self.dirty.insert(*id);
             if compact {
                 p.maybe_propose_compact_log(&self.ctx);
             }
@@ -593,6 +638,29 @@ impl StoreLoop {
                 }
             }
             p.check_transfer(&self.ctx);
+        }
+        self.ctx
+            .status
+            .hibernating
+            .store(sleeping, Ordering::Release);
+        if heartbeat {
+            // Store heartbeats: one small message per store, whatever the number of
+            // regions, so that sleeping followers know their leaders' stores are up.
+            stores.remove(&self.ctx.store_id);
+            for to in stores {
+                self.ctx.transport.send(RaftMessage {
+                    region_id: 0,
+                    from_peer: Some(metapb::Peer {
+                        store_id: self.ctx.store_id,
+                        ..Default::default()
+                    }),
+                    to_peer: Some(metapb::Peer {
+                        store_id: to,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
         }
     }
 
@@ -646,6 +714,7 @@ impl StoreLoop {
             String::from_utf8_lossy(&key)
         );
         p.propose_split(&mut self.ctx, vec![key], None);
+        self.dirty.insert(id);
     }
 
     /// The region holding `key`.
@@ -773,7 +842,7 @@ impl StoreLoop {
             let cur = region::epoch(&p.region);
             let stale = match admin {
                 Some(AdminCmdType::ChangePeer) => want.conf_ver != cur.conf_ver,
-                Some(AdminCmdType::TransferLeader) => want != cur,
+                Some(AdminCmdType::TransferLeader | AdminCmdType::BatchSplit) => want != cur,
                 Some(AdminCmdType::CompactLog) => false,
                 _ => want.version != cur.version,
             };
@@ -784,7 +853,9 @@ impl StoreLoop {
             }
         }
         if let Some(p) = self.peers.get_mut(&id) {
+            p.idle_ticks = 0;
             p.on_command(&mut self.ctx, req, reply);
+            self.dirty.insert(id);
         }
     }
 
@@ -875,6 +946,12 @@ impl StoreLoop {
             log::debug!("dropping a raft message for store {}", to.store_id);
             return Ok(());
         }
+        if let Some(from) = m.from_peer.filter(|p| p.store_id != 0) {
+            self.last_seen.insert(from.store_id, Instant::now());
+        }
+        if m.region_id == 0 {
+            return Ok(()); // a store heartbeat
+        }
         let mut msg = match raft::eraftpb::Message::parse_from_bytes(&m.message) {
             Ok(msg) => msg,
             Err(e) => {
@@ -924,9 +1001,16 @@ impl StoreLoop {
                 msg.commit = last;
             }
         }
+        if !matches!(
+            msg.get_msg_type(),
+            MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+        ) {
+            p.idle_ticks = 0;
+        }
         if let Err(e) = p.raw.step(msg) {
             log::debug!("region {rid}: raft refused a message: {e}");
         }
+        self.dirty.insert(rid);
         Ok(())
     }
 
@@ -975,10 +1059,9 @@ impl StoreLoop {
     /// round that applies a snapshot is written synchronously.
     fn on_ready(&mut self) -> Result<(), Error> {
         let ids: Vec<u64> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.raw.has_ready())
-            .map(|(id, _)| *id)
+            .dirty
+            .drain()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.raw.has_ready()))
             .collect();
         let mut batch = LogBatch::new();
         let write_id = self.next_write_id + 1;
@@ -1099,12 +1182,17 @@ impl StoreLoop {
         for id in removed {
             self.destroy(id)?;
         }
-        for p in self.peers.values_mut() {
-            if p.has_pending_reads() {
-                p.serve_reads(&self.ctx);
+        for id in &ids {
+            if let Some(p) = self.peers.get_mut(id) {
+                if p.has_pending_reads() {
+                    p.serve_reads(&self.ctx);
+                }
+                if p.raw.has_ready() {
+                    self.dirty.insert(*id);
+                }
             }
         }
-        if !ids.is_empty() {
+        if ids.contains(&FIRST_REGION_ID) {
             self.publish();
         }
         Ok(())
@@ -1137,6 +1225,7 @@ impl StoreLoop {
             if let Some(p) = self.peers.get_mut(&id).filter(|p| p.incarnation == inc) {
                 p.raw.mut_store().written(w.id);
                 p.raw.on_persist_ready(number);
+                self.dirty.insert(id);
             }
         }
         for (id, inc, msgs) in w.messages {

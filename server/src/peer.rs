@@ -113,6 +113,8 @@ pub(crate) struct Peer {
     pub checking_size: bool,
     /// Set by the store loop: tells this peer from earlier ones of the same region.
     pub incarnation: u64,
+    /// Ticks this peer has been quiet in a row (see [`Peer::can_sleep`]).
+    pub idle_ticks: usize,
 }
 
 pub(crate) fn region_error(message: impl Into<String>) -> errorpb::Error {
@@ -334,6 +336,7 @@ impl Peer {
             approximate_size: 0,
             checking_size: false,
             incarnation: 0,
+            idle_ticks: 0,
         })
     }
 
@@ -562,6 +565,31 @@ impl Peer {
         }
         for c in ctxs {
             self.raw.read_index(c);
+        }
+    }
+
+    /// True if the region is quiet enough that this peer may stop ticking (hibernate):
+    /// nothing waits on it, everything in its log is committed and applied, and either it
+    /// leads and every peer has the whole log, or it follows a leader whose store is alive
+    /// (`leader_alive`; if that store goes quiet, the peer wakes and can campaign).
+    pub fn can_sleep(&self, leader_alive: bool) -> bool {
+        if !self.is_initialized()
+            || !self.pending_writes.is_empty()
+            || !self.pending_reads.is_empty()
+            || self.pending_transfer.is_some()
+            || self.checking_size
+        {
+            return false;
+        }
+        let r = &self.raw.raft;
+        let last = r.raft_log.last_index();
+        if r.raft_log.committed != last || self.apply.applied_index != last {
+            return false;
+        }
+        match r.state {
+            StateRole::Leader => r.prs().iter().all(|(_, p)| p.matched == last),
+            StateRole::Follower => r.leader_id != 0 && leader_alive,
+            _ => false,
         }
     }
 

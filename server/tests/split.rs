@@ -399,3 +399,60 @@ fn regions_split_by_size() {
     assert_eq!(all.responses[0].range.as_ref().unwrap().kvs.len(), 500);
     assert_eq!(all.responses[0].range.as_ref().unwrap().count, 500);
 }
+
+#[test]
+fn idle_regions_hibernate_and_wake() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    c.wait_leader(Duration::from_secs(20));
+    let mut cli = Client::new(4);
+    let t = Duration::from_secs(10);
+    let keys: Vec<String> = (1..20).map(|i| format!("r{i:02}")).collect();
+    for k in &keys {
+        let r = submit_to_leader(&c, split_request(k.as_bytes()));
+        assert!(error(&r).is_none(), "{:?}", error(&r));
+    }
+    wait_regions(&c, 20);
+    for k in &keys {
+        ok(cli.call(&c, vec![put(k.as_bytes(), b"v")], t));
+    }
+    // Quiet now: every peer on every store stops ticking.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sleeping: Vec<u64> = c
+            .ids()
+            .iter()
+            .map(|&s| {
+                c.node(s)
+                    .unwrap()
+                    .status()
+                    .hibernating
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+            .collect();
+        if sleeping.iter().all(|&n| n == 20) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "regions did not all hibernate: {sleeping:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A write wakes its region; the others sleep on.
+    ok(cli.call(&c, vec![put(b"r05x", b"w")], t));
+    // The store leading a region dies: its sleeping followers notice the store went quiet,
+    // wake, and elect a new leader; the region serves writes again.
+    let victim = leader_of(&c, 1);
+    c.crash_store(victim);
+    for k in &keys {
+        ok(cli.call(
+            &c,
+            vec![put(k.as_bytes(), b"after")],
+            Duration::from_secs(30),
+        ));
+    }
+    c.start_store(victim);
+    let all = ok(cli.call(&c, vec![range(b"r", b"s", false)], Duration::from_secs(30)));
+    let kvs = &all.responses[0].range.as_ref().unwrap().kvs;
+    assert_eq!(kvs.len(), 20);
+}
