@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::client::{
     self, ClientOptions, DeleteResult, EndpointStatus, Error, MemberChange, MemberList, MoveLeader,
-    PutResult, RangeOptions, RangeResult,
+    PutResult, RangeOptions, RangeResult, RegionInfo,
 };
+use crate::proto::metapb;
 use crate::proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 
 /// A blocking client; see [`crate::client::Client`] for the semantics of each call.
@@ -98,6 +99,16 @@ impl Client {
     /// See [`crate::client::Client::move_leader`].
     pub fn move_leader(&self, target: u64) -> Result<MoveLeader, Error> {
         self.rt.block_on(self.inner.move_leader(target))
+    }
+
+    /// See [`crate::client::Client::region_list`].
+    pub fn region_list(&self) -> Result<Vec<RegionInfo>, Error> {
+        self.rt.block_on(self.inner.region_list())
+    }
+
+    /// See [`crate::client::Client::region_split`].
+    pub fn region_split(&self, key: &[u8]) -> Result<Vec<metapb::Region>, Error> {
+        self.rt.block_on(self.inner.region_split(key))
     }
 
     /// See [`crate::client::Client::ping`].

@@ -7,11 +7,26 @@
 //! coalesces whatever is queued into one socket write), and a reader task hands each
 //! Response back to its caller by request id, in whatever order the store answers.
 //!
-//! Calls go to the *preferred* endpoint. When a store answers `NotLeader` with a leader
-//! hint, the client switches to the endpoint of that store (learnt from the handshake);
-//! when a connection fails or an attempt times out, the endpoint is skipped for
-//! [`ClientOptions::endpoint_backoff`] and the call is retried on the next one. Retries are
-//! bounded by [`ClientOptions::max_attempts`] and by the whole call's
+//! **Regions.** The key space is split into regions, each with its own raft leader. The
+//! client keeps a [`RegionCache`](crate::region_cache::RegionCache), loaded lazily from
+//! the stores' `Status` answers, and sends every command that names a key (put, get,
+//! range, delete, split) to the leader of the region holding that key, with the region's
+//! id, epoch and peer in the header. Region errors update the cache and the command is
+//! retried: `NotLeader` moves to the hinted leader, `EpochNotMatch` brings the current
+//! regions, `KeyNotInRegion`, `RegionNotFound` and `StoreNotMatch` refresh the cache (one
+//! refresh at a time, shared by every caller that needs it, at most one per
+//! [`ClientOptions::region_refresh_min_interval`]). Stores never clip a range at a region
+//! boundary, so [`Client::range`] and [`Client::delete`] send one command per region and
+//! stitch the answers. Commands without a key (Status, membership, leader moves) go to
+//! region 0 ("the region holding the empty key") on the preferred endpoint, as do keyed
+//! commands while no store lists any region (stores from before multi-raft). An explicit
+//! [`ClientOptions::region_id`] turns routing off.
+//!
+//! Unrouted calls go to the *preferred* endpoint. When a store answers `NotLeader` with a
+//! leader hint, the client switches to the endpoint of that store (learnt from the
+//! handshake); when a connection fails or an attempt times out, the endpoint is skipped
+//! for [`ClientOptions::endpoint_backoff`] and the call is retried on the next one.
+//! Retries are bounded by [`ClientOptions::max_attempts`] and by the whole call's
 //! [`ClientOptions::request_timeout`].
 //!
 //! ```no_run
@@ -51,10 +66,14 @@ use crate::proto::pontoonpb::{
 };
 use crate::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, AdminResponse, ChangePeerRequest, CmdType, ConfChangeType,
-    DeleteRangeRequest, PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request,
-    TransferLeaderRequest,
+    PutRequest, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request, TransferLeaderRequest,
 };
 use crate::FrameDecoder;
+
+mod regions;
+mod routing;
+
+use routing::{routing_key, RegionState};
 
 /// Why a call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -149,8 +168,16 @@ pub struct ClientOptions {
     /// Pause before retrying when no leader is known, the store is busy or every endpoint
     /// is down. Default 200 ms.
     pub retry_backoff: Duration,
-    /// Region id put in request headers; 0 lets the store pick its (only) region.
+    /// Region id put in every request header, turning region routing off: commands go to
+    /// the preferred endpoint (following `NotLeader` hints) without an epoch or peer, and
+    /// ranges are not split at region boundaries. 0 (the default) routes each command to
+    /// the region holding its key, and keyless commands to region 0, which stores read as
+    /// "the region holding the empty key". Default 0.
     pub region_id: u64,
+    /// Least time between two refreshes of the region cache. A cache miss within it is
+    /// routed as if no region were known; a routing error within it waits for the rest of
+    /// it before refreshing. Default 100 ms.
+    pub region_refresh_min_interval: Duration,
     /// Name sent in the handshake, for the store's logs.
     pub client_name: String,
     /// Largest frame payload the client accepts from the store.
@@ -167,6 +194,7 @@ impl Default for ClientOptions {
             endpoint_backoff: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(200),
             region_id: 0,
+            region_refresh_min_interval: Duration::from_millis(100),
             client_name: "pontoon-client".into(),
             max_frame_size_bytes: crate::Limits::DEFAULT_MAX_FRAME_SIZE_BYTES,
         }
@@ -275,6 +303,19 @@ pub struct MemberChange {
     pub peers: Vec<metapb::Peer>,
     /// The region epoch's `conf_ver` after the change.
     pub conf_ver: u64,
+}
+
+/// One region as [`Client::region_list`] reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionInfo {
+    /// Id, `[start_key, end_key)` (an empty `end_key` is unbounded), epoch and peers.
+    pub region: metapb::Region,
+    /// Store id of the leader as the stores report it (0: none known).
+    pub leader_store_id: u64,
+    /// Bytes of keys and values, as last measured by a store (0: not measured yet).
+    pub approximate_size: u64,
+    /// The region's revision (revisions are per region): the highest any store reported.
+    pub revision: i64,
 }
 
 /// Result of [`Client::move_leader`].
@@ -717,6 +758,10 @@ struct Inner {
     opts: ClientOptions,
     preferred: AtomicUsize,
     cluster_id: AtomicU64,
+    /// The region cache and its refresh bookkeeping.
+    regions: StdMutex<RegionState>,
+    /// Held while refreshing the region cache: one refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// An async client of a Pontoon cluster. Cheap to clone: clones share the connections.
@@ -747,6 +792,8 @@ impl Client {
                 opts,
                 preferred: AtomicUsize::new(0),
                 cluster_id: AtomicU64::new(0),
+                regions: StdMutex::new(RegionState::default()),
+                refreshing: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -854,87 +901,21 @@ impl Client {
         );
     }
 
-    /// Sends `req` to one store and returns its answer, retrying on other endpoints as
-    /// described in the module documentation. A region error that retrying cannot fix is
-    /// returned as [`Error::Region`].
-    pub async fn call(&self, mut req: RaftCmdRequest) -> Result<RaftCmdResponse, Error> {
-        let opts = &self.inner.opts;
-        if opts.region_id != 0 {
-            req.header
-                .get_or_insert_with(RaftRequestHeader::default)
-                .region_id = opts.region_id;
-        }
-        let deadline = Instant::now() + opts.request_timeout;
-        let mut last = Error::Timeout;
-        let mut pause = false;
-        for _ in 0..opts.max_attempts.max(1) {
-            if pause {
-                let left = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(opts.retry_backoff.min(left)).await;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout);
-            }
-            let i = self.pick();
-            let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
-            let result = match tokio::time::timeout(left, self.connection(i)).await {
-                Err(_) => Err(Error::Timeout),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(conn)) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    conn.call(&req, left.min(opts.attempt_timeout)).await
-                }
-            };
-            let err = match result {
-                Ok(mut resp) => match resp.header.as_mut().and_then(|h| h.error.take()) {
-                    None => return Ok(resp),
-                    Some(err) => err,
-                },
-                Err(e) if e.is_connection_failure() => {
-                    ep.mark_down(opts.endpoint_backoff);
-                    self.advance_from(i);
-                    last = e;
-                    // Another endpoint may answer at once; if all are down, wait a little.
-                    pause = self.all_down();
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if let Some(nl) = &err.not_leader {
-                let hint = nl.leader.as_ref().map(|p| p.store_id).unwrap_or(0);
-                let target = self
-                    .inner
-                    .endpoints
-                    .iter()
-                    .position(|e| hint != 0 && e.store_id.load(Ordering::Relaxed) == hint);
-                match target {
-                    Some(t) if t != i => {
-                        self.inner.preferred.store(t, Ordering::Relaxed);
-                        pause = false;
-                    }
-                    // The leader's endpoint is not known yet: try the next one at once.
-                    None if hint != 0 => {
-                        self.advance_from(i);
-                        pause = false;
-                    }
-                    // No leader known (election under way): wait, then try elsewhere.
-                    _ => {
-                        self.advance_from(i);
-                        pause = true;
-                    }
-                }
-                last = Error::Region(Box::new(err));
-                continue;
-            }
-            if err.server_is_busy.is_some() || err.stale_command.is_some() {
-                last = Error::Region(Box::new(err));
-                pause = true;
-                continue;
-            }
-            return Err(Error::Region(Box::new(err)));
-        }
-        Err(last)
+    /// Sends `req` to one store and returns its answer, retrying as described in the
+    /// module documentation. A command naming a key (its first request's key, or a split
+    /// key) goes to the region holding that key, unless its header or
+    /// [`ClientOptions::region_id`] names a region; the header's `region_id`,
+    /// `region_epoch` and `peer` are then set by the client. The command is sent whole: a
+    /// range that crosses a region boundary is refused by the store with `KeyNotInRegion`
+    /// (use [`Client::range`] and [`Client::delete`], which split it). A region error that
+    /// retrying cannot fix is returned as [`Error::Region`].
+    pub async fn call(&self, req: RaftCmdRequest) -> Result<RaftCmdResponse, Error> {
+        let deadline = Instant::now() + self.inner.opts.request_timeout;
+        let key = routing_key(&req);
+        let part = self
+            .call_part(key.as_deref(), deadline, |_| req.clone())
+            .await?;
+        Ok(part.resp)
     }
 
     /// Sends a Ping to the preferred endpoint and returns the round-trip time.
@@ -944,6 +925,7 @@ impl Client {
     }
 
     /// Puts `value` at `key` (etcd `Put`); with `prev_kv`, returns the previous key-value.
+    /// Sent to the leader of the region holding `key`.
     pub async fn put(&self, key: &[u8], value: &[u8], prev_kv: bool) -> Result<PutResult, Error> {
         let req = command(Request {
             cmd_type: CmdType::Put as i32,
@@ -969,45 +951,40 @@ impl Client {
     }
 
     /// Reads a range of keys (etcd `Range`).
+    ///
+    /// A range over several regions is read one region after the other, in key order,
+    /// each region asked for its part `[max(key, start), min(range_end, end))`; the
+    /// answers are stitched: `kvs` in key order, `limit` over the whole range (a region
+    /// is asked for at most what is still missing, and once the limit is reached the
+    /// remaining regions are asked for their count only), `count` the sum of the regions'
+    /// counts, `more` true when `count` exceeds the keys returned (never with
+    /// `count_only`).
+    ///
+    /// Revisions are per region: the `mod_revision`s of keys from different regions are
+    /// not comparable, and `header` is the answer header of the region holding `key`
+    /// (its `revision` is that region's). The regions are read at different moments: the
+    /// result is not a snapshot of the whole range. If a region split or moved during the
+    /// walk, the walk resumes from the first key not read yet.
     pub async fn range(&self, key: &[u8], opts: RangeOptions) -> Result<RangeResult, Error> {
-        let req = command(range_request(key, &opts));
-        let mut resp = self.call(req).await?;
-        let range = single(&mut resp, CmdType::Range)?.range.unwrap_or_default();
-        Ok(RangeResult {
-            header: resp.response_header.unwrap_or_default(),
-            kvs: range.kvs,
-            more: range.more,
-            count: range.count,
-        })
+        self.range_by_region(key, &opts).await
     }
 
     /// Deletes `key` (empty `range_end`), every key ≥ `key` (`range_end` = `"\0"`) or the
     /// keys of `[key, range_end)` (etcd `DeleteRange`).
+    ///
+    /// A range over several regions is deleted with one command per region, in key order:
+    /// each region deletes its part atomically, but the delete as a whole is **not
+    /// atomic** (a failure midway leaves the first regions' parts deleted, and readers may
+    /// see some parts deleted before others). `deleted` is the sum over the regions,
+    /// `prev_kvs` their concatenation in key order, `header` the answer header of the
+    /// region holding `key`.
     pub async fn delete(
         &self,
         key: &[u8],
         range_end: &[u8],
         prev_kv: bool,
     ) -> Result<DeleteResult, Error> {
-        let req = command(Request {
-            cmd_type: CmdType::DeleteRange as i32,
-            delete_range: Some(DeleteRangeRequest {
-                cf: String::new(),
-                start_key: key.to_vec(),
-                end_key: range_end.to_vec(),
-                prev_kv,
-            }),
-            ..Default::default()
-        });
-        let mut resp = self.call(req).await?;
-        let del = single(&mut resp, CmdType::DeleteRange)?
-            .delete_range
-            .unwrap_or_default();
-        Ok(DeleteResult {
-            header: resp.response_header.unwrap_or_default(),
-            deleted: del.deleted,
-            prev_kvs: del.prev_kvs,
-        })
+        self.delete_by_region(key, range_end, prev_kv).await
     }
 
     /// Status of the preferred endpoint; see [`Client::endpoint_status`].

@@ -12,6 +12,9 @@
 //! - [`decoder`]: [`FrameDecoder`], a streaming decoder that survives arbitrary bytes.
 //! - [`body`]: [`FrameBody`], a frame's payload decoded as its protobuf type.
 //! - [`limits`]: [`Limits`], the per-connection limits and their defaults.
+//! - [`client`]: the async [`Client`](client::Client), which routes commands by region
+//!   through a [`region_cache::RegionCache`]; [`blocking`]: its blocking wrapper.
+//! - [`output`]: pontoonctl's output formats.
 
 #![deny(missing_docs, clippy::unwrap_used)]
 // Tests may unwrap; library code may not.
@@ -23,8 +26,10 @@ pub mod client;
 pub mod decoder;
 pub mod error;
 pub mod frame;
+mod key_span;
 pub mod limits;
 pub mod output;
+pub mod region_cache;
 
 pub use body::FrameBody;
 pub use decoder::FrameDecoder;

@@ -1,5 +1,5 @@
-//! etcdctl 3.4's output formats (`-w simple|json|fields`), as pure functions returning the
-//! bytes to print. The exact shapes are pinned in `shared/ETCD_SEMANTICS.md` §3 and by the
+//! etcdctl 3.4's output formats (`-w simple|json|fields`, and `table` for the region
+//! commands), as pure functions returning the bytes to print. The exact shapes are pinned in `shared/ETCD_SEMANTICS.md` §3 and by the
 //! tests below:
 //!
 //! - **json**: one line, no spaces, snake_case proto names, zero values omitted (Go's
@@ -7,6 +7,9 @@
 //! - **simple**: `key\nvalue\n` per pair for `get`, `OK` for `put`, the count for `del`
 //!   (raw bytes, as etcdctl prints them).
 //! - **fields**: `"Name" : value` lines, integers as `%d`, bytes as Go `%q`.
+//! - **table**: etcdctl's boxed tables (headers centred, cells right-aligned); only the
+//!   region outputs ([`region_list`], [`region_split`]) have one, the others print their
+//!   simple format for it (pontoonctl refuses `-w table` for them).
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -16,8 +19,12 @@ use base64::Engine as _;
 use crate::client::{
     DeleteResult, EndpointStatus, MemberChange, MemberList, PutResult, RangeResult,
 };
+
+mod region;
+
 use crate::proto::metapb::PeerRole;
 use crate::proto::pontoonpb::{KeyValue, Member, ResponseHeader};
+pub use region::{display_key, region_list, region_split};
 
 /// An output format (`-w`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +36,8 @@ pub enum Format {
     Json,
     /// `"Name" : value` lines.
     Fields,
+    /// A boxed table (region commands only; see the module documentation).
+    Table,
 }
 
 impl FromStr for Format {
@@ -39,6 +48,7 @@ impl FromStr for Format {
             "simple" => Ok(Format::Simple),
             "json" => Ok(Format::Json),
             "fields" => Ok(Format::Fields),
+            "table" => Ok(Format::Table),
             other => Err(format!("{other} not supported as output format")),
         }
     }
@@ -50,7 +60,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Output of `put`.
 pub fn put(format: Format, r: &PutResult) -> Vec<u8> {
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             let mut out = b"OK\n".to_vec();
             if let Some(kv) = &r.prev_kv {
                 simple_kv(&mut out, kv);
@@ -82,7 +92,7 @@ pub fn put(format: Format, r: &PutResult) -> Vec<u8> {
 /// 3.5 refuses `--count-only` outside `-w fields`; printing the count is more useful).
 pub fn get(format: Format, r: &RangeResult, count_only: bool) -> Vec<u8> {
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             let mut out = Vec::new();
             if count_only {
                 out.extend_from_slice(format!("{}\n", r.count).as_bytes());
@@ -130,7 +140,7 @@ pub fn get(format: Format, r: &RangeResult, count_only: bool) -> Vec<u8> {
 /// Output of `del`.
 pub fn del(format: Format, r: &DeleteResult) -> Vec<u8> {
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             let mut out = format!("{}\n", r.deleted).into_bytes();
             for kv in &r.prev_kvs {
                 simple_kv(&mut out, kv);
@@ -174,7 +184,7 @@ pub fn del(format: Format, r: &DeleteResult) -> Vec<u8> {
 pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
     let mut s = String::new();
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             for st in list {
                 let _ = writeln!(
                     s,
@@ -274,7 +284,7 @@ pub fn humanize_bytes(n: i64) -> String {
 pub fn member_list(format: Format, r: &MemberList) -> Vec<u8> {
     let mut s = String::new();
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             for m in &r.members {
                 let _ = writeln!(
                     s,
@@ -350,7 +360,7 @@ pub fn member_add(
 ) -> Vec<u8> {
     let cluster = cluster_of(&r.header, cluster_id);
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             let as_learner = if learner { " as learner " } else { " " };
             format!("Member {id:16x} added{as_learner}to cluster {cluster:16x}\n").into_bytes()
         }
@@ -385,7 +395,7 @@ pub fn member_add(
 pub fn member_remove(format: Format, id: u64, cluster_id: u64, r: &MemberChange) -> Vec<u8> {
     let cluster = cluster_of(&r.header, cluster_id);
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             format!("Member {id:16x} removed from cluster {cluster:16x}\n").into_bytes()
         }
         Format::Json => {
@@ -909,9 +919,10 @@ mod tests {
     #[test]
     fn format_parses_etcd_names() {
         assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+        assert_eq!("table".parse::<Format>(), Ok(Format::Table));
         assert_eq!(
-            "table".parse::<Format>(),
-            Err("table not supported as output format".to_string())
+            "yaml".parse::<Format>(),
+            Err("yaml not supported as output format".to_string())
         );
     }
 }

@@ -1,15 +1,16 @@
-//! The async client against an in-process mock store (`benches/src/mock.rs`): pipelining,
-//! out-of-order answers, NotLeader redirection, dead endpoints, timeouts, and the blocking
-//! wrapper.
+//! The async client against an in-process single-region store from before multi-raft
+//! (`support/single.rs`): pipelining, out-of-order answers, NotLeader redirection, dead
+//! endpoints, timeouts, and the blocking wrapper. Such a store lists no region in its
+//! `Status`, so a client asks it once (on its first keyed command) and then sends every
+//! command unrouted, as before regions.
 
-#[path = "../../benches/src/mock.rs"]
-mod mock;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mock::{MockConfig, MockServer};
 use pontoon_client::client::{Client, ClientOptions, Error, RangeOptions};
+use support::single::{MockConfig, MockServer};
 
 async fn mock(cfg: MockConfig) -> MockServer {
     MockServer::start("127.0.0.1:0", cfg)
@@ -111,7 +112,9 @@ async fn pipelines_100_concurrent_requests_on_one_connection() {
         "{:?}",
         start.elapsed()
     );
-    assert_eq!(m.commands.load(Ordering::Relaxed), 200);
+    // 200 data commands, and one Status shared by the 100 cold callers.
+    assert_eq!(m.status_calls(), 1);
+    assert_eq!(m.commands.load(Ordering::Relaxed), 201);
     let all = c
         .range(
             b"sleep/",
@@ -175,11 +178,13 @@ async fn not_leader_redirects_to_the_hinted_leader() {
     .unwrap();
     let p = c.put(b"k", b"v", false).await.unwrap();
     assert_eq!(p.header.member_id, 2);
-    assert_eq!(follower.commands.load(Ordering::Relaxed), 1);
+    // One Status (the client looks for regions once; these stores list none), one put.
+    assert_eq!(follower.status_calls(), 1);
+    assert_eq!(follower.commands.load(Ordering::Relaxed), 2);
     // The client now prefers the leader.
     c.put(b"k", b"v2", false).await.unwrap();
-    assert_eq!(follower.commands.load(Ordering::Relaxed), 1);
-    assert_eq!(leader.commands.load(Ordering::Relaxed), 2);
+    assert_eq!(follower.commands.load(Ordering::Relaxed), 2);
+    assert_eq!(leader.commands.load(Ordering::Relaxed), 3);
     // endpoint status of the follower reports the hinted leader.
     let st = c.endpoint_status(0).await.unwrap();
     assert_eq!((st.header.member_id, st.leader), (1, 2));
@@ -223,7 +228,11 @@ async fn only_followers_gives_not_leader_after_bounded_retries() {
         Err(Error::Region(e)) => assert!(e.not_leader.is_some()),
         other => panic!("expected NotLeader, got {other:?}"),
     }
-    assert_eq!(f.commands.load(Ordering::Relaxed), 3);
+    // Three attempts, and the one Status of the cold cache.
+    assert_eq!(
+        f.commands.load(Ordering::Relaxed) - f.status_calls() as u64,
+        3
+    );
 }
 
 #[tokio::test]
@@ -392,10 +401,12 @@ async fn endpoint_status_uses_the_status_admin_command() {
     );
     assert_eq!(st.header.cluster_id, 7);
     assert_eq!(st.members.len(), 1);
+    // The put looked for regions first (one Status), then endpoint status asked again.
     let sent = m.admin.lock().unwrap().clone();
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].cmd_type, AdminCmdType::Status as i32);
-    assert!(sent[0].status.is_some());
+    assert_eq!(sent.len(), 2);
+    assert!(sent
+        .iter()
+        .all(|a| a.cmd_type == AdminCmdType::Status as i32 && a.status.is_some()));
 
     let ep = m.addr.to_string();
     let (ok, out, _) = ctl(args(&["--endpoints", &ep, "endpoint", "status"])).await;

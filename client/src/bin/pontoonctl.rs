@@ -1,7 +1,7 @@
 //! `pontoonctl`: etcdctl-style command line for a Pontoon cluster.
 //!
 //! ```text
-//! pontoonctl [--endpoints HOST:PORT[,..]] [-w simple|json|fields] [--command-timeout 5s] \
+//! pontoonctl [--endpoints HOST:PORT[,..]] [-w simple|json|fields|table] [--command-timeout 5s] \
 //!     put KEY VALUE [--prev-kv]
 //!     get KEY [RANGE_END] [--prefix] [--from-key] [--limit N] [--keys-only] [--count-only]
 //!         [--consistency l|s]
@@ -11,14 +11,21 @@
 //!     member add ID --peer-urls HOST:PORT [--learner]
 //!     member remove ID
 //!     move-leader ID
+//!     region list
+//!     region split KEY
 //! ```
 //!
 //! Member ids are store ids. They are printed in hex, as etcdctl does; as arguments they
 //! are read as hex with a `0x` prefix or when they contain a hex letter, and as decimal
 //! when they are all digits (so `10` is store ten, `0x10` and `a` are sixteen and ten).
 //!
-//! Output is etcdctl 3.4's (see `pontoon_client::output`); errors go to stderr as
-//! `Error: ...` with exit code 1.
+//! Region and store ids are printed in hex too (decimal in `-w json` and `-w fields`).
+//! Region boundary keys are printed as they are when they are printable ASCII without
+//! spaces, quotes, backslashes or commas, and Go-quoted otherwise; an empty start key is
+//! `-inf` and an empty end key `+inf`.
+//!
+//! Output is etcdctl 3.4's (see `pontoon_client::output`); `-w table` exists for the
+//! region commands only. Errors go to stderr as `Error: ...` with exit code 1.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -45,7 +52,7 @@ struct Cli {
         default_value = "127.0.0.1:2479"
     )]
     endpoints: Vec<String>,
-    /// Output format: simple, json or fields.
+    /// Output format: simple, json or fields; table for the region commands.
     #[arg(
         short = 'w',
         long = "write-out",
@@ -131,6 +138,31 @@ enum Command {
         /// Store id of the new leader (decimal, or hex with 0x or a hex letter).
         #[arg(value_parser = parse_id)]
         id: u64,
+    },
+    /// Region related commands.
+    Region {
+        #[command(subcommand)]
+        command: RegionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RegionCommand {
+    /// Lists every region the stores hold.
+    ///
+    /// Columns: ID, START, END, VERSION, CONF_VER, PEERS (store ids), LEADER (store id, "-"
+    /// if none known), SIZE. START and END are the region's [start, end) keys: "-inf" is
+    /// the empty start key, "+inf" the empty (unbounded) end key; other keys are printed
+    /// as they are when printable ASCII without spaces, quotes, backslashes or commas, and
+    /// Go-quoted otherwise. Ids are in hex.
+    List,
+    /// Splits the region holding KEY at KEY.
+    ///
+    /// Prints the two resulting regions, left then right, with the columns of `region
+    /// list` up to PEERS.
+    Split {
+        /// The split key: the first key of the new right-hand region.
+        key: OsString,
     },
 }
 
@@ -281,6 +313,9 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
+    if format == Format::Table && !matches!(cli.command, Command::Region { .. }) {
+        return Err("table not supported as output format for this command (only region)".into());
+    }
     let client = Client::new(&endpoints, opts).map_err(|e| e.to_string())?;
     match cli.command {
         Command::Put {
@@ -371,6 +406,27 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
             }
             client.move_leader(id).await.map_err(|e| e.to_string())?;
             Ok(output::move_leader(before.leader, id))
+        }
+        Command::Region { command } => region(&client, format, command).await,
+    }
+}
+
+async fn region(
+    client: &Client,
+    format: Format,
+    command: RegionCommand,
+) -> Result<Vec<u8>, String> {
+    match command {
+        RegionCommand::List => {
+            let list = client.region_list().await.map_err(|e| e.to_string())?;
+            Ok(output::region_list(format, &list))
+        }
+        RegionCommand::Split { key } => {
+            let regions = client
+                .region_split(key.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(output::region_split(format, &regions))
         }
     }
 }

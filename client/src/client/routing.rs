@@ -1,0 +1,462 @@
+//! One command to one region: the attempt loop behind [`Client::call`], the choice of
+//! endpoint, the reaction to region errors, and the refresh of the region cache.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+
+use super::{status_of, status_request, Client, Error};
+use crate::proto::errorpb;
+use crate::proto::metapb;
+use crate::proto::pontoonpb::RegionStatus;
+use crate::proto::raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse};
+use crate::region_cache::{CachedRegion, RegionCache};
+
+/// The answer to one command and where it was executed.
+#[derive(Debug)]
+pub(super) struct Part {
+    /// The store's answer (without region error).
+    pub resp: RaftCmdResponse,
+    /// The region the command was routed to; `None` when it was sent unrouted (explicit
+    /// region id, no key, or no region known for the key).
+    pub region: Option<metapb::Region>,
+    /// Store id of the store that answered (0: unknown).
+    pub store_id: u64,
+}
+
+/// The region cache and its refresh bookkeeping.
+#[derive(Debug, Default)]
+pub(super) struct RegionState {
+    pub cache: RegionCache,
+    /// Bumped by every refresh, answered or not: a caller that saw generation `g` and
+    /// wants a refresh skips it if the generation moved past `g` meanwhile.
+    pub generation: u64,
+    /// When the last refresh started.
+    pub last_refresh: Option<Instant>,
+    /// The last refresh was answered and no store listed any region (stores from before
+    /// multi-raft): cache misses are routed unrouted without refreshing again.
+    pub unregioned: bool,
+}
+
+/// What to do after a region error.
+enum Retry {
+    /// Retry at once (the cache or the preferred endpoint was updated).
+    Now,
+    /// Retry after [`ClientOptions::retry_backoff`](super::ClientOptions::retry_backoff).
+    Later,
+    /// Give up: the error is the answer.
+    GiveUp,
+}
+
+/// The key a command is routed by: its first request's key, or its first split key; `None`
+/// for keyless commands and for commands whose header already names a region.
+pub(super) fn routing_key(req: &RaftCmdRequest) -> Option<Vec<u8>> {
+    if req.header.as_ref().is_some_and(|h| h.region_id != 0) {
+        return None;
+    }
+    if let Some(admin) = &req.admin_request {
+        #[allow(deprecated)]
+        let key = match AdminCmdType::try_from(admin.cmd_type) {
+            Ok(AdminCmdType::BatchSplit) => admin
+                .splits
+                .as_ref()
+                .and_then(|s| s.requests.first())
+                .map(|s| s.split_key.clone()),
+            Ok(AdminCmdType::Split) => admin.split.as_ref().map(|s| s.split_key.clone()),
+            _ => None,
+        };
+        return key;
+    }
+    let r = req.requests.first()?;
+    match CmdType::try_from(r.cmd_type).ok()? {
+        CmdType::Get => r.get.as_ref().map(|g| g.key.clone()),
+        CmdType::Put => r.put.as_ref().map(|p| p.key.clone()),
+        CmdType::Delete => r.delete.as_ref().map(|d| d.key.clone()),
+        CmdType::DeleteRange => r.delete_range.as_ref().map(|d| d.start_key.clone()),
+        CmdType::Range => r.range.as_ref().map(|g| g.key.clone()),
+        CmdType::Snap | CmdType::Invalid => None,
+    }
+}
+
+impl Client {
+    pub(super) fn region_state(&self) -> std::sync::MutexGuard<'_, RegionState> {
+        // A poisoned lock only means a panic elsewhere; the cache itself is consistent.
+        self.inner.regions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the command `build` makes for the region holding `key` (`None`: unrouted) and
+    /// returns the answer, retrying until `deadline` and at most
+    /// [`ClientOptions::max_attempts`](super::ClientOptions::max_attempts) times. `build`
+    /// is called for every attempt with the region the attempt is routed to, so that a
+    /// range can be cut to it; the header's `region_id`, `region_epoch` and `peer` are set
+    /// afterwards.
+    pub(super) async fn call_part<F>(
+        &self,
+        key: Option<&[u8]>,
+        deadline: Instant,
+        build: F,
+    ) -> Result<Part, Error>
+    where
+        F: Fn(Option<&metapb::Region>) -> RaftCmdRequest,
+    {
+        let opts = &self.inner.opts;
+        let key = key.filter(|_| opts.region_id == 0);
+        let mut last = Error::Timeout;
+        let mut pause = false;
+        // Endpoints that answered NotLeader for this command: tried last.
+        let mut avoid: Vec<usize> = Vec::new();
+        for _ in 0..opts.max_attempts.max(1) {
+            if pause {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(opts.retry_backoff.min(left)).await;
+            }
+            if deadline.saturating_duration_since(Instant::now()).is_zero() {
+                return Err(Error::Timeout);
+            }
+            let (route, generation) = match key {
+                Some(k) => self.route(k, deadline).await,
+                None => (None, self.region_state().generation),
+            };
+            if avoid.len() >= self.inner.endpoints.len() {
+                avoid.clear();
+            }
+            let i = match &route {
+                Some(r) => self.target(r, &avoid),
+                None => self.pick(),
+            };
+            let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = match tokio::time::timeout(left, self.connection(i)).await {
+                Err(_) => Err(Error::Timeout),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(conn)) => {
+                    let store_id = conn.ack.store_id;
+                    let req =
+                        self.with_route(build(route.as_ref().map(|r| &r.region)), &route, store_id);
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    conn.call(&req, left.min(opts.attempt_timeout))
+                        .await
+                        .map(|resp| (resp, store_id))
+                }
+            };
+            let (err, store_id) = match result {
+                Ok((mut resp, store_id)) => match resp.header.as_mut().and_then(|h| h.error.take())
+                {
+                    None => {
+                        return Ok(Part {
+                            resp,
+                            region: route.map(|r| r.region),
+                            store_id,
+                        })
+                    }
+                    Some(err) => (err, store_id),
+                },
+                Err(e) if e.is_connection_failure() => {
+                    ep.mark_down(opts.endpoint_backoff);
+                    self.advance_from(i);
+                    last = e;
+                    // Another endpoint may answer at once; if all are down, wait a little.
+                    pause = self.all_down();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let retry = self
+                .on_region_error(
+                    &err,
+                    route.as_ref(),
+                    i,
+                    store_id,
+                    generation,
+                    deadline,
+                    &mut avoid,
+                )
+                .await;
+            last = Error::Region(Box::new(err));
+            match retry {
+                Retry::Now => pause = false,
+                Retry::Later => pause = true,
+                Retry::GiveUp => return Err(last),
+            }
+        }
+        Err(last)
+    }
+
+    /// `req` with its header set for `route`, sent to store `store_id`: the region's id and
+    /// epoch and its peer on that store (none if it has none there); unrouted, the
+    /// explicit [`ClientOptions::region_id`](super::ClientOptions::region_id) if any.
+    fn with_route(
+        &self,
+        mut req: RaftCmdRequest,
+        route: &Option<CachedRegion>,
+        store_id: u64,
+    ) -> RaftCmdRequest {
+        let header = req.header.get_or_insert_with(Default::default);
+        match route {
+            Some(r) => {
+                header.region_id = r.id();
+                header.region_epoch = r.region.region_epoch;
+                header.peer = r.peer_on(store_id).cloned();
+            }
+            None if self.inner.opts.region_id != 0 => {
+                header.region_id = self.inner.opts.region_id;
+            }
+            None => {}
+        }
+        req
+    }
+
+    /// The cached region holding `key` (refreshing the cache first on a miss, unless a
+    /// refresh is too recent or the stores list no region), and the cache generation it
+    /// was read at.
+    async fn route(&self, key: &[u8], deadline: Instant) -> (Option<CachedRegion>, u64) {
+        let min_gap = self.inner.opts.region_refresh_min_interval;
+        let (hit, generation, refresh) = {
+            let st = self.region_state();
+            let hit = st.cache.locate(key).cloned();
+            let refresh = hit.is_none()
+                && match st.last_refresh {
+                    None => true,
+                    Some(t) => !st.unregioned && t.elapsed() >= min_gap,
+                };
+            (hit, st.generation, refresh)
+        };
+        if !refresh {
+            return (hit, generation);
+        }
+        self.refresh_regions(generation, deadline).await;
+        let st = self.region_state();
+        (st.cache.locate(key).cloned(), st.generation)
+    }
+
+    /// The endpoint to send a command for region `r` to: the leader's store, else another
+    /// peer's store, else an endpoint whose store is not known yet, else any endpoint;
+    /// skipping endpoints marked down and those in `avoid` while others remain.
+    fn target(&self, r: &CachedRegion, avoid: &[usize]) -> usize {
+        let eps = &self.inner.endpoints;
+        let n = eps.len();
+        let now = Instant::now();
+        let store_of = |i: usize| eps.get(i).map_or(0, |e| e.store_id.load(Ordering::Relaxed));
+        let endpoint_of = |store: u64| (0..n).find(|&i| store != 0 && store_of(i) == store);
+        let usable = |i: &usize| !avoid.contains(i) && eps.get(*i).is_some_and(|e| !e.is_down(now));
+        let leader = r.leader_store_id();
+        let start = self.inner.preferred.load(Ordering::Relaxed);
+        std::iter::once(leader)
+            .chain(r.region.peers.iter().map(|p| p.store_id))
+            .filter_map(endpoint_of)
+            .chain((0..n).filter(|&i| store_of(i) == 0))
+            .chain((0..n).map(|k| (start + k) % n.max(1)))
+            .find(usable)
+            .or_else(|| endpoint_of(leader))
+            .unwrap_or_else(|| self.pick())
+    }
+
+    /// Updates the cache (or the preferred endpoint) after region error `err` from
+    /// endpoint `i` (store `store_id`) and says whether and when to retry.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_region_error(
+        &self,
+        err: &errorpb::Error,
+        route: Option<&CachedRegion>,
+        i: usize,
+        store_id: u64,
+        generation: u64,
+        deadline: Instant,
+        avoid: &mut Vec<usize>,
+    ) -> Retry {
+        if let Some(nl) = &err.not_leader {
+            let hint = nl.leader.filter(|p| p.store_id != 0);
+            let Some(r) = route else {
+                return self.follow_unrouted_hint(hint.map_or(0, |p| p.store_id), i);
+            };
+            if !avoid.contains(&i) {
+                avoid.push(i);
+            }
+            // A leader whose endpoint is down (it may be losing its leadership): wait a
+            // little rather than spend every attempt at once on the other peers.
+            let leader_down = hint.is_some_and(|p| {
+                let now = Instant::now();
+                self.inner
+                    .endpoints
+                    .iter()
+                    .any(|e| e.store_id.load(Ordering::Relaxed) == p.store_id && e.is_down(now))
+            });
+            let mut st = self.region_state();
+            return match hint {
+                Some(leader) => {
+                    st.cache.set_leader(r.id(), leader);
+                    if leader_down {
+                        Retry::Later
+                    } else {
+                        Retry::Now
+                    }
+                }
+                // No leader known (election under way): wait, then try another peer.
+                None => {
+                    st.cache.clear_leader(r.id());
+                    Retry::Later
+                }
+            };
+        }
+        if let Some(e) = &err.epoch_not_match {
+            if e.current_regions.is_empty() {
+                self.refresh_regions(generation, deadline).await;
+            } else {
+                // The answering store led the requested region, so it most likely leads
+                // the regions split from it too; a NotLeader will correct the guess.
+                let mut st = self.region_state();
+                for region in &e.current_regions {
+                    let mut c = CachedRegion::new(region.clone());
+                    c.leader = c.peer_on(store_id).cloned();
+                    st.cache.insert(c);
+                }
+            }
+            return Retry::Now;
+        }
+        if let Some(e) = &err.region_not_found {
+            let id = route.map_or(e.region_id, CachedRegion::id);
+            if id != 0 {
+                self.region_state().cache.remove(id);
+            }
+            self.refresh_regions(generation, deadline).await;
+            return Retry::Now;
+        }
+        if err.key_not_in_region.is_some() || err.store_not_match.is_some() {
+            self.refresh_regions(generation, deadline).await;
+            return Retry::Now;
+        }
+        if err.server_is_busy.is_some() || err.stale_command.is_some() {
+            return Retry::Later;
+        }
+        Retry::GiveUp
+    }
+
+    /// Unrouted `NotLeader` from endpoint `i` with leader store `hint` (0: none): prefer
+    /// the leader's endpoint if known, else move on to the next endpoint.
+    fn follow_unrouted_hint(&self, hint: u64, i: usize) -> Retry {
+        let target = self
+            .inner
+            .endpoints
+            .iter()
+            .position(|e| hint != 0 && e.store_id.load(Ordering::Relaxed) == hint);
+        match target {
+            Some(t) if t != i => {
+                self.inner.preferred.store(t, Ordering::Relaxed);
+                Retry::Now
+            }
+            // The leader's endpoint is not known yet: try the next one at once.
+            None if hint != 0 => {
+                self.advance_from(i);
+                Retry::Now
+            }
+            // No leader known (election under way): wait, then try elsewhere.
+            _ => {
+                self.advance_from(i);
+                Retry::Later
+            }
+        }
+    }
+
+    /// Refreshes the region cache unless a refresh completed since generation `seen`. One
+    /// refresh runs at a time; callers arriving meanwhile wait for it and then find the
+    /// generation moved on. A refresh starts no sooner than
+    /// [`ClientOptions::region_refresh_min_interval`](super::ClientOptions::region_refresh_min_interval)
+    /// after the previous one. Gives up at `deadline`; errors leave the cache as it was.
+    pub(super) async fn refresh_regions(&self, seen: u64, deadline: Instant) {
+        let until = tokio::time::Instant::from_std(deadline);
+        let Ok(_refreshing) = tokio::time::timeout_at(until, self.inner.refreshing.lock()).await
+        else {
+            return;
+        };
+        let wait = {
+            let st = self.region_state();
+            if st.generation != seen {
+                return;
+            }
+            st.last_refresh.map_or(Default::default(), |t| {
+                (t + self.inner.opts.region_refresh_min_interval)
+                    .saturating_duration_since(Instant::now())
+            })
+        };
+        if !wait.is_zero() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(wait.min(left)).await;
+        }
+        let _ = self.load_regions(deadline).await;
+    }
+
+    /// Asks every endpoint not marked down (every endpoint if all are) for its regions, at
+    /// once, and merges the answers into the cache. Returns the regions the answers list
+    /// (merged among themselves), or the last error if no endpoint answered. The caller
+    /// holds `refreshing`.
+    pub(super) async fn load_regions(&self, deadline: Instant) -> Result<RegionCache, Error> {
+        let started = Instant::now();
+        let eps = &self.inner.endpoints;
+        let mut asked: Vec<usize> = (0..eps.len())
+            .filter(|&i| eps.get(i).is_some_and(|e| !e.is_down(started)))
+            .collect();
+        if asked.is_empty() {
+            asked = (0..eps.len()).collect();
+        }
+        let timeout = self
+            .inner
+            .opts
+            .attempt_timeout
+            .min(deadline.saturating_duration_since(started));
+        let mut tasks = JoinSet::new();
+        for i in asked {
+            let client = self.clone();
+            tasks.spawn(async move { (i, client.region_statuses(i, timeout).await) });
+        }
+        let mut fresh = RegionCache::new();
+        let mut answered = 0usize;
+        let mut last = Error::Timeout;
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((i, result)) = joined else {
+                continue;
+            };
+            match result {
+                Ok(statuses) => {
+                    answered += 1;
+                    fresh.merge_statuses(statuses);
+                }
+                Err(e) => {
+                    if e.is_connection_failure() {
+                        if let Some(ep) = eps.get(i) {
+                            ep.mark_down(self.inner.opts.endpoint_backoff);
+                        }
+                    }
+                    last = e;
+                }
+            }
+        }
+        let mut st = self.region_state();
+        st.generation += 1;
+        st.last_refresh = Some(started);
+        if answered == 0 {
+            return Err(last);
+        }
+        st.unregioned = fresh.is_empty();
+        for r in fresh.regions() {
+            st.cache.insert(r.clone());
+        }
+        Ok(fresh)
+    }
+
+    /// The regions endpoint `i` holds, from its `Status` answer (within `timeout`).
+    async fn region_statuses(
+        &self,
+        i: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<RegionStatus>, Error> {
+        let conn = tokio::time::timeout(timeout, self.connection(i))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        let mut resp = conn.call(&status_request(), timeout).await?;
+        if let Some(err) = resp.header.as_mut().and_then(|h| h.error.take()) {
+            return Err(Error::Region(Box::new(err)));
+        }
+        Ok(status_of(&mut resp)?.regions)
+    }
+}
