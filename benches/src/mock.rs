@@ -479,6 +479,7 @@ fn execute_admin(
                 members: s.members.clone(),
                 first_log_index: 5,
                 conf_ver: s.conf_ver,
+                regions: Vec::new(),
             });
         }
         Ok(AdminCmdType::ChangePeer) => {
