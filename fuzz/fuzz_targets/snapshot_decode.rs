@@ -1,4 +1,6 @@
-//! Feeds arbitrary bytes to the region-snapshot decoder (`pontoon_server::snapshot::verify`).
+//! Feeds arbitrary bytes to the region-snapshot decoder (`pontoon_server::snapshot::verify`)
+//! and to the raft snapshot framing around it (`pontoon_server::region::decode_snapshot_data`:
+//! a length-prefixed `metapb.Region`, then the snapshot).
 //! It must return `Ok` or a typed error, never panic, never read out of bounds, and say the
 //! same thing about the same bytes every time.
 //!
@@ -22,6 +24,12 @@ fn framed(body: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The framing never panics; what it accepts re-encodes to the same bytes' tail.
+    if let Some((region, rest)) = pontoon_server::region::decode_snapshot_data(data) {
+        assert!(rest.len() <= data.len());
+        let again = pontoon_server::region::encode_snapshot_data(&region, rest);
+        assert!(pontoon_server::region::decode_snapshot_data(&again).is_some());
+    }
     let bytes = match data.split_first() {
         Some((&flags, rest)) if flags & 1 == 1 => framed(rest),
         _ => data.to_vec(),
