@@ -161,7 +161,8 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// Deadline of TCP connect plus handshake. Default 2 s.
     pub connect_timeout: Duration,
-    /// Most attempts of one call (first try included). Default 10.
+    /// Most attempts of one call (first try included). Default 20, so that a call outlasts
+    /// an election (1-2 s on defaults) while `request_timeout` bounds it.
     pub max_attempts: usize,
     /// How long an endpoint whose connection failed is skipped. Default 1 s.
     pub endpoint_backoff: Duration,
@@ -190,7 +191,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
-            max_attempts: 10,
+            max_attempts: 20,
             endpoint_backoff: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(200),
             region_id: 0,

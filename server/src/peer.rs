@@ -115,6 +115,8 @@ pub(crate) struct Peer {
     pub incarnation: u64,
     /// Ticks this peer has been quiet in a row (see [`Peer::can_sleep`]).
     pub idle_ticks: usize,
+    /// Commits are broadcast until this index is applied (0: not).
+    bcast_until: u64,
 }
 
 pub(crate) fn region_error(message: impl Into<String>) -> errorpb::Error {
@@ -337,6 +339,7 @@ impl Peer {
             checking_size: false,
             incarnation: 0,
             idle_ticks: 0,
+            bcast_until: 0,
         })
     }
 
@@ -528,6 +531,15 @@ impl Peer {
             _ => self.not_leader(),
         };
         self.respond(ctx, reply, RaftCmdResponse::default().with_error(e));
+    }
+
+    /// Followers learn commits with the next append or heartbeat (`skip_bcast_commit`), which
+    /// may be a heartbeat interval away. A split or membership change should reach every
+    /// replica at once (the new region's peers wait for it), so until it is applied the
+    /// leader broadcasts each commit.
+    fn bcast_commit_until_applied(&mut self) {
+        self.raw.raft.skip_bcast_commit(false);
+        self.bcast_until = self.raw.raft.raft_log.last_index();
     }
 
     /// Records the read states of a ready.
@@ -852,6 +864,7 @@ impl Peer {
         };
         let before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(Vec::new(), req.encode_to_vec());
+        self.bcast_commit_until_applied();
         match reply {
             Some(reply) => self.track_proposal(ctx, before, proposed, reply, Some("split")),
             None => {
@@ -943,6 +956,7 @@ impl Peer {
                 cc.context = req.encode_to_vec().into();
                 let before = self.raw.raft.raft_log.last_index();
                 let proposed = self.raw.propose_conf_change(Vec::new(), cc);
+                self.bcast_commit_until_applied();
                 self.track_proposal(ctx, before, proposed, reply, Some("membership change"));
             }
             AdminCmdType::BatchSplit => {
@@ -1101,6 +1115,10 @@ impl Peer {
         }
         self.apply.applied_index = e.index;
         self.apply.applied_term = e.term;
+        if self.bcast_until != 0 && e.index >= self.bcast_until {
+            self.bcast_until = 0;
+            self.raw.raft.skip_bcast_commit(true);
+        }
         self.apply.stage(&mut batch, self.region.id);
         let seq = ctx.engine.write(&batch)?;
         if e.index.is_multiple_of(128) {

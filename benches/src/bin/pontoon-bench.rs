@@ -5,6 +5,7 @@
 //!     put --total 100000 --key-size 8 --val-size 256 [--sequential-keys] [--key-space-size K]
 //! pontoon-bench --endpoints 127.0.0.1:2479 --clients 100 --conns 10 \
 //!     range KEY [RANGE_END] [--consistency l|s] --total 100000
+//! pontoon-bench --endpoints 127.0.0.1:2479 split --regions 64 --key-size 8 --key-space-size K
 //! pontoon-bench mock-server --listen 127.0.0.1:2479   # a mock store, to try the tool
 //! ```
 //!
@@ -103,6 +104,19 @@ enum Workload {
         #[arg(long, default_value_t = 8)]
         key_size: usize,
     },
+    /// Splits the cluster into regions holding equal shares of the keys `put` writes (the
+    /// first K keys of its encoding), before a run.
+    Split {
+        /// Regions wanted in the key space (at least 2).
+        #[arg(long)]
+        regions: usize,
+        /// Key size, as given to `put`.
+        #[arg(long, default_value_t = 8)]
+        key_size: usize,
+        /// Key space, as given to `put`.
+        #[arg(long, default_value_t = 100_000)]
+        key_space_size: u64,
+    },
     /// Runs a mock store (for trying the tool without a server).
     #[command(hide = true)]
     MockServer {
@@ -127,6 +141,57 @@ fn put_key(n: u64, size: usize) -> Vec<u8> {
         k[i] = v as u8;
     }
     k
+}
+
+/// The keys that cut the first `key_space` keys of `put`'s encoding into `regions` equal
+/// shares (sorted, distinct, never the empty key).
+fn split_keys(regions: usize, key_size: usize, key_space: u64) -> Vec<Vec<u8>> {
+    let sample = key_space.clamp(1, 1 << 20);
+    let step = (key_space / sample).max(1);
+    let mut keys: Vec<Vec<u8>> = (0..sample).map(|i| put_key(i * step, key_size)).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out: Vec<Vec<u8>> = (1..regions.max(1))
+        .filter_map(|i| keys.get(i * keys.len() / regions.max(1)).cloned())
+        .filter(|k| !k.is_empty())
+        .collect();
+    out.dedup();
+    out
+}
+
+async fn split(
+    endpoints: &[String],
+    regions: usize,
+    key_size: usize,
+    key_space: u64,
+) -> Result<(), String> {
+    if regions < 2 {
+        return Err("--regions must be at least 2".into());
+    }
+    let client = Client::connect(endpoints, ClientOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys = split_keys(regions, key_size, key_space);
+    let started = Instant::now();
+    // Highest key first: each split then cuts the left part, whose leader is settled, not
+    // the region the previous split just made (which may still be electing its leader).
+    for (i, key) in keys.iter().rev().enumerate() {
+        client
+            .region_split(key)
+            .await
+            .map_err(|e| format!("split at {key:02x?}: {e}"))?;
+        if (i + 1) % 64 == 0 {
+            eprintln!("{} of {} splits", i + 1, keys.len());
+        }
+    }
+    let listed = client.region_list().await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "{} splits in {:.1?}; the cluster lists {} regions",
+        keys.len(),
+        started.elapsed(),
+        listed.len()
+    );
+    Ok(())
 }
 
 /// xorshift64*: enough randomness for key choice without a dependency.
@@ -209,6 +274,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                 },
             )
         }
+        Workload::Split {
+            regions,
+            key_size,
+            key_space_size,
+        } => return split(&cli.endpoints, regions, key_size, key_space_size).await,
         Workload::MockServer { listen } => {
             let m = mock::MockServer::start(&listen, mock::MockConfig::default())
                 .await
