@@ -8,6 +8,7 @@
 # Store i listens for clients on 127.0.0.1:(2469 + 10*i) and for peers on
 # 127.0.0.1:(2470 + 10*i): store 1 on 2479/2480, store 2 on 2489/2490, store 3 on
 # 2499/2500. Data and logs go to ${PONTOON_CLUSTER_DIR:-./data/local-cluster}/s<i>.
+# PONTOON_CONFIG=FILE passes --config FILE (a TOML file of settings) to every store.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -46,6 +47,7 @@ start)
             --client-addr "127.0.0.1:$(client_port "$i")" \
             --peer-addr "127.0.0.1:$(peer_port "$i")" \
             --initial-cluster "$cluster" \
+            ${PONTOON_CONFIG:+--config "$PONTOON_CONFIG"} \
             >"$dir/s$i/log" 2>&1 &
         echo $! >"$dir/s$i/pid"
         echo "store $i: pid $!, clients on 127.0.0.1:$(client_port "$i"), log $dir/s$i/log"

@@ -480,6 +480,7 @@ fn execute_admin(
                 first_log_index: 5,
                 conf_ver: s.conf_ver,
                 regions: Vec::new(),
+                hibernating_regions: 0,
             });
         }
         Ok(AdminCmdType::ChangePeer) => {

@@ -278,6 +278,10 @@ pub struct EndpointStatus {
     pub members: Vec<Member>,
     /// The region epoch's `conf_ver` as that store knows it.
     pub conf_ver: u64,
+    /// Regions the store holds a peer of.
+    pub regions: u64,
+    /// Of those, how many are hibernating (idle: not ticking).
+    pub hibernating_regions: u64,
     /// The handshake answer of that store (cluster id, store id, limits).
     pub ack: HandshakeAck,
 }
@@ -1034,6 +1038,8 @@ impl Client {
             is_learner: st.is_learner,
             members: st.members,
             conf_ver: st.conf_ver,
+            regions: st.regions.len() as u64,
+            hibernating_regions: st.hibernating_regions,
             ack: conn.ack,
         })
     }

@@ -232,6 +232,13 @@ pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
                 if st.is_learner {
                     s.push_str(",\"isLearner\":true");
                 }
+                // Pontoon's additions.
+                if st.regions != 0 {
+                    let _ = write!(s, ",\"regions\":{}", st.regions);
+                }
+                if st.hibernating_regions != 0 {
+                    let _ = write!(s, ",\"hibernatingRegions\":{}", st.hibernating_regions);
+                }
                 s.push_str("}}");
             }
             s.push_str("]\n");

@@ -71,6 +71,8 @@ struct FileConfig {
     /// Bytes of keys and values past which a region splits in two (0 = never; default
     /// 96 MiB).
     region_max_size: Option<u64>,
+    /// Idle regions stop ticking (default true).
+    hibernate_regions: Option<bool>,
 }
 
 fn parse_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
@@ -154,6 +156,9 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     }
     if let Some(n) = file.region_max_size {
         cfg.node.region_max_size = n;
+    }
+    if let Some(h) = file.hibernate_regions {
+        cfg.node.hibernate_regions = h;
     }
     cfg.join = args.join || file.join.unwrap_or(false);
     if cfg.join && args.cluster_id.or(file.cluster_id).is_none() {

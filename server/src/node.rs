@@ -84,6 +84,9 @@ pub struct NodeConfig {
     /// leader measures once it has written a sixteenth of `region_max_size` since the last
     /// measurement). Default: 10.
     pub split_check_ticks: usize,
+    /// Idle regions stop ticking (no heartbeats, no election timer) until something
+    /// happens in them, or their leader's store goes quiet. Default: true.
+    pub hibernate_regions: bool,
     /// Join an existing cluster instead of bootstrapping one: the store starts with no
     /// region and waits for the leaders (after `member add`) to send it snapshots. Ignored
     /// once the store has state. Default: false.
@@ -107,6 +110,7 @@ impl Default for NodeConfig {
             compact_check_ticks: 10,
             region_max_size: 96 << 20,
             split_check_ticks: 10,
+            hibernate_regions: true,
             join: false,
             initial_addresses: Vec::new(),
         }
@@ -252,9 +256,9 @@ impl Node {
         let (split_tx, split_rx) = mpsc::channel::<SizeCheck>();
         let mut lp = StoreLoop {
             ctx,
-            peers: HashMap::new(),
+            peers: IdMap::default(),
             ranges: BTreeMap::new(),
-            tombstones: HashMap::new(),
+            tombstones: IdMap::default(),
             rx,
             self_tx: tx.clone(),
             inflight: VecDeque::new(),
@@ -265,9 +269,12 @@ impl Node {
             split_check_ticks: cfg.split_check_ticks.max(1),
             region_max_size: cfg.region_max_size,
             split_tx,
+            hibernate: cfg.hibernate_regions,
             next_incarnation: 0,
-            dirty: HashSet::new(),
+            dirty: IdSet::default(),
             last_seen: HashMap::new(),
+            heartbeat_stores: BTreeSet::new(),
+            stores_dirty: true,
         };
         for st in states {
             let Some(r) = st.region else { continue };
@@ -441,14 +448,39 @@ fn size_checker(engine: Arc<Engine>, rx: mpsc::Receiver<SizeCheck>, tx: mpsc::Se
     }
 }
 
+/// Hashes region ids (well spread already) with one multiplication instead of SipHash: the
+/// store loop looks peers up for every message and every tick.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+type IdMap<V> = HashMap<u64, V, IdBuild>;
+type IdSet = HashSet<u64, IdBuild>;
+
 struct StoreLoop {
     ctx: Ctx,
-    peers: HashMap<u64, Peer>,
+    peers: IdMap<Peer>,
     /// Initialized regions by start key, for routing by key.
     ranges: BTreeMap<Vec<u8>, u64>,
     /// Regions this store's peer was removed from: region id -> conf_ver at removal.
     /// Messages of that or an older configuration do not bring the peer back.
-    tombstones: HashMap<u64, u64>,
+    tombstones: IdMap<u64>,
     rx: mpsc::Receiver<Msg>,
     /// The loop's own channel, for the raft-log writer's completions.
     self_tx: mpsc::Sender<Msg>,
@@ -462,13 +494,18 @@ struct StoreLoop {
     split_check_ticks: usize,
     region_max_size: u64,
     split_tx: mpsc::Sender<SizeCheck>,
+    hibernate: bool,
     next_incarnation: u64,
     /// Regions that may have a ready: stepped, proposed to, ticked, or persisted since the
     /// last round. Only these are looked at, so idle regions cost nothing per round.
-    dirty: HashSet<u64>,
+    dirty: IdSet,
     /// When a message from each store last arrived (store heartbeats keep it fresh while
     /// regions sleep).
     last_seen: HashMap<u64, Instant>,
+    /// The stores sharing a region with this one (store heartbeats go there).
+    heartbeat_stores: BTreeSet<u64>,
+    /// Regions came or went since `heartbeat_stores` was computed.
+    stores_dirty: bool,
 }
 
 impl StoreLoop {
@@ -526,6 +563,7 @@ impl StoreLoop {
         self.next_incarnation += 1;
         p.incarnation = self.next_incarnation;
         self.dirty.insert(p.region_id());
+        self.stores_dirty = true;
         if p.is_initialized() {
             self.ranges
                 .insert(p.region.start_key.clone(), p.region_id());
@@ -584,12 +622,44 @@ impl StoreLoop {
         // A store is alive while its messages arrive within an election timeout.
         let alive_for = self.ctx.tick_interval * (2 * self.ctx.election_tick as u32);
         let now = Instant::now();
-        let sleep_after = 2 * self.ctx.election_tick;
-        let mut stores = BTreeSet::new();
+        let sleep_after = if self.hibernate {
+            2 * self.ctx.election_tick
+        } else {
+            usize::MAX
+        };
+        // Stores gone quiet: the sleeping followers they lead wake up (and can campaign).
+        let quiet: Vec<u64> = self
+            .last_seen
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= alive_for)
+            .map(|(s, _)| *s)
+            .collect();
+        // Which stores to send store heartbeats to: recomputed when regions came or went,
+        // and every tenth heartbeat (membership changes inside regions).
+        let refresh = heartbeat
+            && (self.stores_dirty
+                || (self.ticks / self.ctx.heartbeat_tick.max(1)).is_multiple_of(10));
+        if refresh {
+            self.heartbeat_stores.clear();
+            self.stores_dirty = false;
+        }
         let mut sleeping = 0u64;
         for (id, p) in self.peers.iter_mut() {
-            if heartbeat {
-                stores.extend(p.region.peers.iter().map(|q| q.store_id));
+            if refresh {
+                self.heartbeat_stores
+                    .extend(p.region.peers.iter().map(|q| q.store_id));
+            }
+            if p.idle_ticks > sleep_after {
+                let leader_quiet = !quiet.is_empty()
+                    && p.leader_peer().is_some_and(|l| quiet.contains(&l.store_id));
+                if !leader_quiet {
+                    // Hibernating: no ticks, so no heartbeats and no election timer. Any
+                    // message other than a heartbeat, any command, or its leader's store
+                    // going quiet wakes it.
+                    sleeping += 1;
+                    continue;
+                }
+                p.idle_ticks = 0;
             }
             let leader_alive = p.leader_peer().is_some_and(|l| {
                 l.store_id == self.ctx.store_id
@@ -608,9 +678,6 @@ impl StoreLoop {
                 p.serve_reads(&self.ctx);
             }
             if p.idle_ticks > sleep_after {
-                // Hibernating: no ticks, so no heartbeats and no election timer. Any
-                // message other than a heartbeat, any command, or its leader's store going
-                // quiet wakes it.
                 sleeping += 1;
                 continue;
             }
@@ -646,8 +713,11 @@ impl StoreLoop {
         if heartbeat {
             // Store heartbeats: one small message per store, whatever the number of
             // regions, so that sleeping followers know their leaders' stores are up.
-            stores.remove(&self.ctx.store_id);
-            for to in stores {
+            for &to in self
+                .heartbeat_stores
+                .iter()
+                .filter(|&&s| s != self.ctx.store_id)
+            {
                 self.ctx.transport.send(RaftMessage {
                     region_id: 0,
                     from_peer: Some(metapb::Peer {
@@ -1322,6 +1392,7 @@ impl StoreLoop {
             "store {}: removed from region {id}; deleting its data",
             self.ctx.store_id
         );
+        self.stores_dirty = true;
         if p.is_initialized() {
             self.ranges.remove(&p.region.start_key);
         }

@@ -1040,6 +1040,10 @@ impl Peer {
                     first_log_index: self.raw.store().truncated().0 + 1,
                     conf_ver: region::epoch(&self.region).conf_ver,
                     regions,
+                    hibernating_regions: ctx
+                        .status
+                        .hibernating
+                        .load(std::sync::atomic::Ordering::Acquire),
                 }),
                 ..Default::default()
             }),

@@ -239,6 +239,7 @@ impl SingleStore {
                     first_log_index: 5,
                     conf_ver: st.conf_ver,
                     regions: Vec::new(),
+                    hibernating_regions: 0,
                 });
             }
             Ok(AdminCmdType::ChangePeer) => {
