@@ -886,6 +886,18 @@ impl StoreLoop {
             self.reply_error(reply, e);
             return;
         };
+        if admin == Some(AdminCmdType::ChangePeer) && header.region_id == 0 && self.ranges.len() > 1
+        {
+            // `member add/remove` name a store, and a store holds a peer of every region;
+            // changing region 1 alone would leave the store in the others.
+            let e = region_error(format!(
+                "store {} holds {} regions: a membership change without a region id would only change the first; name the region (header region_id) — moving whole stores in and out is not built yet",
+                self.ctx.store_id,
+                self.ranges.len()
+            ));
+            self.reply_error(reply, e);
+            return;
+        }
         if admin == Some(AdminCmdType::Status) {
             let regions = self.region_statuses();
             if let Some(p) = self.peers.get(&id) {

@@ -414,8 +414,6 @@ impl Peer {
                     ..Default::default()
                 }),
                 region_epoch: self.region.region_epoch,
-                start_key: self.region.start_key.clone(),
-                end_key: self.region.end_key.clone(),
                 message: m.write_to_bytes().unwrap_or_default(),
                 ..Default::default()
             };

@@ -314,6 +314,14 @@ fn split_on_request_routes_and_keeps_revisions() {
         "{:?}",
         error(&r)
     );
+
+    // Store membership without a region id would change region 1 alone: refused.
+    let r = submit_to_leader(&c, cluster::change_peer(false, 3));
+    assert!(
+        error(&r).unwrap().message.contains("holds 2 regions"),
+        "{:?}",
+        error(&r)
+    );
 }
 
 #[test]
