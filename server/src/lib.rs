@@ -16,6 +16,7 @@
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod meta;
 pub mod mvcc;
 pub mod node;
 mod peer;

@@ -73,6 +73,10 @@ struct FileConfig {
     region_max_size: Option<u64>,
     /// Idle regions stop ticking (default true).
     hibernate_regions: Option<bool>,
+    /// Replicas per region (bootstrap only; default: the number of initial members).
+    max_peer_count: Option<u32>,
+    /// Seconds a store may be silent before its replicas are replaced (default 1800).
+    max_store_down_time_secs: Option<u64>,
 }
 
 fn parse_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
@@ -159,6 +163,12 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     }
     if let Some(h) = file.hibernate_regions {
         cfg.node.hibernate_regions = h;
+    }
+    if let Some(n) = file.max_peer_count {
+        cfg.node.max_peer_count = n;
+    }
+    if let Some(s) = file.max_store_down_time_secs {
+        cfg.node.max_store_down_time = std::time::Duration::from_secs(s.max(1));
     }
     cfg.join = args.join || file.join.unwrap_or(false);
     if cfg.join && args.cluster_id.or(file.cluster_id).is_none() {

@@ -30,8 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use pontoon_client::prost::Message as _;
+use pontoon_client::proto::pontoonpb::{ClusterMeta, StoreHeartbeat};
 use pontoon_client::proto::raft_serverpb::{PeerState, RaftMessage};
-use pontoon_client::proto::{errorpb, metapb};
+use pontoon_client::proto::{errorpb, metapb, pontoonpb};
 use pontoon_engine::{Engine, IterOptions, WriteBatch};
 use pontoon_raftlog::{LogBatch, LogStore};
 use protobuf::Message as _;
@@ -84,6 +86,19 @@ pub struct NodeConfig {
     /// leader measures once it has written a sixteenth of `region_max_size` since the last
     /// measurement). Default: 10.
     pub split_check_ticks: usize,
+    /// Replicas per region the placement keeps (recorded in the cluster metadata at
+    /// bootstrap; later starts ignore it). 0 = as many as the initial members, so a cluster
+    /// started with five stores keeps five replicas, as etcd would. Default: 0.
+    pub max_peer_count: u32,
+    /// A store not heard from for this long is down: its replicas are replaced on other
+    /// stores. Default: 30 min.
+    pub max_store_down_time: Duration,
+    /// Ticks between two placement checks of the regions this store leads. Default: 10.
+    pub schedule_ticks: usize,
+    /// This store's client address, recorded in the cluster metadata. Default: empty.
+    pub client_address: String,
+    /// This store's peer address, recorded in the cluster metadata. Default: empty.
+    pub peer_address: String,
     /// Idle regions stop ticking (no heartbeats, no election timer) until something
     /// happens in them, or their leader's store goes quiet. Default: true.
     pub hibernate_regions: bool,
@@ -111,6 +126,11 @@ impl Default for NodeConfig {
             region_max_size: 96 << 20,
             split_check_ticks: 10,
             hibernate_regions: true,
+            max_peer_count: 0,
+            max_store_down_time: Duration::from_secs(30 * 60),
+            schedule_ticks: 10,
+            client_address: String::new(),
+            peer_address: String::new(),
             join: false,
             initial_addresses: Vec::new(),
         }
@@ -135,6 +155,9 @@ pub enum Error {
     /// Region metadata is damaged, or the store id does not fit.
     #[error(transparent)]
     Region(#[from] region::Error),
+    /// The cluster metadata record is damaged.
+    #[error(transparent)]
+    Meta(#[from] crate::meta::Error),
     /// raft-rs refused.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
@@ -216,6 +239,7 @@ impl Node {
         transport: Arc<dyn Transport>,
     ) -> Result<Node, Error> {
         let ids = IdAllocator::open(log.clone(), cfg.store_id)?;
+        crate::meta::ensure_cf(&engine)?;
         let status = Arc::new(NodeStatus::default());
         let (tx, rx) = mpsc::channel();
         let mut ctx = Ctx {
@@ -251,7 +275,7 @@ impl Node {
             } else {
                 cfg.initial_voters.clone()
             };
-            states.push(bootstrap(&ctx, &voters)?);
+            states.push(bootstrap(&ctx, &cfg, &voters)?);
         }
         let (split_tx, split_rx) = mpsc::channel::<SizeCheck>();
         let mut lp = StoreLoop {
@@ -270,6 +294,19 @@ impl Node {
             region_max_size: cfg.region_max_size,
             split_tx,
             hibernate: cfg.hibernate_regions,
+            meta: None,
+            store_stats: IdMap::default(),
+            own_store: metapb::Store {
+                id: cfg.store_id,
+                address: cfg.client_address.clone(),
+                peer_address: cfg.peer_address.clone(),
+                state: metapb::StoreState::Up as i32,
+                version: String::new(),
+            },
+            max_store_down_time: cfg.max_store_down_time,
+            schedule_ticks: cfg.schedule_ticks.max(1),
+            put_store_sent: IdMap::default(),
+            started: Instant::now(),
             next_incarnation: 0,
             dirty: IdSet::default(),
             last_seen: HashMap::new(),
@@ -284,6 +321,7 @@ impl Node {
             }
             lp.open_region(r)?;
         }
+        lp.meta = crate::meta::load(&lp.ctx.engine)?;
         lp.publish();
         let engine = lp.ctx.engine.clone();
         let done_tx = tx.clone();
@@ -354,7 +392,7 @@ impl Drop for Node {
 /// membership (TiKV does the same): the membership is not in the log, so a store that joins
 /// later must start from a snapshot, never replay the log from 1 into an empty
 /// configuration. The engine first (flushed), then the log.
-fn bootstrap(ctx: &Ctx, voters: &[u64]) -> Result<RegionLocalStateRec, Error> {
+fn bootstrap(ctx: &Ctx, cfg: &NodeConfig, voters: &[u64]) -> Result<RegionLocalStateRec, Error> {
     let r = metapb::Region {
         id: FIRST_REGION_ID,
         start_key: Vec::new(),
@@ -380,6 +418,37 @@ fn bootstrap(ctx: &Ctx, voters: &[u64]) -> Result<RegionLocalStateRec, Error> {
     let mut wb = WriteBatch::new();
     apply.stage(&mut wb, r.id);
     region::stage_state(&mut wb, &r, PeerState::Normal);
+    let stores = voters
+        .iter()
+        .map(|&id| metapb::Store {
+            id,
+            address: if id == cfg.store_id {
+                cfg.client_address.clone()
+            } else {
+                String::new()
+            },
+            peer_address: cfg
+                .initial_addresses
+                .iter()
+                .find(|(s, _)| *s == id)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_default(),
+            state: metapb::StoreState::Up as i32,
+            version: String::new(),
+        })
+        .collect();
+    crate::meta::stage(
+        &mut wb,
+        &crate::meta::initial(
+            cfg.cluster_id,
+            if cfg.max_peer_count == 0 {
+                u32::try_from(voters.len()).unwrap_or(u32::MAX).max(1)
+            } else {
+                cfg.max_peer_count
+            },
+            stores,
+        ),
+    );
     ctx.engine.write(&wb)?;
     ctx.engine.flush()?;
     let mut storage = PeerStorage::open(ctx.log.clone(), r.id, &[])?;
@@ -495,6 +564,18 @@ struct StoreLoop {
     region_max_size: u64,
     split_tx: mpsc::Sender<SizeCheck>,
     hibernate: bool,
+    /// The newest cluster metadata this store knows (its own region 1's, or gossip).
+    meta: Option<ClusterMeta>,
+    /// What each store last said of itself: (regions, leaders, when).
+    store_stats: IdMap<(u64, u64, Instant)>,
+    /// This store, as recorded in the cluster metadata.
+    own_store: metapb::Store,
+    max_store_down_time: Duration,
+    schedule_ticks: usize,
+    /// When region 1's leader here last proposed `PutStore` for a store.
+    put_store_sent: IdMap<Instant>,
+    /// When the loop started (a store never heard from counts as down from then).
+    started: Instant,
     next_incarnation: u64,
     /// Regions that may have a ready: stepped, proposed to, ticked, or persisted since the
     /// last round. Only these are looked at, so idle regions cost nothing per round.
@@ -644,7 +725,11 @@ impl StoreLoop {
             self.stores_dirty = false;
         }
         let mut sleeping = 0u64;
+        let mut leaders = 0u64;
         for (id, p) in self.peers.iter_mut() {
+            if p.is_leader() {
+                leaders += 1;
+            }
             if refresh {
                 self.heartbeat_stores
                     .extend(p.region.peers.iter().map(|q| q.store_id));
@@ -711,27 +796,399 @@ impl StoreLoop {
             .hibernating
             .store(sleeping, Ordering::Release);
         if heartbeat {
-            // Store heartbeats: one small message per store, whatever the number of
-            // regions, so that sleeping followers know their leaders' stores are up.
-            for &to in self
-                .heartbeat_stores
-                .iter()
-                .filter(|&&s| s != self.ctx.store_id)
-            {
-                self.ctx.transport.send(RaftMessage {
-                    region_id: 0,
-                    from_peer: Some(metapb::Peer {
-                        store_id: self.ctx.store_id,
-                        ..Default::default()
-                    }),
-                    to_peer: Some(metapb::Peer {
-                        store_id: to,
-                        ..Default::default()
-                    }),
+            self.send_store_heartbeats(leaders);
+        }
+        if self.ticks.is_multiple_of(self.schedule_ticks) {
+            self.schedule();
+        }
+    }
+
+    /// Store heartbeats: one small message per store, whatever the number of regions. They
+    /// tell sleeping followers their leaders' stores are up, carry this store's addresses
+    /// and counts (for the placement and `store list`), and from region 1's leader, the
+    /// cluster metadata.
+    fn send_store_heartbeats(&mut self, leaders: u64) {
+        let leads_meta = self.meta_leader().is_some();
+        let hb = StoreHeartbeat {
+            store: Some(self.own_store.clone()),
+            region_count: self.ranges.len() as u64,
+            leader_count: leaders,
+            meta: if leads_meta { self.meta.clone() } else { None },
+        };
+        let bytes = hb.encode_to_vec();
+        let mut targets: BTreeSet<u64> = self.heartbeat_stores.clone();
+        targets.extend(self.ctx.addresses.keys().copied());
+        if let Some(m) = &self.meta {
+            targets.extend(
+                m.stores
+                    .iter()
+                    .filter(|s| s.state != metapb::StoreState::Tombstone as i32)
+                    .map(|s| s.id),
+            );
+        }
+        targets.remove(&self.ctx.store_id);
+        for to in targets {
+            if self.is_tombstone(to) {
+                continue;
+            }
+            self.ctx.transport.send(RaftMessage {
+                region_id: 0,
+                from_peer: Some(metapb::Peer {
+                    store_id: self.ctx.store_id,
                     ..Default::default()
-                });
+                }),
+                to_peer: Some(metapb::Peer {
+                    store_id: to,
+                    ..Default::default()
+                }),
+                message: bytes.clone(),
+                ..Default::default()
+            });
+        }
+        // Region 1's leader records its own store too.
+        let me = self.own_store.clone();
+        self.maybe_register(&me);
+    }
+
+    /// The region holding the empty key (region 1, keeper of the cluster metadata), if
+    /// this store leads it.
+    fn meta_leader(&self) -> Option<u64> {
+        let id = self.region_by_key(b"")?;
+        self.peers.get(&id).filter(|p| p.is_leader()).map(|_| id)
+    }
+
+    fn is_tombstone(&self, store: u64) -> bool {
+        self.meta
+            .as_ref()
+            .is_some_and(|m| crate::meta::state_of(m, store) == metapb::StoreState::Tombstone)
+    }
+
+    /// A store heartbeat arrived.
+    fn on_store_heartbeat(&mut self, from: u64, bytes: &[u8]) {
+        let Ok(hb) = StoreHeartbeat::decode(bytes) else {
+            log::debug!("dropping an undecodable store heartbeat from store {from}");
+            return;
+        };
+        self.store_stats
+            .insert(from, (hb.region_count, hb.leader_count, Instant::now()));
+        if let Some(meta) = hb.meta {
+            if self.meta.as_ref().is_none_or(|c| c.version < meta.version) {
+                self.meta = Some(meta);
             }
         }
+        if let Some(s) = hb.store.filter(|s| s.id == from) {
+            if !s.peer_address.is_empty() && self.ctx.addresses.get(&from) != Some(&s.peer_address)
+            {
+                self.ctx.transport.set_address(from, &s.peer_address);
+                self.ctx.addresses.insert(from, s.peer_address.clone());
+            }
+            self.maybe_register(&s);
+        }
+    }
+
+    /// On region 1's leader: records a store that is missing from the cluster metadata, or
+    /// whose addresses changed (at most once a second per store).
+    fn maybe_register(&mut self, s: &metapb::Store) {
+        let Some(meta) = &self.meta else {
+            return;
+        };
+        let needed = match meta.stores.iter().find(|k| k.id == s.id) {
+            None => true,
+            Some(k) => {
+                k.state != metapb::StoreState::Tombstone as i32
+                    && ((!s.address.is_empty() && k.address != s.address)
+                        || (!s.peer_address.is_empty() && k.peer_address != s.peer_address))
+            }
+        };
+        if !needed {
+            return;
+        }
+        if self
+            .put_store_sent
+            .get(&s.id)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        let Some(id) = self.meta_leader() else {
+            return;
+        };
+        let admin = raft_cmdpb::AdminRequest {
+            cmd_type: AdminCmdType::PutStore as i32,
+            put_store: Some(s.clone()),
+            ..Default::default()
+        };
+        if let Some(p) = self.peers.get_mut(&id) {
+            if p.propose_admin(admin) {
+                log::info!("recording store {} in the cluster metadata", s.id);
+                self.put_store_sent.insert(s.id, Instant::now());
+                self.dirty.insert(id);
+            }
+        }
+    }
+
+    /// `store list`, from the metadata this store knows.
+    fn store_list(&self) -> Result<RaftCmdResponse, Box<errorpb::Error>> {
+        let Some(meta) = &self.meta else {
+            return Err(Box::new(region_error(format!(
+                "store {} knows no cluster metadata yet",
+                self.ctx.store_id
+            ))));
+        };
+        let alive_for = self.alive_for();
+        let leaders = self.peers.values().filter(|p| p.is_leader()).count() as u64;
+        let stores = meta
+            .stores
+            .iter()
+            .map(|s| {
+                let (regions, leading, alive) = if s.id == self.ctx.store_id {
+                    (self.ranges.len() as u64, leaders, true)
+                } else {
+                    let (r, l) = self
+                        .store_stats
+                        .get(&s.id)
+                        .map(|(r, l, _)| (*r, *l))
+                        .unwrap_or((0, 0));
+                    let alive = self
+                        .last_seen
+                        .get(&s.id)
+                        .is_some_and(|t| t.elapsed() < alive_for);
+                    (r, l, alive)
+                };
+                pontoonpb::StoreInfo {
+                    store: Some(s.clone()),
+                    region_count: regions,
+                    leader_count: leading,
+                    alive,
+                }
+            })
+            .collect();
+        Ok(RaftCmdResponse {
+            admin_response: Some(raft_cmdpb::AdminResponse {
+                cmd_type: AdminCmdType::StoreList as i32,
+                store_list: Some(pontoonpb::StoreListResponse {
+                    cluster: meta.cluster,
+                    stores,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// A store is alive while its messages arrive within two election timeouts.
+    fn alive_for(&self) -> Duration {
+        self.ctx.tick_interval * (2 * self.ctx.election_tick as u32)
+    }
+
+    /// The placement (an embedded scheduler, run every `schedule_ticks` by every store for
+    /// the regions it leads): keeps `max_peer_count` voters per region on distinct Up
+    /// stores, replacing replicas on Offline stores and on stores down longer than
+    /// `max_store_down_time` (add the new replica first, remove the old one once the new
+    /// one caught up), hands away the leadership of regions whose leader's store is
+    /// leaving, and on region 1's leader turns an Offline store that holds no replica into
+    /// a Tombstone. At most a few changes per run, one per region at a time.
+    fn schedule(&mut self) {
+        let Some(meta) = self.meta.clone() else {
+            return;
+        };
+        let me = self.ctx.store_id;
+        let now = Instant::now();
+        let alive_for = self.alive_for();
+        let max = crate::meta::max_peers(&meta);
+        let since = |s: u64| -> Duration {
+            if s == me {
+                return Duration::ZERO;
+            }
+            match self.last_seen.get(&s) {
+                Some(t) => now.duration_since(*t),
+                None => now.duration_since(self.started),
+            }
+        };
+        let bad: IdSet = meta
+            .stores
+            .iter()
+            .filter(|s| {
+                s.state != metapb::StoreState::Up as i32 || since(s.id) > self.max_store_down_time
+            })
+            .map(|s| s.id)
+            .collect();
+        // Stores that can take a replica: Up and heard from, fewest regions first.
+        let mut candidates: Vec<(u64, u64, String)> = meta
+            .stores
+            .iter()
+            .filter(|s| {
+                s.state == metapb::StoreState::Up as i32
+                    && since(s.id) < alive_for
+                    && !s.peer_address.is_empty()
+            })
+            .map(|s| {
+                let regions = if s.id == me {
+                    self.ranges.len() as u64
+                } else {
+                    self.store_stats.get(&s.id).map(|x| x.0).unwrap_or(0)
+                };
+                (regions, s.id, s.peer_address.clone())
+            })
+            .collect();
+        candidates.sort();
+        let mut changes = 0;
+        for p in self.peers.values_mut() {
+            if changes >= 8 {
+                break;
+            }
+            if !p.is_leader()
+                || !p.is_initialized()
+                || p.raw.raft.has_pending_conf()
+                || p.has_pending_transfer()
+                || p.raw.raft.lead_transferee.is_some()
+            {
+                continue;
+            }
+            let voters: Vec<metapb::Peer> = p
+                .region
+                .peers
+                .iter()
+                .filter(|q| q.role != metapb::PeerRole::Learner as i32)
+                .copied()
+                .collect();
+            let (bad_voters, good_voters): (Vec<metapb::Peer>, Vec<metapb::Peer>) =
+                voters.iter().partition(|q| bad.contains(&q.store_id));
+            let me_peer = p.id();
+            // 1. The leader's own store is leaving: hand the leadership to a healthy voter.
+            if bad.contains(&me) {
+                if let Some(t) = good_voters
+                    .iter()
+                    .find(|q| q.id != me_peer && p.caught_up(q.id))
+                {
+                    log::info!(
+                        "region {}: moving the leadership to store {} (this store is leaving)",
+                        p.region_id(),
+                        t.store_id
+                    );
+                    p.raw.transfer_leader(t.id);
+                    changes += 1;
+                }
+                continue;
+            }
+            let add = |p: &mut Peer, ctx: &mut Ctx| -> bool {
+                let Some((_, store, addr)) = candidates
+                    .iter()
+                    .find(|(_, s, _)| !p.region.peers.iter().any(|q| q.store_id == *s))
+                    .cloned()
+                else {
+                    return false;
+                };
+                let Ok(id) = ctx.ids.alloc() else {
+                    return false;
+                };
+                log::info!(
+                    "region {}: adding a replica on store {store} (peer {id})",
+                    p.region_id()
+                );
+                p.propose_change_peer(
+                    raft_cmdpb::ConfChangeType::AddNode,
+                    metapb::Peer {
+                        id,
+                        store_id: store,
+                        role: metapb::PeerRole::Voter as i32,
+                    },
+                    addr,
+                )
+            };
+            let remove = |p: &mut Peer, q: &metapb::Peer, why: &str| -> bool {
+                log::info!(
+                    "region {}: removing the replica on store {} ({why})",
+                    p.region_id(),
+                    q.store_id
+                );
+                p.propose_change_peer(raft_cmdpb::ConfChangeType::RemoveNode, *q, String::new())
+            };
+            // 2. Replace replicas on leaving or dead stores: add first, then remove.
+            if !bad_voters.is_empty() || good_voters.len() < max {
+                if good_voters.len() < max {
+                    if add(p, &mut self.ctx) {
+                        changes += 1;
+                    }
+                    continue;
+                }
+                let ready = good_voters
+                    .iter()
+                    .all(|q| q.id == me_peer || p.caught_up(q.id));
+                if let Some(q) = bad_voters.first().copied() {
+                    if ready && remove(p, &q, "its store is leaving or down") {
+                        changes += 1;
+                    }
+                }
+                continue;
+            }
+            // 3. Too many replicas: drop one on the busiest store (never the leader's).
+            if voters.len() > max {
+                let busiest = voters
+                    .iter()
+                    .filter(|q| q.id != me_peer)
+                    .max_by_key(|q| self.store_stats.get(&q.store_id).map(|x| x.0).unwrap_or(0))
+                    .copied();
+                if let Some(q) = busiest {
+                    if remove(p, &q, "more replicas than max_peer_count") {
+                        changes += 1;
+                    }
+                }
+                continue;
+            }
+            // 4. Learners on leaving stores go.
+            if let Some(q) = p
+                .region
+                .peers
+                .iter()
+                .find(|q| q.role == metapb::PeerRole::Learner as i32 && bad.contains(&q.store_id))
+                .copied()
+            {
+                if remove(p, &q, "learner on a leaving store") {
+                    changes += 1;
+                }
+            }
+        }
+        // An Offline store that reports no replica any more becomes a Tombstone.
+        if let Some(id) = self.meta_leader() {
+            for s in meta
+                .stores
+                .iter()
+                .filter(|s| s.state == metapb::StoreState::Offline as i32)
+            {
+                let empty = self.store_stats.get(&s.id).is_some_and(|(regions, _, t)| {
+                    *regions == 0 && now.duration_since(*t) < alive_for
+                });
+                let recent = self
+                    .put_store_sent
+                    .get(&s.id)
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+                if !empty || recent {
+                    continue;
+                }
+                let admin = raft_cmdpb::AdminRequest {
+                    cmd_type: AdminCmdType::SetStoreState as i32,
+                    set_store_state: Some(pontoonpb::SetStoreStateRequest {
+                        store_id: s.id,
+                        state: metapb::StoreState::Tombstone as i32,
+                    }),
+                    ..Default::default()
+                };
+                if let Some(p) = self.peers.get_mut(&id) {
+                    if p.propose_admin(admin) {
+                        log::info!("store {} holds no replica any more: tombstone", s.id);
+                        self.put_store_sent.insert(s.id, Instant::now());
+                    }
+                }
+            }
+            self.dirty.insert(id);
+        }
+        self.dirty.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.is_leader())
+                .map(|(id, _)| *id),
+        );
     }
 
     /// Handles one message; returns true on stop.
@@ -860,6 +1317,20 @@ impl StoreLoop {
             .admin_request
             .as_ref()
             .map(|a| AdminCmdType::try_from(a.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin));
+        if admin == Some(AdminCmdType::StoreList) {
+            match self.store_list() {
+                Ok(mut resp) => {
+                    resp.response_header = Some(pontoonpb::ResponseHeader {
+                        cluster_id: self.ctx.cluster_id,
+                        member_id: self.ctx.store_id,
+                        ..Default::default()
+                    });
+                    let _ = reply.send(resp);
+                }
+                Err(e) => self.reply_error(reply, *e),
+            }
+            return;
+        }
         let id = if header.region_id != 0 {
             Some(header.region_id)
         } else {
@@ -974,6 +1445,11 @@ impl StoreLoop {
                     .splits
                     .as_ref()
                     .is_some_and(|s| !s.requests.is_empty() && s.requests.len() <= 64),
+                AdminCmdType::StoreList => true,
+                // Clients start and cancel decommissions; Tombstone is the cluster's call.
+                AdminCmdType::SetStoreState => a.set_store_state.as_ref().is_some_and(|c| {
+                    c.store_id != 0 && c.state != metapb::StoreState::Tombstone as i32
+                }),
                 _ => false,
             };
             if !ok {
@@ -1009,7 +1485,10 @@ impl StoreLoop {
                 }
             }
             let cf = cf_of(cf);
-            if !self.ctx.cfs.iter().any(|c| c == cf) || cf == mvcc::RAFT_CF {
+            if !self.ctx.cfs.iter().any(|c| c == cf)
+                || cf == mvcc::RAFT_CF
+                || cf == crate::meta::META_CF
+            {
                 return Err(Box::new(region_error(format!(
                     "unknown column family {cf:?}"
                 ))));
@@ -1028,11 +1507,17 @@ impl StoreLoop {
             log::debug!("dropping a raft message for store {}", to.store_id);
             return Ok(());
         }
-        if let Some(from) = m.from_peer.filter(|p| p.store_id != 0) {
-            self.last_seen.insert(from.store_id, Instant::now());
+        let from_store = m.from_peer.map(|p| p.store_id).unwrap_or(0);
+        if from_store != 0 && self.is_tombstone(from_store) {
+            log::debug!("dropping a message from store {from_store}, a tombstone");
+            return Ok(());
+        }
+        if from_store != 0 {
+            self.last_seen.insert(from_store, Instant::now());
         }
         if m.region_id == 0 {
-            return Ok(()); // a store heartbeat
+            self.on_store_heartbeat(from_store, &m.message);
+            return Ok(());
         }
         let mut msg = match raft::eraftpb::Message::parse_from_bytes(&m.message) {
             Ok(msg) => msg,
@@ -1336,6 +1821,11 @@ impl StoreLoop {
     fn on_apply_events(&mut self, events: Vec<ApplyEvent>) -> Result<(), Error> {
         for ev in events {
             match ev {
+                ApplyEvent::Meta(m) => {
+                    if self.meta.as_ref().is_none_or(|c| c.version <= m.version) {
+                        self.meta = Some(m);
+                    }
+                }
                 ApplyEvent::Split { parent, regions } => {
                     let leader = self.peers.get(&parent).is_some_and(|p| p.is_leader());
                     for r in regions {

@@ -73,6 +73,8 @@ pub(crate) enum ApplyEvent {
         parent: u64,
         regions: Vec<metapb::Region>,
     },
+    /// The cluster metadata changed (region 1 applied a store change).
+    Meta(pontoonpb::ClusterMeta),
 }
 
 /// One region peer.
@@ -934,24 +936,7 @@ impl Peer {
                     );
                     return;
                 }
-                let mut cc = ConfChange::default();
-                cc.set_change_type(
-                    match raft_cmdpb::ConfChangeType::try_from(cp.change_type)
-                        .unwrap_or(raft_cmdpb::ConfChangeType::AddNode)
-                    {
-                        raft_cmdpb::ConfChangeType::AddNode => {
-                            raft::eraftpb::ConfChangeType::AddNode
-                        }
-                        raft_cmdpb::ConfChangeType::RemoveNode => {
-                            raft::eraftpb::ConfChangeType::RemoveNode
-                        }
-                        raft_cmdpb::ConfChangeType::AddLearnerNode => {
-                            raft::eraftpb::ConfChangeType::AddLearnerNode
-                        }
-                    },
-                );
-                cc.node_id = peer.id;
-                cc.context = req.encode_to_vec().into();
+                let cc = conf_change_of(cp, &req);
                 let before = self.raw.raft.raft_log.last_index();
                 let proposed = self.raw.propose_conf_change(Vec::new(), cc);
                 self.bcast_commit_until_applied();
@@ -989,6 +974,71 @@ impl Peer {
                 self.track_proposal(ctx, before, proposed, reply, None);
             }
         }
+    }
+
+    /// Proposes a membership change decided by the placement (no client waits for it).
+    /// Returns true if raft took it.
+    pub fn propose_change_peer(
+        &mut self,
+        change: raft_cmdpb::ConfChangeType,
+        peer: metapb::Peer,
+        peer_addr: String,
+    ) -> bool {
+        let cp = raft_cmdpb::ChangePeerRequest {
+            change_type: change as i32,
+            peer: Some(peer),
+            peer_addr,
+        };
+        let req = RaftCmdRequest {
+            header: Some(raft_cmdpb::RaftRequestHeader {
+                region_id: self.region.id,
+                region_epoch: self.region.region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(raft_cmdpb::AdminRequest {
+                cmd_type: AdminCmdType::ChangePeer as i32,
+                change_peer: Some(cp.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cc = conf_change_of(&cp, &req);
+        let before = self.raw.raft.raft_log.last_index();
+        let ok = self.raw.propose_conf_change(Vec::new(), cc).is_ok()
+            && self.raw.raft.raft_log.last_index() > before;
+        if ok {
+            self.bcast_commit_until_applied();
+        }
+        ok
+    }
+
+    /// Proposes an admin command no client waits for (store changes of the placement).
+    pub fn propose_admin(&mut self, admin: raft_cmdpb::AdminRequest) -> bool {
+        let req = RaftCmdRequest {
+            header: Some(raft_cmdpb::RaftRequestHeader {
+                region_id: self.region.id,
+                region_epoch: self.region.region_epoch,
+                ..Default::default()
+            }),
+            admin_request: Some(admin),
+            ..Default::default()
+        };
+        self.raw.propose(Vec::new(), req.encode_to_vec()).is_ok()
+    }
+
+    /// True if peer `id` has (nearly) everything the leader committed: safe to count on it
+    /// before removing another replica or handing it the leadership.
+    pub fn caught_up(&self, id: u64) -> bool {
+        let committed = self.raw.raft.raft_log.committed;
+        self.raw
+            .raft
+            .prs()
+            .get(id)
+            .is_some_and(|pr| pr.matched + 64 >= committed && pr.matched > 0)
+    }
+
+    pub fn has_pending_transfer(&self) -> bool {
+        self.pending_transfer.is_some()
     }
 
     /// This store's view of the region, as a status entry.
@@ -1095,7 +1145,8 @@ impl Peer {
                 match RaftCmdRequest::decode(&e.data[..]) {
                     Ok(req) => match &req.admin_request {
                         Some(admin) => {
-                            resp = self.apply_admin(&req, admin, e.index, &mut batch, events)?
+                            resp =
+                                self.apply_admin(ctx, &req, admin, e.index, &mut batch, events)?
                         }
                         None => resp = self.apply_command(ctx, &req, &mut batch)?,
                     },
@@ -1152,6 +1203,7 @@ impl Peer {
     /// Applies an admin command that went through the log (`CompactLog`, `BatchSplit`).
     fn apply_admin(
         &mut self,
+        ctx: &Ctx,
         req: &RaftCmdRequest,
         admin: &raft_cmdpb::AdminRequest,
         index: u64,
@@ -1175,7 +1227,57 @@ impl Peer {
         if let Some(splits) = &admin.splits {
             return Ok(self.apply_split(req, splits, batch, events));
         }
+        if admin.put_store.is_some() || admin.set_store_state.is_some() {
+            return self.apply_store_change(ctx, admin, batch, events);
+        }
         Ok(RaftCmdResponse::default().with_error(region_error("unsupported admin command")))
+    }
+
+    /// Applies `PutStore` or `SetStoreState` to the cluster metadata, which region 1 (the
+    /// region holding the empty key) keeps. Every replica applies it alike; refused changes
+    /// change nothing.
+    fn apply_store_change(
+        &mut self,
+        ctx: &Ctx,
+        admin: &raft_cmdpb::AdminRequest,
+        batch: &mut WriteBatch,
+        events: &mut Vec<ApplyEvent>,
+    ) -> Result<RaftCmdResponse, Error> {
+        if !self.region.start_key.is_empty() {
+            return Ok(RaftCmdResponse::default().with_error(region_error(
+                "store changes go to the region holding the empty key",
+            )));
+        }
+        let Some(mut meta) = crate::meta::load(&ctx.engine)? else {
+            return Ok(RaftCmdResponse::default()
+                .with_error(region_error("this cluster has no metadata record")));
+        };
+        let mut resp = raft_cmdpb::AdminResponse {
+            cmd_type: admin.cmd_type,
+            ..Default::default()
+        };
+        let result = if let Some(s) = &admin.put_store {
+            crate::meta::put_store(&mut meta, s)
+        } else if let Some(c) = &admin.set_store_state {
+            let state = metapb::StoreState::try_from(c.state).unwrap_or(metapb::StoreState::Up);
+            crate::meta::set_state(&mut meta, c.store_id, state).map(|store| {
+                log::info!("store {} is now {:?}", store.id, state);
+                resp.set_store_state =
+                    Some(pontoonpb::SetStoreStateResponse { store: Some(store) });
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            return Ok(RaftCmdResponse::default().with_error(region_error(e)));
+        }
+        meta.version += 1;
+        crate::meta::stage(batch, &meta);
+        events.push(ApplyEvent::Meta(meta));
+        Ok(RaftCmdResponse {
+            admin_response: Some(resp),
+            ..Default::default()
+        })
     }
 
     /// Applies a `BatchSplit`: this region keeps the leftmost part and each split key starts
@@ -1567,6 +1669,26 @@ impl Peer {
         }
         Ok(resp)
     }
+}
+
+/// The raft conf change of a `ChangePeer` command; the encoded command rides along as the
+/// context (it names the peer's store and address).
+fn conf_change_of(cp: &raft_cmdpb::ChangePeerRequest, req: &RaftCmdRequest) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(
+        match raft_cmdpb::ConfChangeType::try_from(cp.change_type)
+            .unwrap_or(raft_cmdpb::ConfChangeType::AddNode)
+        {
+            raft_cmdpb::ConfChangeType::AddNode => raft::eraftpb::ConfChangeType::AddNode,
+            raft_cmdpb::ConfChangeType::RemoveNode => raft::eraftpb::ConfChangeType::RemoveNode,
+            raft_cmdpb::ConfChangeType::AddLearnerNode => {
+                raft::eraftpb::ConfChangeType::AddLearnerNode
+            }
+        },
+    );
+    cc.node_id = cp.peer.map(|p| p.id).unwrap_or_default();
+    cc.context = req.encode_to_vec().into();
+    cc
 }
 
 /// Small helpers on the generated types.

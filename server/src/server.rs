@@ -206,6 +206,8 @@ impl Server {
                     })
                     .collect(),
                 join: cfg.join,
+                client_address: local_addr.to_string(),
+                peer_address: peer_addr.to_string(),
                 ..cfg.node.clone()
             },
             engine.clone(),

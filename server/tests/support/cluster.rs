@@ -376,6 +376,16 @@ impl Cluster {
         ncfg.store_id = id;
         ncfg.initial_voters = self.ids();
         ncfg.join = join;
+        // Every store knows where the initial ones (and itself) are, as with
+        // --initial-cluster; the simulated transport routes by store id.
+        ncfg.initial_addresses = self
+            .ids()
+            .into_iter()
+            .chain(std::iter::once(id))
+            .map(|s| (s, format!("sim-store-{s}")))
+            .collect();
+        ncfg.peer_address = format!("sim-store-{id}");
+        ncfg.client_address = format!("sim-client-{id}");
         let transport = Arc::new(SimTransport {
             from: id,
             router: self.router.clone(),

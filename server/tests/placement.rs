@@ -1,0 +1,287 @@
+//! Cluster metadata and the embedded placement on an in-process cluster: a joining store is
+//! recorded, a decommissioned store hands its replicas to another Up store under load and
+//! ends a Tombstone whose messages are refused, and the replicas of a store that stays down
+//! are replaced.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cluster::{error_of, get, put, status_request, Client, Cluster, ClusterConfig, Outcome};
+use pontoon_client::proto::metapb::StoreState;
+use pontoon_client::proto::pontoonpb::{self, SetStoreStateRequest, StoreInfo};
+use pontoon_client::proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, BatchSplitRequest, RaftCmdRequest, RaftCmdResponse, SplitRequest,
+};
+
+fn admin(cmd: AdminCmdType, f: impl FnOnce(&mut AdminRequest)) -> RaftCmdRequest {
+    let mut a = AdminRequest {
+        cmd_type: cmd as i32,
+        ..Default::default()
+    };
+    f(&mut a);
+    RaftCmdRequest {
+        admin_request: Some(a),
+        ..Default::default()
+    }
+}
+
+fn split_request(key: &[u8]) -> RaftCmdRequest {
+    admin(AdminCmdType::BatchSplit, |a| {
+        a.splits = Some(BatchSplitRequest {
+            requests: vec![SplitRequest {
+                split_key: key.to_vec(),
+                ..Default::default()
+            }],
+            right_derive: false,
+        })
+    })
+}
+
+fn set_state(store: u64, state: StoreState) -> RaftCmdRequest {
+    admin(AdminCmdType::SetStoreState, |a| {
+        a.set_store_state = Some(SetStoreStateRequest {
+            store_id: store,
+            state: state as i32,
+        })
+    })
+}
+
+/// Sends `req` to the stores in turn (following NotLeader hints) until one answers without
+/// NotLeader.
+fn submit_to_leader(c: &Cluster, stores: &[u64], req: RaftCmdRequest) -> RaftCmdResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    let mut target = stores[0];
+    loop {
+        let r = c.submit(target, req.clone());
+        match r
+            .header
+            .as_ref()
+            .and_then(|h| h.error.as_ref())
+            .and_then(|e| e.not_leader)
+        {
+            None => return r,
+            Some(nl) => {
+                i += 1;
+                target = nl
+                    .leader
+                    .map(|p| p.store_id)
+                    .filter(|s| *s != 0 && c.is_up(*s))
+                    .unwrap_or(stores[i % stores.len()]);
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn store_list(c: &Cluster, from: u64) -> Vec<StoreInfo> {
+    let r = c.submit(
+        from,
+        admin(AdminCmdType::StoreList, |a| {
+            a.store_list = Some(pontoonpb::StoreListRequest {})
+        }),
+    );
+    r.admin_response
+        .and_then(|a| a.store_list)
+        .map(|l| l.stores)
+        .unwrap_or_default()
+}
+
+fn state(list: &[StoreInfo], id: u64) -> Option<StoreState> {
+    list.iter()
+        .find(|s| s.store.as_ref().is_some_and(|s| s.id == id))
+        .and_then(|s| StoreState::try_from(s.store.as_ref()?.state).ok())
+}
+
+/// Every region store `from` holds, with the stores of its peers.
+fn regions(c: &Cluster, from: u64) -> Vec<(u64, Vec<u64>)> {
+    let r = c.submit(from, status_request());
+    r.admin_response
+        .and_then(|a| a.status)
+        .map(|s| s.regions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| {
+            let g = r.region.unwrap_or_default();
+            let mut stores: Vec<u64> = g.peers.iter().map(|p| p.store_id).collect();
+            stores.sort();
+            (g.id, stores)
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn decommissioned_store_hands_over_its_replicas_under_load() {
+    let mut cfg = ClusterConfig::new(3);
+    cfg.node.max_peer_count = 3;
+    cfg.node.schedule_ticks = 2;
+    let c = Arc::new(Cluster::start(cfg));
+    c.wait_leader(Duration::from_secs(20));
+    for k in ["g", "n", "t"] {
+        let r = submit_to_leader(&c, &[1, 2, 3], split_request(k.as_bytes()));
+        assert_eq!(error_of(&r), None);
+    }
+    // Three Up stores and three replicas a region: none may leave yet.
+    let r = submit_to_leader(&c, &[1, 2, 3], set_state(1, StoreState::Offline));
+    assert!(
+        error_of(&r).unwrap().contains("add a store first"),
+        "{:?}",
+        error_of(&r)
+    );
+
+    // Store 4 joins: its heartbeats get it recorded, with its addresses.
+    c.join_store(4);
+    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
+        state(&store_list(&c, 2), 4) == Some(StoreState::Up)
+    });
+    // The metadata reaches every store in region 1's leader's store heartbeats.
+    wait_for("store 4 known on store 3", Duration::from_secs(20), || {
+        state(&store_list(&c, 3), 4) == Some(StoreState::Up)
+    });
+    let listed = store_list(&c, 3);
+    let s4 = listed
+        .iter()
+        .find(|s| s.store.as_ref().is_some_and(|x| x.id == 4))
+        .cloned();
+    let s4 = s4.unwrap();
+    assert_eq!(s4.store.as_ref().unwrap().peer_address, "sim-store-4");
+    assert_eq!(s4.store.as_ref().unwrap().address, "sim-client-4");
+
+    // Writers keep going while store 1 leaves.
+    let done = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let (c, done, acked) = (c.clone(), done.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut cli = Client::new(w + 10);
+                let mut i = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    // Keys in every region.
+                    let k = format!("{}{w}-{i:05}", ["a", "h", "p", "x"][(i % 4) as usize]);
+                    let v = format!("v{i}");
+                    if let Outcome::Ok(r) = cli.call(
+                        &c,
+                        vec![put(k.as_bytes(), v.as_bytes())],
+                        Duration::from_secs(10),
+                    ) {
+                        if error_of(&r).is_none() {
+                            acked.lock().unwrap().insert(k.into_bytes(), v.into_bytes());
+                        }
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let r = submit_to_leader(&c, &[1, 2, 3], set_state(1, StoreState::Offline));
+    assert_eq!(error_of(&r), None);
+    let after = r
+        .admin_response
+        .unwrap()
+        .set_store_state
+        .unwrap()
+        .store
+        .unwrap();
+    assert_eq!(after.state, StoreState::Offline as i32);
+
+    // Every region moves its replica from store 1 to store 4; store 1 ends a Tombstone.
+    wait_for(
+        "store 1 to become a tombstone",
+        Duration::from_secs(60),
+        || state(&store_list(&c, 2), 1) == Some(StoreState::Tombstone),
+    );
+    done.store(true, Ordering::Release);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let held = regions(&c, 2);
+    assert_eq!(held.len(), 4);
+    for (id, stores) in &held {
+        assert_eq!(stores, &vec![2, 3, 4], "region {id}");
+    }
+    wait_for(
+        "store 1 to drop its regions",
+        Duration::from_secs(20),
+        || regions(&c, 1).is_empty(),
+    );
+
+    // Nothing acknowledged was lost.
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 20,
+        "the writers made progress: {}",
+        acked.len()
+    );
+    let mut cli = Client::new(99);
+    for (k, v) in &acked {
+        let Outcome::Ok(r) = cli.call(&c, vec![get(k)], Duration::from_secs(10)) else {
+            panic!("no answer for {k:?}");
+        };
+        let g = r.responses[0].get.as_ref().unwrap();
+        assert_eq!(&g.value, v, "key {:?}", String::from_utf8_lossy(k));
+    }
+    // A tombstone stays one.
+    let r = submit_to_leader(&c, &[2, 3, 4], set_state(1, StoreState::Up));
+    assert!(
+        error_of(&r).unwrap().contains("tombstone"),
+        "{:?}",
+        error_of(&r)
+    );
+}
+
+#[test]
+fn replicas_of_a_store_that_stays_down_are_replaced() {
+    let mut cfg = ClusterConfig::new(3);
+    cfg.node.max_peer_count = 3;
+    cfg.node.schedule_ticks = 2;
+    cfg.node.max_store_down_time = Duration::from_secs(2);
+    let c = Arc::new(Cluster::start(cfg));
+    c.wait_leader(Duration::from_secs(20));
+    let r = submit_to_leader(&c, &[1, 2, 3], split_request(b"m"));
+    assert_eq!(error_of(&r), None);
+    c.join_store(4);
+    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
+        state(&store_list(&c, 2), 4) == Some(StoreState::Up)
+    });
+    let mut cli = Client::new(5);
+    for k in ["a", "z"] {
+        let Outcome::Ok(r) = cli.call(&c, vec![put(k.as_bytes(), b"1")], Duration::from_secs(10))
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(error_of(&r), None);
+    }
+    c.crash_store(3);
+    // Down for longer than max_store_down_time: store 4 takes over its replicas.
+    wait_for(
+        "store 3's replicas replaced",
+        Duration::from_secs(60),
+        || {
+            regions(&c, 1)
+                .iter()
+                .all(|(_, stores)| stores == &vec![1, 2, 4])
+        },
+    );
+    for k in ["a", "z"] {
+        let Outcome::Ok(r) = cli.call(&c, vec![get(k.as_bytes())], Duration::from_secs(10)) else {
+            panic!("no answer");
+        };
+        assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"1");
+    }
+}
