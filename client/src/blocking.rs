@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::client::{
     self, ClientOptions, DeleteResult, EndpointStatus, Error, MemberChange, MemberList, MoveLeader,
-    PutResult, RangeOptions, RangeResult, RegionInfo,
+    PutResult, RangeOptions, RangeResult, RegionInfo, StoreList,
 };
 use crate::proto::metapb;
 use crate::proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
@@ -109,6 +109,21 @@ impl Client {
     /// See [`crate::client::Client::region_split`].
     pub fn region_split(&self, key: &[u8]) -> Result<Vec<metapb::Region>, Error> {
         self.rt.block_on(self.inner.region_split(key))
+    }
+
+    /// See [`crate::client::Client::store_list`].
+    pub fn store_list(&self) -> Result<StoreList, Error> {
+        self.rt.block_on(self.inner.store_list())
+    }
+
+    /// See [`crate::client::Client::store_delete`].
+    pub fn store_delete(&self, id: u64) -> Result<metapb::Store, Error> {
+        self.rt.block_on(self.inner.store_delete(id))
+    }
+
+    /// See [`crate::client::Client::store_set_up`].
+    pub fn store_set_up(&self, id: u64) -> Result<metapb::Store, Error> {
+        self.rt.block_on(self.inner.store_set_up(id))
     }
 
     /// See [`crate::client::Client::ping`].

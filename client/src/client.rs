@@ -17,10 +17,15 @@
 //! refresh at a time, shared by every caller that needs it, at most one per
 //! [`ClientOptions::region_refresh_min_interval`]). Stores never clip a range at a region
 //! boundary, so [`Client::range`] and [`Client::delete`] send one command per region and
-//! stitch the answers. Commands without a key (Status, membership, leader moves) go to
-//! region 0 ("the region holding the empty key") on the preferred endpoint, as do keyed
-//! commands while no store lists any region (stores from before multi-raft). An explicit
-//! [`ClientOptions::region_id`] turns routing off.
+//! stitch the answers. Commands without a key (Status, membership, leader moves, store
+//! commands) go to region 0 ("the region holding the empty key") on the preferred
+//! endpoint, as do keyed commands while no store lists any region (stores from before
+//! multi-raft). An explicit [`ClientOptions::region_id`] turns routing off.
+//!
+//! **Stores.** [`Client::store_list`] lists the cluster's stores (any store answers from
+//! the cluster metadata it knows); [`Client::store_delete`] starts decommissioning a store
+//! and [`Client::store_set_up`] cancels that (admin command `SetStoreState`, proposed to
+//! the leader of region 1, which keeps the cluster metadata).
 //!
 //! Unrouted calls go to the *preferred* endpoint. When a store answers `NotLeader` with a
 //! leader hint, the client switches to the endpoint of that store (learnt from the
@@ -72,6 +77,7 @@ use crate::FrameDecoder;
 
 mod regions;
 mod routing;
+mod stores;
 
 use routing::{routing_key, RegionState};
 
@@ -173,7 +179,8 @@ pub struct ClientOptions {
     /// the preferred endpoint (following `NotLeader` hints) without an epoch or peer, and
     /// ranges are not split at region boundaries. 0 (the default) routes each command to
     /// the region holding its key, and keyless commands to region 0, which stores read as
-    /// "the region holding the empty key". Default 0.
+    /// "the region holding the empty key". The store commands (`StoreList`,
+    /// `SetStoreState`) concern the whole cluster and always carry region 0. Default 0.
     pub region_id: u64,
     /// Least time between two refreshes of the region cache. A cache miss within it is
     /// routed as if no region were known; a routing error within it waits for the rest of
@@ -308,6 +315,25 @@ pub struct MemberChange {
     pub peers: Vec<metapb::Peer>,
     /// The region epoch's `conf_ver` after the change.
     pub conf_ver: u64,
+}
+
+/// Result of [`Client::store_list`]: the cluster's stores as the answering store knows
+/// them (admin command `StoreList`, answered locally from the cluster metadata that store
+/// has; a store that learnt no metadata yet cannot answer and another one is asked).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreList {
+    /// Response header of the answering store (its id is `member_id`).
+    pub header: ResponseHeader,
+    /// The cluster: its id and how many peers each region should have
+    /// (`max_peer_count`).
+    pub cluster: metapb::Cluster,
+    /// Every store the cluster metadata records, Tombstones included, sorted by store id.
+    /// Each is the protobuf [`StoreInfo`](pontoonpb::StoreInfo): `store` (id, client
+    /// `address`, `peer_address` (empty: same as `address`), `state` as a
+    /// [`metapb::StoreState`] number, `version`), `region_count` and `leader_count` as the
+    /// store last reported them (0 if never heard), and `alive`: the answering store
+    /// heard from it recently (itself: always).
+    pub stores: Vec<pontoonpb::StoreInfo>,
 }
 
 /// One region as [`Client::region_list`] reports it.
@@ -889,6 +915,26 @@ impl Client {
             .map(|k| (start + k) % n)
             .find(|&i| self.inner.endpoints.get(i).is_some_and(|e| !e.is_down(now)))
             .unwrap_or(start)
+    }
+
+    /// [`Client::pick`] among the endpoints not in `except`: the first one from the
+    /// preferred one on that is not marked down, else the first one not excluded, else
+    /// (every endpoint excluded) [`Client::pick`]'s choice.
+    fn pick_except(&self, except: &[usize]) -> usize {
+        if except.is_empty() {
+            return self.pick();
+        }
+        let n = self.inner.endpoints.len();
+        let start = self.inner.preferred.load(Ordering::Relaxed) % n;
+        let now = Instant::now();
+        let mut candidates = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !except.contains(i));
+        candidates
+            .clone()
+            .find(|&i| self.inner.endpoints.get(i).is_some_and(|e| !e.is_down(now)))
+            .or_else(|| candidates.next())
+            .unwrap_or_else(|| self.pick())
     }
 
     fn all_down(&self) -> bool {

@@ -8,8 +8,8 @@
 //!   (raw bytes, as etcdctl prints them).
 //! - **fields**: `"Name" : value` lines, integers as `%d`, bytes as Go `%q`.
 //! - **table**: etcdctl's boxed tables (headers centred, cells right-aligned); only the
-//!   region outputs ([`region_list`], [`region_split`]) have one, the others print their
-//!   simple format for it (pontoonctl refuses `-w table` for them).
+//!   region outputs ([`region_list`], [`region_split`]) and [`store_list`] have one, the
+//!   others print their simple format for it (pontoonctl refuses `-w table` for them).
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -21,10 +21,12 @@ use crate::client::{
 };
 
 mod region;
+mod store;
 
 use crate::proto::metapb::PeerRole;
 use crate::proto::pontoonpb::{KeyValue, Member, ResponseHeader};
 pub use region::{display_key, region_list, region_split};
+pub use store::{state_name, store_list, store_state};
 
 /// An output format (`-w`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

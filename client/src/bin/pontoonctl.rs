@@ -13,19 +13,24 @@
 //!     move-leader ID
 //!     region list
 //!     region split KEY
+//!     store list
+//!     store delete ID
+//!     store up ID
 //! ```
 //!
 //! Member ids are store ids. They are printed in hex, as etcdctl does; as arguments they
 //! are read as hex with a `0x` prefix or when they contain a hex letter, and as decimal
 //! when they are all digits (so `10` is store ten, `0x10` and `a` are sixteen and ten).
 //!
-//! Region and store ids are printed in hex too (decimal in `-w json` and `-w fields`).
+//! Region and store ids are printed in hex too (decimal in `-w json` and `-w fields`);
+//! store ids are read as member ids are.
 //! Region boundary keys are printed as they are when they are printable ASCII without
 //! spaces, quotes, backslashes or commas, and Go-quoted otherwise; an empty start key is
 //! `-inf` and an empty end key `+inf`.
 //!
 //! Output is etcdctl 3.4's (see `pontoon_client::output`); `-w table` exists for the
-//! region commands only. Errors go to stderr as `Error: ...` with exit code 1.
+//! region commands and `store list` only. Errors go to stderr as `Error: ...` with exit
+//! code 1.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -52,7 +57,7 @@ struct Cli {
         default_value = "127.0.0.1:2479"
     )]
     endpoints: Vec<String>,
-    /// Output format: simple, json or fields; table for the region commands.
+    /// Output format: simple, json or fields; table for the region commands and store list.
     #[arg(
         short = 'w',
         long = "write-out",
@@ -143,6 +148,47 @@ enum Command {
     Region {
         #[command(subcommand)]
         command: RegionCommand,
+    },
+    /// Store related commands: list the stores, decommission one.
+    ///
+    /// A store is Up (it holds region peers and takes new ones), Offline (being
+    /// decommissioned: the cluster moves its peers to Up stores) or Tombstone
+    /// (decommissioned: it holds no peer and never comes back; only the cluster sets this
+    /// state).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Lists the cluster's stores, as the answering store knows them.
+    ///
+    /// Columns: ID (hex), ADDRESS (for clients), PEER_ADDRESS (for other stores), STATE
+    /// (Up, Offline: being decommissioned, Tombstone: decommissioned), ALIVE (the
+    /// answering store heard from it recently), REGIONS and LEADERS (region peers it holds
+    /// and regions it leads, as it last reported). An unknown address is "-". With `-w
+    /// json`, states are metapb's numbers (Up = 0, omitted; Offline = 1; Tombstone = 2).
+    List,
+    /// Decommissions a store: sets it Offline.
+    ///
+    /// The cluster moves the store's region peers to other Up stores, then sets it
+    /// Tombstone once it holds none. Refused for an unknown or Tombstone store, and when
+    /// fewer Up stores would remain than each region needs peers. `store up` cancels a
+    /// decommission that has not finished.
+    Delete {
+        /// Store id (decimal, or hex with 0x or a hex letter).
+        #[arg(value_parser = parse_id)]
+        id: u64,
+    },
+    /// Cancels a decommission: sets an Offline store Up again.
+    ///
+    /// Peers already moved away stay where they are. A Tombstone store cannot come back.
+    Up {
+        /// Store id (decimal, or hex with 0x or a hex letter).
+        #[arg(value_parser = parse_id)]
+        id: u64,
     },
 }
 
@@ -313,8 +359,18 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
-    if format == Format::Table && !matches!(cli.command, Command::Region { .. }) {
-        return Err("table not supported as output format for this command (only region)".into());
+    let has_table = matches!(
+        cli.command,
+        Command::Region { .. }
+            | Command::Store {
+                command: StoreCommand::List
+            }
+    );
+    if format == Format::Table && !has_table {
+        return Err(
+            "table not supported as output format for this command (only region and store list)"
+                .into(),
+        );
     }
     let client = Client::new(&endpoints, opts).map_err(|e| e.to_string())?;
     match cli.command {
@@ -408,6 +464,24 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
             Ok(output::move_leader(before.leader, id))
         }
         Command::Region { command } => region(&client, format, command).await,
+        Command::Store { command } => store(&client, format, command).await,
+    }
+}
+
+async fn store(client: &Client, format: Format, command: StoreCommand) -> Result<Vec<u8>, String> {
+    match command {
+        StoreCommand::List => {
+            let list = client.store_list().await.map_err(|e| e.to_string())?;
+            Ok(output::store_list(format, &list))
+        }
+        StoreCommand::Delete { id } => {
+            let st = client.store_delete(id).await.map_err(|e| e.to_string())?;
+            Ok(output::store_state(format, id, &st))
+        }
+        StoreCommand::Up { id } => {
+            let st = client.store_set_up(id).await.map_err(|e| e.to_string())?;
+            Ok(output::store_state(format, id, &st))
+        }
     }
 }
 

@@ -39,6 +39,42 @@ pub(super) struct RegionState {
     pub unregioned: bool,
 }
 
+/// What a command does when a store answers it with a region error that carries only a
+/// message (no typed field the client could act on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnPlainError {
+    /// The error is the command's answer: the store refused the command itself.
+    Answer,
+    /// That store cannot serve the command but another may (a store that learnt no
+    /// cluster metadata yet, asked for `StoreList`): an unrouted command is sent to each
+    /// other endpoint once, in order, and the last store's error is the answer if none can.
+    AskOthers,
+}
+
+/// True if `e` carries no typed field, only (at most) a message.
+fn is_plain(e: &errorpb::Error) -> bool {
+    e.not_leader.is_none()
+        && e.region_not_found.is_none()
+        && e.key_not_in_region.is_none()
+        && e.epoch_not_match.is_none()
+        && e.server_is_busy.is_none()
+        && e.stale_command.is_none()
+        && e.store_not_match.is_none()
+        && e.raft_entry_too_large.is_none()
+}
+
+/// True for the admin commands about the whole cluster (`StoreList`, `SetStoreState`):
+/// they are never routed and always carry region 0, whatever
+/// [`ClientOptions::region_id`](super::ClientOptions::region_id) says.
+fn is_cluster_command(req: &RaftCmdRequest) -> bool {
+    req.admin_request.as_ref().is_some_and(|a| {
+        matches!(
+            AdminCmdType::try_from(a.cmd_type),
+            Ok(AdminCmdType::StoreList | AdminCmdType::SetStoreState)
+        )
+    })
+}
+
 /// What to do after a region error.
 enum Retry {
     /// Retry at once (the cache or the preferred endpoint was updated).
@@ -100,12 +136,30 @@ impl Client {
     where
         F: Fn(Option<&metapb::Region>) -> RaftCmdRequest,
     {
+        self.call_part_with(key, deadline, OnPlainError::Answer, build)
+            .await
+    }
+
+    /// [`Client::call_part`] with the reaction `on_plain` to region errors carrying only a
+    /// message.
+    pub(super) async fn call_part_with<F>(
+        &self,
+        key: Option<&[u8]>,
+        deadline: Instant,
+        on_plain: OnPlainError,
+        build: F,
+    ) -> Result<Part, Error>
+    where
+        F: Fn(Option<&metapb::Region>) -> RaftCmdRequest,
+    {
         let opts = &self.inner.opts;
         let key = key.filter(|_| opts.region_id == 0);
         let mut last = Error::Timeout;
         let mut pause = false;
         // Endpoints that answered NotLeader for this command: tried last.
         let mut avoid: Vec<usize> = Vec::new();
+        // Endpoints that could not serve this unrouted command (`OnPlainError::AskOthers`).
+        let mut unable: Vec<usize> = Vec::new();
         for _ in 0..opts.max_attempts.max(1) {
             if pause {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -123,7 +177,7 @@ impl Client {
             }
             let i = match &route {
                 Some(r) => self.target(r, &avoid),
-                None => self.pick(),
+                None => self.pick_except(&unable),
             };
             let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -173,7 +227,21 @@ impl Client {
                     &mut avoid,
                 )
                 .await;
+            let ask_others = matches!(retry, Retry::GiveUp)
+                && on_plain == OnPlainError::AskOthers
+                && route.is_none()
+                && is_plain(&err);
             last = Error::Region(Box::new(err));
+            if ask_others {
+                if !unable.contains(&i) {
+                    unable.push(i);
+                }
+                if unable.len() >= self.inner.endpoints.len() {
+                    return Err(last);
+                }
+                pause = false;
+                continue;
+            }
             match retry {
                 Retry::Now => pause = false,
                 Retry::Later => pause = true,
@@ -185,13 +253,15 @@ impl Client {
 
     /// `req` with its header set for `route`, sent to store `store_id`: the region's id and
     /// epoch and its peer on that store (none if it has none there); unrouted, the
-    /// explicit [`ClientOptions::region_id`](super::ClientOptions::region_id) if any.
+    /// explicit [`ClientOptions::region_id`](super::ClientOptions::region_id) if any
+    /// (never for the cluster-wide store commands).
     fn with_route(
         &self,
         mut req: RaftCmdRequest,
         route: &Option<CachedRegion>,
         store_id: u64,
     ) -> RaftCmdRequest {
+        let cluster_wide = is_cluster_command(&req);
         let header = req.header.get_or_insert_with(Default::default);
         match route {
             Some(r) => {
@@ -199,7 +269,7 @@ impl Client {
                 header.region_epoch = r.region.region_epoch;
                 header.peer = r.peer_on(store_id).cloned();
             }
-            None if self.inner.opts.region_id != 0 => {
+            None if self.inner.opts.region_id != 0 && !cluster_wide => {
                 header.region_id = self.inner.opts.region_id;
             }
             None => {}
@@ -318,6 +388,11 @@ impl Client {
             let id = route.map_or(e.region_id, CachedRegion::id);
             if id != 0 {
                 self.region_state().cache.remove(id);
+            }
+            if route.is_none() {
+                // Unrouted, the next attempt would go to the same store, which holds no
+                // peer of the region (a decommissioned store, for instance): move on.
+                self.advance_from(i);
             }
             self.refresh_regions(generation, deadline).await;
             return Retry::Now;

@@ -146,7 +146,8 @@ pub fn region_split(format: Format, regions: &[metapb::Region]) -> Vec<u8> {
     }
 }
 
-fn simple_rows(rows: &[Vec<String>]) -> Vec<u8> {
+/// One line per row, cells separated by `, `.
+pub(super) fn simple_rows(rows: &[Vec<String>]) -> Vec<u8> {
     let mut s = String::new();
     for row in rows {
         s.push_str(&row.join(", "));
@@ -157,7 +158,7 @@ fn simple_rows(rows: &[Vec<String>]) -> Vec<u8> {
 
 /// etcdctl's table (olekukonko/tablewriter as etcdctl sets it up): a `+---+` rule, the
 /// headers centred, a rule, the rows right-aligned, a rule.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<u8> {
+pub(super) fn table(headers: &[&str], rows: &[Vec<String>]) -> Vec<u8> {
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()

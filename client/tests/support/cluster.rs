@@ -13,15 +13,26 @@
 //!    `KeyNotInRegion`.
 //!
 //! `Status` is answered locally by any store, listing the regions it has a peer of.
+//!
+//! The cluster metadata (the cluster, its stores and their states) is kept as the
+//! metadata of region 1: `StoreList` is answered locally by any store (but a store in
+//! [`ClusterState::no_meta`] answers an error with only a message, as a store that learnt
+//! no metadata yet), and `SetStoreState`, sent with region 0, goes through the checks
+//! above to the leader of the region holding the empty key, which refuses unknown and
+//! Tombstone stores, a Tombstone state, and taking a store Offline when fewer Up stores
+//! than `max_peer_count` would remain.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pontoon_client::proto::errorpb;
 use pontoon_client::proto::metapb;
-use pontoon_client::proto::pontoonpb::{RegionStatus, ResponseHeader, StatusResponse};
+use pontoon_client::proto::pontoonpb::{
+    RegionStatus, ResponseHeader, SetStoreStateResponse, StatusResponse, StoreInfo,
+    StoreListResponse,
+};
 use pontoon_client::proto::raft_cmdpb::{
     AdminCmdType, AdminResponse, BatchSplitResponse, RaftCmdRequest, RaftCmdResponse,
     RaftResponseHeader,
@@ -97,6 +108,14 @@ impl Logged {
     pub fn region_id(&self) -> u64 {
         self.req.header.as_ref().map_or(0, |h| h.region_id)
     }
+
+    /// The admin command type, if the command is an admin one.
+    pub fn admin_type(&self) -> Option<AdminCmdType> {
+        self.req
+            .admin_request
+            .as_ref()
+            .and_then(|a| AdminCmdType::try_from(a.cmd_type).ok())
+    }
 }
 
 /// What every store answers from.
@@ -113,6 +132,15 @@ pub struct ClusterState {
     pub inject: Vec<(u64, errorpb::Error)>,
     /// `Status` answers given instead of the truth, by store (a store lagging behind).
     pub stale_status: HashMap<u64, Vec<RegionStatus>>,
+    /// The cluster (id [`CLUSTER_ID`], `max_peer_count` 3).
+    pub cluster: metapb::Cluster,
+    /// The stores of the cluster metadata, in the order they were started (not sorted):
+    /// id, client address, peer address `10.0.0.<id>:2380`, state.
+    pub stores: Vec<metapb::Store>,
+    /// Stores that learnt no cluster metadata yet: they cannot answer `StoreList`.
+    pub no_meta: HashSet<u64>,
+    /// Stores reported as not alive (stopped ones).
+    pub dead: HashSet<u64>,
 }
 
 impl ClusterState {
@@ -186,6 +214,60 @@ impl ClusterState {
         Ok(out)
     }
 
+    /// Store `id` of the metadata.
+    pub fn store_mut(&mut self, id: u64) -> &mut metapb::Store {
+        self.stores.iter_mut().find(|s| s.id == id).unwrap()
+    }
+
+    /// Store `asking`'s answer to `StoreList`: every store of the metadata, with the
+    /// region peers it holds and the regions it leads.
+    fn store_list(&self, asking: u64) -> StoreListResponse {
+        let stores = self
+            .stores
+            .iter()
+            .map(|s| StoreInfo {
+                store: Some(s.clone()),
+                region_count: self.regions.iter().filter(|r| r.has_store(s.id)).count() as u64,
+                leader_count: self.regions.iter().filter(|r| r.leader == s.id).count() as u64,
+                alive: s.id == asking || !self.dead.contains(&s.id),
+            })
+            .collect();
+        StoreListResponse {
+            cluster: Some(self.cluster),
+            stores,
+        }
+    }
+
+    /// Applies `SetStoreState` (by region 1's leader).
+    fn set_store_state(&mut self, id: u64, state: i32) -> Result<metapb::Store, String> {
+        let max = self.cluster.max_peer_count as usize;
+        let up_others = self
+            .stores
+            .iter()
+            .filter(|s| s.id != id && s.state == metapb::StoreState::Up as i32)
+            .count();
+        let Some(store) = self.stores.iter_mut().find(|s| s.id == id) else {
+            return Err(format!("store {id} not found"));
+        };
+        if store.state == metapb::StoreState::Tombstone as i32 {
+            return Err(format!("store {id} is Tombstone"));
+        }
+        match metapb::StoreState::try_from(state) {
+            Ok(metapb::StoreState::Up) => {}
+            Ok(metapb::StoreState::Offline) => {
+                if store.state == metapb::StoreState::Up as i32 && up_others < max {
+                    return Err(format!(
+                        "cannot take store {id} offline: {up_others} Up stores would remain, \
+                         fewer than max_peer_count {max}"
+                    ));
+                }
+            }
+            _ => return Err("invalid store state: Tombstone is set by the cluster".into()),
+        }
+        store.state = state;
+        Ok(store.clone())
+    }
+
     fn status(&self, store: u64) -> StatusResponse {
         let regions = match self.stale_status.get(&store) {
             Some(stale) => stale.clone(),
@@ -232,6 +314,24 @@ impl ClusterState {
                 admin_response: Some(AdminResponse {
                     cmd_type: AdminCmdType::Status as i32,
                     status: Some(self.status(store)),
+                    ..Default::default()
+                }),
+                response_header: Some(h),
+                ..Default::default()
+            };
+        }
+        if admin_type == Some(AdminCmdType::StoreList) {
+            if self.no_meta.contains(&store) {
+                return error_response(message_error(format!(
+                    "store {store} knows no cluster metadata yet"
+                )));
+            }
+            let first = self.region_of(b"");
+            let h = header(first.kv.revision, first.term);
+            return RaftCmdResponse {
+                admin_response: Some(AdminResponse {
+                    cmd_type: AdminCmdType::StoreList as i32,
+                    store_list: Some(self.store_list(store)),
                     ..Default::default()
                 }),
                 response_header: Some(h),
@@ -337,6 +437,23 @@ impl ClusterState {
                     Err(message) => return error_response(message_error(message)),
                 }
             }
+            Some(AdminCmdType::SetStoreState) => {
+                let r = req
+                    .admin_request
+                    .as_ref()
+                    .and_then(|a| a.set_store_state)
+                    .unwrap_or_default();
+                match self.set_store_state(r.store_id, r.state) {
+                    Ok(store) => {
+                        resp.admin_response = Some(AdminResponse {
+                            cmd_type: AdminCmdType::SetStoreState as i32,
+                            set_store_state: Some(SetStoreStateResponse { store: Some(store) }),
+                            ..Default::default()
+                        })
+                    }
+                    Err(message) => return error_response(message_error(message)),
+                }
+            }
             Some(_) => return error_response(message_error("unsupported admin command")),
         }
         let region = self.region_mut(id);
@@ -435,6 +552,13 @@ impl MockCluster {
             log: Vec::new(),
             inject: Vec::new(),
             stale_status: HashMap::new(),
+            cluster: metapb::Cluster {
+                id: CLUSTER_ID,
+                max_peer_count: 3,
+            },
+            stores: Vec::new(),
+            no_meta: HashSet::new(),
+            dead: HashSet::new(),
         }));
         let mut out = MockCluster {
             stores: Vec::new(),
@@ -451,15 +575,23 @@ impl MockCluster {
                 .expect("bind 127.0.0.1:0");
             out.stores.push((id, addr));
             out.tasks.push(task);
+            state.lock().unwrap().stores.push(metapb::Store {
+                id,
+                address: addr.to_string(),
+                peer_address: format!("10.0.0.{id}:2380"),
+                ..Default::default()
+            });
         }
         out
     }
 
-    /// Stops store `id`: it stops listening and closes its connections.
+    /// Stops store `id`: it stops listening and closes its connections, and the others
+    /// report it as not alive.
     pub fn stop(&mut self, id: u64) {
         if let Some(i) = self.stores.iter().position(|(s, _)| *s == id) {
             self.tasks[i].abort();
         }
+        self.with(|s| s.dead.insert(id));
     }
 
     /// The stores' addresses, in the order given.

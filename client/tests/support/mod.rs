@@ -4,7 +4,8 @@
 //!   multi-raft: its `Status` lists no region), with test behaviours (NotLeader, silence,
 //!   delayed answers, membership changes).
 //! - [`cluster`]: several stores sharing several regions with different leaders, checking
-//!   requests in TiKV's order (store id, region, leader, epoch, keys in range).
+//!   requests in TiKV's order (store id, region, leader, epoch, keys in range), and the
+//!   cluster metadata the store commands (`StoreList`, `SetStoreState`) read and change.
 //!
 //! Both serve connections with [`serve`] and keep data in a [`Kv`].
 
