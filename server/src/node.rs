@@ -95,6 +95,9 @@ pub struct NodeConfig {
     pub max_store_down_time: Duration,
     /// Ticks between two placement checks of the regions this store leads. Default: 10.
     pub schedule_ticks: usize,
+    /// Ticks between two probes of a hibernating follower to its leader, which answers a
+    /// peer it removed with a tombstone message. Default: 3000 (5 minutes).
+    pub stale_check_ticks: usize,
     /// This store's client address, recorded in the cluster metadata. Default: empty.
     pub client_address: String,
     /// This store's peer address, recorded in the cluster metadata. Default: empty.
@@ -129,6 +132,7 @@ impl Default for NodeConfig {
             max_peer_count: 0,
             max_store_down_time: Duration::from_secs(30 * 60),
             schedule_ticks: 10,
+            stale_check_ticks: 3000,
             client_address: String::new(),
             peer_address: String::new(),
             join: false,
@@ -305,6 +309,7 @@ impl Node {
             },
             max_store_down_time: cfg.max_store_down_time,
             schedule_ticks: cfg.schedule_ticks.max(1),
+            stale_check_ticks: cfg.stale_check_ticks.max(1),
             put_store_sent: IdMap::default(),
             started: Instant::now(),
             next_incarnation: 0,
@@ -572,6 +577,7 @@ struct StoreLoop {
     own_store: metapb::Store,
     max_store_down_time: Duration,
     schedule_ticks: usize,
+    stale_check_ticks: usize,
     /// When region 1's leader here last proposed `PutStore` for a store.
     put_store_sent: IdMap<Instant>,
     /// When the loop started (a store never heard from counts as down from then).
@@ -742,8 +748,16 @@ impl StoreLoop {
                     // message other than a heartbeat, any command, or its leader's store
                     // going quiet wakes it.
                     sleeping += 1;
+                    p.slept += 1;
+                    // Spread over the interval by region id, so probes do not bunch up.
+                    if !p.is_leader()
+                        && (p.slept as u64 + *id).is_multiple_of(self.stale_check_ticks as u64)
+                    {
+                        p.probe_leader(&self.ctx);
+                    }
                     continue;
                 }
+                p.slept = 0;
                 p.idle_ticks = 0;
             }
             let leader_alive = p.leader_peer().is_some_and(|l| {
@@ -797,6 +811,18 @@ impl StoreLoop {
             .store(sleeping, Ordering::Release);
         if heartbeat {
             self.send_store_heartbeats(leaders);
+            for p in self.peers.values_mut() {
+                if p.removed_peers.is_empty() {
+                    continue;
+                }
+                let mut left = std::mem::take(&mut p.removed_peers);
+                for (to, tries) in &mut left {
+                    self.ctx.transport.send(p.tombstone_message(&self.ctx, *to));
+                    *tries -= 1;
+                }
+                left.retain(|(_, tries)| *tries > 0);
+                p.removed_peers = left;
+            }
         }
         if self.ticks.is_multiple_of(self.schedule_ticks) {
             self.schedule();
@@ -1032,6 +1058,28 @@ impl StoreLoop {
             })
             .collect();
         candidates.sort();
+        let regions_of = |s: u64| -> u64 {
+            if s == me {
+                self.ranges.len() as u64
+            } else {
+                self.store_stats.get(&s).map(|x| x.0).unwrap_or(0)
+            }
+        };
+        let mut leaders: IdMap<u64> = self
+            .store_stats
+            .iter()
+            .map(|(s, (_, l, _))| (*s, *l))
+            .collect();
+        leaders.insert(
+            me,
+            self.peers.values().filter(|p| p.is_leader()).count() as u64,
+        );
+        // Balancing moves at most one replica and one leadership per run, so that the
+        // counts the next run sees (from store heartbeats) have caught up with them.
+        // Leaders are balanced every fifth run only: a transfer shows in the other store's
+        // heartbeat a little later, and acting on stale counts would bounce leaderships.
+        let mut replica_moves = 1;
+        let mut leader_moves = usize::from((self.ticks / self.schedule_ticks).is_multiple_of(5));
         let mut changes = 0;
         for p in self.peers.values_mut() {
             if changes >= 8 {
@@ -1129,7 +1177,12 @@ impl StoreLoop {
                     .filter(|q| q.id != me_peer)
                     .max_by_key(|q| self.store_stats.get(&q.store_id).map(|x| x.0).unwrap_or(0))
                     .copied();
-                if let Some(q) = busiest {
+                // Only once every other voter has caught up (a replica just added for
+                // balance may still be receiving its snapshot).
+                let ready = voters.iter().all(|v| {
+                    v.id == me_peer || busiest.is_some_and(|b| b.id == v.id) || p.caught_up(v.id)
+                });
+                if let Some(q) = busiest.filter(|_| ready) {
                     if remove(p, &q, "more replicas than max_peer_count") {
                         changes += 1;
                     }
@@ -1146,6 +1199,51 @@ impl StoreLoop {
             {
                 if remove(p, &q, "learner on a leaving store") {
                     changes += 1;
+                }
+                continue;
+            }
+            // 5. Leader balance: hand this region to a voter whose store leads two fewer.
+            let mine = leaders.get(&me).copied().unwrap_or(0);
+            if leader_moves > 0 {
+                let target = good_voters
+                    .iter()
+                    .filter(|q| q.id != me_peer && since(q.store_id) < alive_for)
+                    .filter(|q| p.caught_up(q.id))
+                    .min_by_key(|q| leaders.get(&q.store_id).copied().unwrap_or(0))
+                    .copied();
+                if let Some(t) = target {
+                    let theirs = leaders.get(&t.store_id).copied().unwrap_or(0);
+                    if mine > theirs + 1 {
+                        log::info!(
+                            "region {}: balancing leaders, to store {} ({theirs} vs {mine})",
+                            p.region_id(),
+                            t.store_id
+                        );
+                        p.raw.transfer_leader(t.id);
+                        leaders.insert(me, mine - 1);
+                        leaders.insert(t.store_id, theirs + 1);
+                        leader_moves -= 1;
+                        changes += 1;
+                        continue;
+                    }
+                }
+            }
+            // 6. Region balance: a replica on the store with the most regions moves to the
+            // Up store with the fewest (added here; rule 3 then drops the busiest).
+            if replica_moves > 0 {
+                let busiest = voters
+                    .iter()
+                    .filter(|q| q.store_id != me)
+                    .max_by_key(|q| regions_of(q.store_id))
+                    .copied();
+                let emptiest = candidates
+                    .iter()
+                    .find(|(_, s, _)| !p.region.peers.iter().any(|q| q.store_id == *s));
+                if let (Some(b), Some((few, _, _))) = (busiest, emptiest) {
+                    if regions_of(b.store_id) > few + 2 && add(p, &mut self.ctx) {
+                        replica_moves -= 1;
+                        changes += 1;
+                    }
                 }
             }
         }
@@ -1338,8 +1436,25 @@ impl StoreLoop {
             // key: the one holding the empty key).
             self.region_by_key(peer::routing_key(&req).unwrap_or(b""))
         };
-        let Some(id) = id.filter(|id| self.peers.get(id).is_some_and(|p| p.is_initialized()))
-        else {
+        let id = id.filter(|id| self.peers.get(id).is_some_and(|p| p.is_initialized()));
+        if admin == Some(AdminCmdType::Status) && header.region_id == 0 && id.is_none() {
+            // Any store answers Status, even one that holds no peer of region 1 (any more):
+            // with its first region's view, or with none.
+            let first = self.ranges.values().next().copied();
+            let regions = self.region_statuses();
+            let mut resp = match first.and_then(|f| self.peers.get(&f)) {
+                Some(p) => p.status_response(&self.ctx, regions),
+                None => peer::store_status_response(&self.ctx, regions),
+            };
+            resp.response_header = Some(pontoonpb::ResponseHeader {
+                cluster_id: self.ctx.cluster_id,
+                member_id: self.ctx.store_id,
+                ..Default::default()
+            });
+            let _ = reply.send(resp);
+            return;
+        }
+        let Some(id) = id else {
             let rid = if header.region_id != 0 {
                 header.region_id
             } else {
@@ -1519,6 +1634,9 @@ impl StoreLoop {
             self.on_store_heartbeat(from_store, &m.message);
             return Ok(());
         }
+        if m.is_tombstone {
+            return self.on_tombstone_message(&m);
+        }
         let mut msg = match raft::eraftpb::Message::parse_from_bytes(&m.message) {
             Ok(msg) => msg,
             Err(e) => {
@@ -1552,6 +1670,25 @@ impl StoreLoop {
             log::debug!("region {rid}: dropping a raft message for peer {}", msg.to);
             return Ok(());
         }
+        // A peer the region removed (in a configuration older than ours) that did not
+        // learn it: tell it.
+        let sender_ver = m.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        if let Some(from) = m.from_peer.filter(|f| f.id != 0) {
+            if p.is_initialized()
+                && sender_ver != 0
+                && sender_ver < region::epoch(&p.region).conf_ver
+                && !p.region.peers.iter().any(|q| q.id == from.id)
+            {
+                log::info!(
+                    "region {rid}: peer {} on store {} was removed; telling it",
+                    from.id,
+                    from.store_id
+                );
+                let t = p.tombstone_message(&self.ctx, from);
+                self.ctx.transport.send(t);
+                return Ok(());
+            }
+        }
         if let Some(from) = &m.from_peer {
             p.learn_peer(from);
         }
@@ -1579,6 +1716,28 @@ impl StoreLoop {
         }
         self.dirty.insert(rid);
         Ok(())
+    }
+
+    /// Another replica says this store's peer of the region was removed: if our
+    /// configuration is older than the sender's, the peer goes (data, log, tombstone).
+    fn on_tombstone_message(&mut self, m: &RaftMessage) -> Result<(), Error> {
+        let rid = m.region_id;
+        let to = m.to_peer.unwrap_or_default();
+        let their_ver = m.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        let Some(p) = self.peers.get(&rid) else {
+            return Ok(());
+        };
+        // An uninitialized peer holds nothing, and may belong to a newer configuration
+        // (removed and added back) than a late tombstone message.
+        if p.id() != to.id || !p.is_initialized() || region::epoch(&p.region).conf_ver >= their_ver
+        {
+            return Ok(());
+        }
+        log::info!(
+            "region {rid}: peer {} was removed from the region (conf_ver {their_ver}); destroying it",
+            to.id
+        );
+        self.destroy(rid)
     }
 
     /// Creates an uninitialized peer for a message to a region this store does not have.

@@ -119,6 +119,10 @@ pub(crate) struct Peer {
     pub idle_ticks: usize,
     /// Commits are broadcast until this index is applied (0: not).
     bcast_until: u64,
+    /// Peers removed from the region that are still to be told (tries left).
+    pub removed_peers: Vec<(metapb::Peer, u8)>,
+    /// Ticks spent hibernating (for the stale-peer probe).
+    pub slept: usize,
 }
 
 pub(crate) fn region_error(message: impl Into<String>) -> errorpb::Error {
@@ -342,6 +346,8 @@ impl Peer {
             incarnation: 0,
             idle_ticks: 0,
             bcast_until: 0,
+            removed_peers: Vec::new(),
+            slept: 0,
         })
     }
 
@@ -527,6 +533,8 @@ impl Peer {
                     .push_back((index, self.raw.raft.term, reply));
                 return;
             }
+            // Dropped while the leadership moves (or a conf change is pending): retriable.
+            (Err(raft::Error::ProposalDropped), _) => self.not_leader(),
             (Err(err), Some(what)) => region_error(format!("{what} refused: {err}")),
             _ => self.not_leader(),
         };
@@ -1037,6 +1045,38 @@ impl Peer {
             .is_some_and(|pr| pr.matched + 64 >= committed && pr.matched > 0)
     }
 
+    /// A message telling peer `to` it is no longer in this region (`is_tombstone`, with the
+    /// current epoch).
+    pub fn tombstone_message(&self, ctx: &Ctx, to: metapb::Peer) -> RaftMessage {
+        RaftMessage {
+            region_id: self.region.id,
+            from_peer: Some(metapb::Peer {
+                id: self.raw.raft.id,
+                store_id: ctx.store_id,
+                ..Default::default()
+            }),
+            to_peer: Some(to),
+            region_epoch: self.region.region_epoch,
+            is_tombstone: true,
+            ..Default::default()
+        }
+    }
+
+    /// A hibernating follower asks its leader, now and then, whether it is still a member:
+    /// a heartbeat response costs the leader nothing, and one from a peer the region
+    /// removed is answered with a tombstone message (see `StoreLoop::on_raft_message`).
+    pub fn probe_leader(&mut self, ctx: &Ctx) {
+        let Some(leader) = self.leader_peer().filter(|l| l.store_id != 0) else {
+            return;
+        };
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeatResponse);
+        m.to = leader.id;
+        m.from = self.raw.raft.id;
+        m.term = self.raw.raft.term;
+        self.send_messages(ctx, vec![m]);
+    }
+
     pub fn has_pending_transfer(&self) -> bool {
         self.pending_transfer.is_some()
     }
@@ -1432,6 +1472,15 @@ impl Peer {
         }
         for change in cc.get_changes() {
             let id = change.node_id;
+            if let Some(old) = self.region.peers.iter().find(|p| p.id == id) {
+                if change.get_change_type() == raft::eraftpb::ConfChangeType::RemoveNode
+                    && id != self.raw.raft.id
+                {
+                    // Tell it, a few times: a removed peer that missed the entry would
+                    // otherwise live on with the old configuration.
+                    self.removed_peers.push((*old, 5));
+                }
+            }
             self.region.peers.retain(|p| p.id != id);
             let role = match change.get_change_type() {
                 raft::eraftpb::ConfChangeType::RemoveNode => continue,
@@ -1668,6 +1717,31 @@ impl Peer {
             resp.responses.push(out);
         }
         Ok(resp)
+    }
+}
+
+/// Status of a store that holds no region: the store-wide fields only.
+pub(crate) fn store_status_response(
+    ctx: &Ctx,
+    regions: Vec<pontoonpb::RegionStatus>,
+) -> RaftCmdResponse {
+    let stats = ctx.engine.stats();
+    RaftCmdResponse {
+        admin_response: Some(raft_cmdpb::AdminResponse {
+            cmd_type: AdminCmdType::Status as i32,
+            status: Some(pontoonpb::StatusResponse {
+                member_id: ctx.store_id,
+                db_size: stats.level_bytes.iter().sum::<u64>() as i64,
+                regions,
+                hibernating_regions: ctx
+                    .status
+                    .hibernating
+                    .load(std::sync::atomic::Ordering::Acquire),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -59,21 +59,20 @@ fn submit_to_leader(c: &Cluster, stores: &[u64], req: RaftCmdRequest) -> RaftCmd
     let mut target = stores[0];
     loop {
         let r = c.submit(target, req.clone());
-        match r
-            .header
-            .as_ref()
-            .and_then(|h| h.error.as_ref())
-            .and_then(|e| e.not_leader)
-        {
-            None => return r,
-            Some(nl) => {
-                i += 1;
-                target = nl
-                    .leader
-                    .map(|p| p.store_id)
-                    .filter(|s| *s != 0 && c.is_up(*s))
-                    .unwrap_or(stores[i % stores.len()]);
-            }
+        let e = r.header.as_ref().and_then(|h| h.error.as_ref());
+        if let Some(nl) = e.and_then(|e| e.not_leader) {
+            i += 1;
+            target = nl
+                .leader
+                .map(|p| p.store_id)
+                .filter(|s| *s != 0 && c.is_up(*s))
+                .unwrap_or(stores[i % stores.len()]);
+        } else if e.is_some_and(|e| e.region_not_found.is_some()) {
+            // The placement moved the region off that store: ask the next one.
+            i += 1;
+            target = stores[i % stores.len()];
+        } else {
+            return r;
         }
         assert!(Instant::now() < deadline, "no leader answered");
         std::thread::sleep(Duration::from_millis(20));
@@ -99,8 +98,11 @@ fn state(list: &[StoreInfo], id: u64) -> Option<StoreState> {
         .and_then(|s| StoreState::try_from(s.store.as_ref()?.state).ok())
 }
 
+/// Regions as (id, stores of its peers).
+type Regions = Vec<(u64, Vec<u64>)>;
+
 /// Every region store `from` holds, with the stores of its peers.
-fn regions(c: &Cluster, from: u64) -> Vec<(u64, Vec<u64>)> {
+fn regions(c: &Cluster, from: u64) -> Regions {
     let r = c.submit(from, status_request());
     r.admin_response
         .and_then(|a| a.status)
@@ -189,7 +191,7 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let r = submit_to_leader(&c, &[1, 2, 3], set_state(1, StoreState::Offline));
+    let r = submit_to_leader(&c, &[1, 2, 3, 4], set_state(1, StoreState::Offline));
     assert_eq!(error_of(&r), None);
     let after = r
         .admin_response
@@ -283,5 +285,62 @@ fn replicas_of_a_store_that_stays_down_are_replaced() {
             panic!("no answer");
         };
         assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"1");
+    }
+}
+
+#[test]
+fn a_new_store_receives_replicas_and_leaders_spread() {
+    let mut cfg = ClusterConfig::new(3);
+    cfg.node.max_peer_count = 3;
+    cfg.node.schedule_ticks = 2;
+    let c = Arc::new(Cluster::start(cfg));
+    c.wait_leader(Duration::from_secs(20));
+    // Eight regions, all led from wherever region 1's leader was (a split's new region is
+    // led by its parent's leader at first).
+    for k in ["b", "d", "f", "h", "j", "l", "n"] {
+        let r = submit_to_leader(&c, &[1, 2, 3], split_request(k.as_bytes()));
+        assert_eq!(error_of(&r), None);
+    }
+    c.join_store(4);
+    // 8 regions x 3 replicas over 4 stores: 6 each when even; the balance gets within 2.
+    wait_for(
+        "store 4 to receive replicas",
+        Duration::from_secs(60),
+        || {
+            let counts: Vec<u64> = store_list(&c, 1).iter().map(|s| s.region_count).collect();
+            counts.len() == 4 && counts.iter().all(|&n| (4..=8).contains(&n))
+        },
+    );
+    wait_for(
+        "every store to lead a region",
+        Duration::from_secs(60),
+        || {
+            let list = store_list(&c, 1);
+            list.len() == 4 && list.iter().all(|s| s.leader_count >= 1)
+        },
+    );
+    // Every region still has exactly three replicas, on distinct stores.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let views: Vec<(u64, Regions)> = (1..=4u64).map(|s| (s, regions(&c, s))).collect();
+        if views
+            .iter()
+            .all(|(_, v)| v.iter().all(|(_, stores)| stores.len() == 3))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "regions without exactly three replicas: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut cli = Client::new(7);
+    for k in ["a", "c", "e", "g", "i", "k", "m", "o"] {
+        let Outcome::Ok(r) = cli.call(&c, vec![put(k.as_bytes(), b"x")], Duration::from_secs(10))
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(error_of(&r), None);
     }
 }

@@ -275,6 +275,8 @@ impl ClusterConfig {
                 tick_interval: Duration::from_millis(20),
                 election_tick: 10,
                 heartbeat_tick: 2,
+                // Hibernating followers check their membership every half second.
+                stale_check_ticks: 25,
                 ..NodeConfig::default()
             },
             engine: Options {
@@ -341,6 +343,13 @@ impl Cluster {
 
     pub fn ids(&self) -> Vec<u64> {
         (1..=self.cfg.stores).collect()
+    }
+
+    /// The stores running now, joined ones included.
+    pub fn running_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.running.lock().unwrap().keys().copied().collect();
+        ids.sort();
+        ids
     }
 
     /// Starts (or restarts) store `id` from its disks.
@@ -677,9 +686,16 @@ impl Client {
             let target = if self.leader_hint != 0 && c.is_up(self.leader_hint) {
                 self.leader_hint
             } else {
-                let ids = c.ids();
-                c.leader()
-                    .unwrap_or(ids[self.rng.below(ids.len() as u64) as usize])
+                let ids = c.running_ids();
+                if ids.is_empty() {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                // After a routing error any store may be the one: pick at random then.
+                match c.leader() {
+                    Some(l) if self.rng.below(2) == 0 => l,
+                    _ => ids[self.rng.below(ids.len() as u64) as usize],
+                }
             };
             let Some(node) = c.node(target) else {
                 self.leader_hint = 0;
