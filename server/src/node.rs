@@ -845,18 +845,12 @@ impl StoreLoop {
         let mut targets: BTreeSet<u64> = self.heartbeat_stores.clone();
         targets.extend(self.ctx.addresses.keys().copied());
         if let Some(m) = &self.meta {
-            targets.extend(
-                m.stores
-                    .iter()
-                    .filter(|s| s.state != metapb::StoreState::Tombstone as i32)
-                    .map(|s| s.id),
-            );
+            // Tombstones too: that is how a decommissioned store learns it is one (its own
+            // messages are refused).
+            targets.extend(m.stores.iter().map(|s| s.id));
         }
         targets.remove(&self.ctx.store_id);
         for to in targets {
-            if self.is_tombstone(to) {
-                continue;
-            }
             self.ctx.transport.send(RaftMessage {
                 region_id: 0,
                 from_peer: Some(metapb::Peer {
@@ -1415,6 +1409,14 @@ impl StoreLoop {
             .admin_request
             .as_ref()
             .map(|a| AdminCmdType::try_from(a.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin));
+        if self.is_tombstone(self.ctx.store_id) && admin != Some(AdminCmdType::StoreList) {
+            let e = region_error(format!(
+                "store {} is a tombstone: it left the cluster and serves nothing; stop it and remove its data directory",
+                self.ctx.store_id
+            ));
+            self.reply_error(reply, e);
+            return;
+        }
         if admin == Some(AdminCmdType::StoreList) {
             match self.store_list() {
                 Ok(mut resp) => {
