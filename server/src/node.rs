@@ -1410,10 +1410,14 @@ impl StoreLoop {
             .as_ref()
             .map(|a| AdminCmdType::try_from(a.cmd_type).unwrap_or(AdminCmdType::InvalidAdmin));
         if self.is_tombstone(self.ctx.store_id) && admin != Some(AdminCmdType::StoreList) {
-            let e = region_error(format!(
+            // RegionNotFound (it holds none): clients move on to another store.
+            let mut e = region_error(format!(
                 "store {} is a tombstone: it left the cluster and serves nothing; stop it and remove its data directory",
                 self.ctx.store_id
             ));
+            e.region_not_found = Some(errorpb::RegionNotFound {
+                region_id: header.region_id,
+            });
             self.reply_error(reply, e);
             return;
         }
