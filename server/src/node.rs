@@ -93,6 +93,9 @@ pub struct NodeConfig {
     /// A store not heard from for this long is down: its replicas are replaced on other
     /// stores. Default: 30 min.
     pub max_store_down_time: Duration,
+    /// Run the placement (replica count, replacing replicas on leaving or dead stores,
+    /// balance). Off, replicas only change by hand (`ChangePeer`). Default: true.
+    pub placement: bool,
     /// Ticks between two placement checks of the regions this store leads. Default: 10.
     pub schedule_ticks: usize,
     /// Ticks between two probes of a hibernating follower to its leader, which answers a
@@ -131,6 +134,7 @@ impl Default for NodeConfig {
             hibernate_regions: true,
             max_peer_count: 0,
             max_store_down_time: Duration::from_secs(30 * 60),
+            placement: true,
             schedule_ticks: 10,
             stale_check_ticks: 3000,
             client_address: String::new(),
@@ -182,7 +186,7 @@ pub enum Error {
 pub struct NodeStatus {
     /// Current raft term.
     pub term: AtomicU64,
-    /// Peer id of the leader (0 = unknown).
+    /// Store id of the leader (0 = unknown).
     pub leader: AtomicU64,
     /// Raft commit index.
     pub committed: AtomicU64,
@@ -309,6 +313,7 @@ impl Node {
             },
             max_store_down_time: cfg.max_store_down_time,
             schedule_ticks: cfg.schedule_ticks.max(1),
+            placement: cfg.placement,
             stale_check_ticks: cfg.stale_check_ticks.max(1),
             put_store_sent: IdMap::default(),
             started: Instant::now(),
@@ -322,6 +327,13 @@ impl Node {
             let Some(r) = st.region else { continue };
             if st.state == PeerState::Tombstone as i32 {
                 lp.tombstones.insert(r.id, region::epoch(&r).conf_ver);
+                // A crash between the tombstone's flush and the log's removal leaves the
+                // log behind; without this, a later re-add could never create the peer.
+                if lp.ctx.log.get_state(r.id, b"cs").is_some() {
+                    let mut lb = LogBatch::new();
+                    lb.remove_stream(r.id);
+                    lp.ctx.log.write(lb, true)?;
+                }
                 continue;
             }
             lp.open_region(r)?;
@@ -577,6 +589,7 @@ struct StoreLoop {
     own_store: metapb::Store,
     max_store_down_time: Duration,
     schedule_ticks: usize,
+    placement: bool,
     stale_check_ticks: usize,
     /// When region 1's leader here last proposed `PutStore` for a store.
     put_store_sent: IdMap<Instant>,
@@ -824,7 +837,7 @@ impl StoreLoop {
                 p.removed_peers = left;
             }
         }
-        if self.ticks.is_multiple_of(self.schedule_ticks) {
+        if self.placement && self.ticks.is_multiple_of(self.schedule_ticks) {
             self.schedule();
         }
     }
@@ -2117,7 +2130,10 @@ impl StoreLoop {
             return;
         };
         s.term.store(p.raw.raft.term, Ordering::Release);
-        s.leader.store(p.raw.raft.leader_id, Ordering::Release);
+        s.leader.store(
+            p.leader_peer().map(|l| l.store_id).unwrap_or(0),
+            Ordering::Release,
+        );
         s.committed
             .store(p.raw.raft.raft_log.committed, Ordering::Release);
         s.applied.store(p.apply.applied_index, Ordering::Release);

@@ -34,6 +34,44 @@ struct Faults {
     compact_log: Option<u64>,
     /// Split regions once they hold this many bytes (tiny: splits all the time).
     split: Option<u64>,
+    /// Three replicas per region over more stores, and stores taken Offline and back Up
+    /// during the load: the placement moves replicas around all the time.
+    placement: bool,
+}
+
+/// Takes a random store Offline, or brings an Offline one back Up (the placement moves
+/// replicas accordingly). Refusals (too few Up stores left) are fine.
+fn toggle_store(c: &Cluster, rng: &Rng, offline: &mut Option<u64>) {
+    use pontoon_client::proto::metapb::StoreState;
+    use pontoon_client::proto::pontoonpb::SetStoreStateRequest;
+    use pontoon_client::proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftCmdRequest};
+    let (store, state) = match offline.take() {
+        Some(s) => (s, StoreState::Up),
+        None => {
+            let ids = c.running_ids();
+            let s = ids[rng.below(ids.len() as u64) as usize];
+            *offline = Some(s);
+            (s, StoreState::Offline)
+        }
+    };
+    let req = RaftCmdRequest {
+        admin_request: Some(AdminRequest {
+            cmd_type: AdminCmdType::SetStoreState as i32,
+            set_store_state: Some(SetStoreStateRequest {
+                store_id: store,
+                state: state as i32,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let r = admin(c, req, Duration::from_secs(10));
+    if let Some(e) = error_of(&r) {
+        eprintln!("store {store} -> {state:?} refused: {e}");
+        if state == StoreState::Offline {
+            *offline = None;
+        }
+    }
 }
 
 const SHARED_KEYS: u64 = 4;
@@ -195,6 +233,12 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         cfg.node.region_max_size = n;
         cfg.node.split_check_ticks = 2;
     }
+    if f.placement {
+        cfg.node.placement = true;
+        cfg.node.max_peer_count = 3;
+        cfg.node.schedule_ticks = 2;
+    }
+    let mut offline: Option<u64> = None;
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
     let rec = Arc::new(Recorder {
@@ -262,6 +306,12 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
                     }
                 }
             }
+            if f.placement && nemesis_rng.below(2) == 0 {
+                // A store state change needs region 1's quorum; the next partition comes
+                // after it.
+                c.heal();
+                toggle_store(&c, &nemesis_rng, &mut offline);
+            }
             if f.crashes && nemesis_rng.below(3) == 0 {
                 let victim = 1 + nemesis_rng.below(stores);
                 c.crash_store(victim);
@@ -271,6 +321,10 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
             std::thread::sleep(Duration::from_millis(400 + nemesis_rng.below(600)));
         }
         c.clear_filters();
+        if offline.is_some() {
+            // Everyone back Up before the round's checks.
+            toggle_store(&c, &nemesis_rng, &mut offline);
+        }
         done.store(true, Ordering::Release);
         for (cli, h) in handles.into_iter().enumerate() {
             next[cli] = h.join().expect("a client failed");
@@ -432,6 +486,7 @@ fn soak_everything() {
         membership: true,
         compact_log: Some(100),
         split: None,
+        placement: false,
     };
     run("soak", 5, 8, rounds, Duration::from_secs(5), f);
 }
@@ -479,4 +534,14 @@ fn split_with_snapshots_partitions_and_crashes() {
         ..split_faults()
     };
     run("split-snapshots", 5, 4, 3, round_len(), f);
+}
+
+#[test]
+fn split_with_placement_changes_and_partitions() {
+    let f = Faults {
+        partitions: true,
+        placement: true,
+        ..split_faults()
+    };
+    run("split-placement", 5, 4, 3, round_len(), f);
 }

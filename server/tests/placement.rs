@@ -131,6 +131,7 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
     let mut cfg = ClusterConfig::new(3);
     cfg.node.max_peer_count = 3;
     cfg.node.schedule_ticks = 2;
+    cfg.node.placement = true;
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
     for k in ["g", "n", "t"] {
@@ -252,6 +253,7 @@ fn replicas_of_a_store_that_stays_down_are_replaced() {
     let mut cfg = ClusterConfig::new(3);
     cfg.node.max_peer_count = 3;
     cfg.node.schedule_ticks = 2;
+    cfg.node.placement = true;
     cfg.node.max_store_down_time = Duration::from_secs(2);
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
@@ -293,6 +295,7 @@ fn a_new_store_receives_replicas_and_leaders_spread() {
     let mut cfg = ClusterConfig::new(3);
     cfg.node.max_peer_count = 3;
     cfg.node.schedule_ticks = 2;
+    cfg.node.placement = true;
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
     // Eight regions, all led from wherever region 1's leader was (a split's new region is

@@ -277,6 +277,8 @@ impl ClusterConfig {
                 heartbeat_tick: 2,
                 // Hibernating followers check their membership every half second.
                 stale_check_ticks: 25,
+                // Membership changes by hand in most tests; the placement tests turn it on.
+                placement: false,
                 ..NodeConfig::default()
             },
             engine: Options {
