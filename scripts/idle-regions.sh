@@ -25,7 +25,8 @@ before=$(ticks $pids)
 sleep "$S"
 after=$(ticks $pids)
 hz=$(getconf CLK_TCK)
-echo "$R regions: the 3 stores used $(( (after - before) * 1000 / hz )) ms of CPU in ${S} s ($(( (after - before) * 10000 / hz / S / 3 )) / 10000 of a core per store)"
+awk -v t=$((after - before)) -v hz="$hz" -v s="$S" -v r="$R" \
+    'BEGIN { printf "%d regions: the 3 stores used %.0f ms of CPU in %d s (%.2f%% of one core per store)\n", r, t * 1000 / hz, s, t * 100 / hz / s / 3 }'
 ./target/release/pontoonctl --endpoints $EP endpoint status -w json |
     python3 -c 'import json,sys; [print(e["Endpoint"], "regions", e["Status"].get("regions"), "hibernating", e["Status"].get("hibernatingRegions")) for e in json.load(sys.stdin)]'
 scripts/local-cluster.sh stop >/dev/null 2>&1 || true
