@@ -1491,6 +1491,15 @@ impl StoreLoop {
             self.reply_error(reply, e);
             return;
         };
+        if admin == Some(AdminCmdType::ChangePeer) && self.placement {
+            // The placement would undo it (a removed Up store gets a replica back; an added
+            // one is trimmed to max_peer_count).
+            let e = region_error(
+                "the placement manages replicas (placement = true): start a new store with --join and it is added on its own; remove one with `pontoonctl store delete ID`",
+            );
+            self.reply_error(reply, e);
+            return;
+        }
         if admin == Some(AdminCmdType::ChangePeer) && header.region_id == 0 && self.ranges.len() > 1
         {
             // `member add/remove` name a store, and a store holds a peer of every region;
@@ -2116,7 +2125,19 @@ impl StoreLoop {
         self.ctx.log.write(lb, true)?;
         self.tombstones
             .insert(id, region::epoch(&p.region).conf_ver);
-        p.fail_all("this store was removed from the region");
+        // Reads are retriable elsewhere (the region lives on). A write this peer proposed
+        // may still be applied by the region: its outcome is unknown, and saying so is all
+        // this store can do.
+        let mut e = region_error(format!(
+            "store {} was removed from region {id}",
+            self.ctx.store_id
+        ));
+        e.region_not_found = Some(errorpb::RegionNotFound { region_id: id });
+        let writes = region_error(format!(
+            "store {} was removed from region {id} while the write was in flight: the outcome is unknown",
+            self.ctx.store_id
+        ));
+        p.fail_all_with(writes, e);
         self.publish();
         Ok(())
     }

@@ -388,16 +388,22 @@ impl Peer {
     }
 
     pub fn fail_all(&mut self, why: &str) {
+        self.fail_all_with(region_error(why), region_error(why));
+    }
+
+    /// Answers the writes waiting on this peer with `writes` and everything else with
+    /// `others`.
+    pub fn fail_all_with(&mut self, writes: errorpb::Error, e: errorpb::Error) {
         for (_, _, reply) in self.pending_writes.drain(..) {
-            let _ = reply.send(RaftCmdResponse::default().with_error(region_error(why)));
+            let _ = reply.send(RaftCmdResponse::default().with_error(writes.clone()));
         }
         for r in self.pending_reads.drain(..) {
             let _ = r
                 .reply
-                .send(RaftCmdResponse::default().with_error(region_error(why)));
+                .send(RaftCmdResponse::default().with_error(e.clone()));
         }
         if let Some((_, reply, _)) = self.pending_transfer.take() {
-            let _ = reply.send(RaftCmdResponse::default().with_error(region_error(why)));
+            let _ = reply.send(RaftCmdResponse::default().with_error(e.clone()));
         }
     }
 

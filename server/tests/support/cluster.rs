@@ -733,6 +733,14 @@ impl Client {
                                 }
                                 continue;
                             }
+                            if e.message.contains("outcome is unknown") {
+                                // Like a timeout: it may or may not have been applied.
+                                self.leader_hint = 0;
+                                if !retry_ambiguous {
+                                    return Outcome::Unknown;
+                                }
+                                continue;
+                            }
                             if e.stale_command.is_some()
                                 || e.message.contains("shutting down")
                                 || e.epoch_not_match.is_some()
