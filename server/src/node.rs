@@ -1505,7 +1505,7 @@ impl StoreLoop {
             // `member add/remove` name a store, and a store holds a peer of every region;
             // changing region 1 alone would leave the store in the others.
             let e = region_error(format!(
-                "store {} holds {} regions: a membership change without a region id would only change the first; name the region (header region_id) — moving whole stores in and out is not built yet",
+                "store {} holds {} regions: a membership change without a region id would only change the first; name the region (header region_id), or move whole stores with --join and `pontoonctl store delete`",
                 self.ctx.store_id,
                 self.ranges.len()
             ));
