@@ -1087,9 +1087,10 @@ impl StoreLoop {
         // heartbeat a little later, and acting on stale counts would bounce leaderships.
         let mut replica_moves = 1;
         let mut leader_moves = usize::from((self.ticks / self.schedule_ticks).is_multiple_of(5));
-        let mut changes = 0;
-        for p in self.peers.values_mut() {
-            if changes >= 8 {
+        // Regions a change was proposed in (their readies must be handled).
+        let mut touched: Vec<u64> = Vec::new();
+        for (rid, p) in self.peers.iter_mut() {
+            if touched.len() >= 8 {
                 break;
             }
             if !p.is_leader()
@@ -1122,7 +1123,7 @@ impl StoreLoop {
                         t.store_id
                     );
                     p.raw.transfer_leader(t.id);
-                    changes += 1;
+                    touched.push(*rid);
                 }
                 continue;
             }
@@ -1163,7 +1164,7 @@ impl StoreLoop {
             if !bad_voters.is_empty() || good_voters.len() < max {
                 if good_voters.len() < max {
                     if add(p, &mut self.ctx) {
-                        changes += 1;
+                        touched.push(*rid);
                     }
                     continue;
                 }
@@ -1172,7 +1173,7 @@ impl StoreLoop {
                     .all(|q| q.id == me_peer || p.caught_up(q.id));
                 if let Some(q) = bad_voters.first().copied() {
                     if ready && remove(p, &q, "its store is leaving or down") {
-                        changes += 1;
+                        touched.push(*rid);
                     }
                 }
                 continue;
@@ -1191,7 +1192,7 @@ impl StoreLoop {
                 });
                 if let Some(q) = busiest.filter(|_| ready) {
                     if remove(p, &q, "more replicas than max_peer_count") {
-                        changes += 1;
+                        touched.push(*rid);
                     }
                 }
                 continue;
@@ -1205,7 +1206,7 @@ impl StoreLoop {
                 .copied()
             {
                 if remove(p, &q, "learner on a leaving store") {
-                    changes += 1;
+                    touched.push(*rid);
                 }
                 continue;
             }
@@ -1230,7 +1231,7 @@ impl StoreLoop {
                         leaders.insert(me, mine - 1);
                         leaders.insert(t.store_id, theirs + 1);
                         leader_moves -= 1;
-                        changes += 1;
+                        touched.push(*rid);
                         continue;
                     }
                 }
@@ -1249,7 +1250,7 @@ impl StoreLoop {
                 if let (Some(b), Some((few, _, _))) = (busiest, emptiest) {
                     if regions_of(b.store_id) > few + 2 && add(p, &mut self.ctx) {
                         replica_moves -= 1;
-                        changes += 1;
+                        touched.push(*rid);
                     }
                 }
             }
@@ -1288,12 +1289,7 @@ impl StoreLoop {
             }
             self.dirty.insert(id);
         }
-        self.dirty.extend(
-            self.peers
-                .iter()
-                .filter(|(_, p)| p.is_leader())
-                .map(|(id, _)| *id),
-        );
+        self.dirty.extend(touched);
     }
 
     /// Handles one message; returns true on stop.
@@ -1351,7 +1347,10 @@ impl StoreLoop {
 
     /// The region holding `key`.
     fn region_by_key(&self, key: &[u8]) -> Option<u64> {
-        let (_, id) = self.ranges.range(..=key.to_vec()).next_back()?;
+        let (_, id) = self
+            .ranges
+            .range::<[u8], _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(key)))
+            .next_back()?;
         let p = self.peers.get(id)?;
         region::key_in_region(key, &p.region).then_some(*id)
     }

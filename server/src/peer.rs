@@ -860,22 +860,14 @@ impl Peer {
                 ..Default::default()
             });
         }
-        let req = RaftCmdRequest {
-            header: Some(raft_cmdpb::RaftRequestHeader {
-                region_id: self.region.id,
-                region_epoch: self.region.region_epoch,
-                ..Default::default()
-            }),
-            admin_request: Some(raft_cmdpb::AdminRequest {
-                cmd_type: AdminCmdType::BatchSplit as i32,
-                splits: Some(raft_cmdpb::BatchSplitRequest {
-                    requests,
-                    right_derive: false,
-                }),
-                ..Default::default()
+        let req = self.own_command(raft_cmdpb::AdminRequest {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            splits: Some(raft_cmdpb::BatchSplitRequest {
+                requests,
+                right_derive: false,
             }),
             ..Default::default()
-        };
+        });
         let before = self.raw.raft.raft_log.last_index();
         let proposed = self.raw.propose(Vec::new(), req.encode_to_vec());
         self.bcast_commit_until_applied();
@@ -1003,19 +995,11 @@ impl Peer {
             peer: Some(peer),
             peer_addr,
         };
-        let req = RaftCmdRequest {
-            header: Some(raft_cmdpb::RaftRequestHeader {
-                region_id: self.region.id,
-                region_epoch: self.region.region_epoch,
-                ..Default::default()
-            }),
-            admin_request: Some(raft_cmdpb::AdminRequest {
-                cmd_type: AdminCmdType::ChangePeer as i32,
-                change_peer: Some(cp.clone()),
-                ..Default::default()
-            }),
+        let req = self.own_command(raft_cmdpb::AdminRequest {
+            cmd_type: AdminCmdType::ChangePeer as i32,
+            change_peer: Some(cp.clone()),
             ..Default::default()
-        };
+        });
         let cc = conf_change_of(&cp, &req);
         let before = self.raw.raft.raft_log.last_index();
         let ok = self.raw.propose_conf_change(Vec::new(), cc).is_ok()
@@ -1028,7 +1012,14 @@ impl Peer {
 
     /// Proposes an admin command no client waits for (store changes of the placement).
     pub fn propose_admin(&mut self, admin: raft_cmdpb::AdminRequest) -> bool {
-        let req = RaftCmdRequest {
+        let req = self.own_command(admin);
+        self.raw.propose(Vec::new(), req.encode_to_vec()).is_ok()
+    }
+
+    /// An admin command this peer proposes itself, stamped with the region's id and epoch
+    /// (the epoch is checked again when it applies).
+    fn own_command(&self, admin: raft_cmdpb::AdminRequest) -> RaftCmdRequest {
+        RaftCmdRequest {
             header: Some(raft_cmdpb::RaftRequestHeader {
                 region_id: self.region.id,
                 region_epoch: self.region.region_epoch,
@@ -1036,8 +1027,7 @@ impl Peer {
             }),
             admin_request: Some(admin),
             ..Default::default()
-        };
-        self.raw.propose(Vec::new(), req.encode_to_vec()).is_ok()
+        }
     }
 
     /// True if peer `id` has (nearly) everything the leader committed: safe to count on it

@@ -8,6 +8,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/proc.rs"]
+mod proc;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -367,13 +370,6 @@ fn store_hello(cluster_id: u64, store_id: u64) -> FrameBody {
     })
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 fn listen() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = l.local_addr().unwrap();
@@ -567,7 +563,7 @@ fn large_messages_arrive_intact_via_chunks() {
 #[test]
 fn dead_peer_bounds_the_queue_and_reconnect_delivers() {
     logs();
-    let addr = free_addr();
+    let addr = proc::free_addr();
     let config = PeerNetConfig {
         queue_capacity: 64,
         max_queued_bytes: 1 << 20,
@@ -624,7 +620,7 @@ fn dead_peer_bounds_the_queue_and_reconnect_delivers() {
     );
 
     // The byte bound: one big message always fits an empty queue, a second does not.
-    let dead = Sender::start(31, 7, &[(33, free_addr())], config);
+    let dead = Sender::start(31, 7, &[(33, proc::free_addr())], config);
     assert!(dead.transport.send(snapshot(31, 33, vec![1; 2 << 20])));
     assert!(!dead.transport.send(heartbeat(31, 33, 1)));
     assert!(dead.transport.queued(33).unwrap().bytes > 2 << 20);
@@ -895,36 +891,7 @@ fn bad_chunk_streams_do_not_hurt_a_live_server() {
 #[test]
 fn three_servers_replicate_over_tcp() {
     logs();
-    // Peer addresses must be known before the servers start, so they are picked free and
-    // released; another test may take one in between. Then start over on fresh ports.
-    let mut attempt = 0;
-    let (_dirs, servers) = loop {
-        attempt += 1;
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-        let members: Vec<(u64, String)> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as u64 + 1, a.to_string()))
-            .collect();
-        let started: Result<Vec<Server>, _> = (0..3)
-            .map(|i| {
-                Server::start(ServerConfig {
-                    data_dir: dirs[i].path().to_path_buf(),
-                    client_addr: "127.0.0.1:0".parse().unwrap(),
-                    peer_addr: peers[i],
-                    store_id: i as u64 + 1,
-                    initial_cluster: members.clone(),
-                    ..ServerConfig::default()
-                })
-            })
-            .collect();
-        match started {
-            Ok(servers) => break (dirs, servers),
-            Err(e) if attempt < 5 => eprintln!("retrying on other ports: {e}"),
-            Err(e) => panic!("cannot start three servers: {e}"),
-        }
-    };
+    let (_dirs, servers) = proc::three_servers();
     // Everyone agrees on a leader.
     let deadline = Instant::now() + Duration::from_secs(30);
     let leader = loop {

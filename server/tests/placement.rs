@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cluster::{error_of, get, put, status_request, Client, Cluster, ClusterConfig, Outcome};
+use cluster::{
+    error_of, get, put, split_request, status_request, submit_to_leader, Client, Cluster,
+    ClusterConfig, Outcome,
+};
 use pontoon_client::proto::metapb::StoreState;
 use pontoon_client::proto::pontoonpb::{self, SetStoreStateRequest, StoreInfo};
-use pontoon_client::proto::raft_cmdpb::{
-    AdminCmdType, AdminRequest, BatchSplitRequest, RaftCmdRequest, RaftCmdResponse, SplitRequest,
-};
+use pontoon_client::proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftCmdRequest};
 
 fn admin(cmd: AdminCmdType, f: impl FnOnce(&mut AdminRequest)) -> RaftCmdRequest {
     let mut a = AdminRequest {
@@ -30,18 +31,6 @@ fn admin(cmd: AdminCmdType, f: impl FnOnce(&mut AdminRequest)) -> RaftCmdRequest
     }
 }
 
-fn split_request(key: &[u8]) -> RaftCmdRequest {
-    admin(AdminCmdType::BatchSplit, |a| {
-        a.splits = Some(BatchSplitRequest {
-            requests: vec![SplitRequest {
-                split_key: key.to_vec(),
-                ..Default::default()
-            }],
-            right_derive: false,
-        })
-    })
-}
-
 fn set_state(store: u64, state: StoreState) -> RaftCmdRequest {
     admin(AdminCmdType::SetStoreState, |a| {
         a.set_store_state = Some(SetStoreStateRequest {
@@ -49,34 +38,6 @@ fn set_state(store: u64, state: StoreState) -> RaftCmdRequest {
             state: state as i32,
         })
     })
-}
-
-/// Sends `req` to the stores in turn (following NotLeader hints) until one answers without
-/// NotLeader.
-fn submit_to_leader(c: &Cluster, stores: &[u64], req: RaftCmdRequest) -> RaftCmdResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut i = 0;
-    let mut target = stores[0];
-    loop {
-        let r = c.submit(target, req.clone());
-        let e = r.header.as_ref().and_then(|h| h.error.as_ref());
-        if let Some(nl) = e.and_then(|e| e.not_leader) {
-            i += 1;
-            target = nl
-                .leader
-                .map(|p| p.store_id)
-                .filter(|s| *s != 0 && c.is_up(*s))
-                .unwrap_or(stores[i % stores.len()]);
-        } else if e.is_some_and(|e| e.region_not_found.is_some()) {
-            // The placement moved the region off that store: ask the next one.
-            i += 1;
-            target = stores[i % stores.len()];
-        } else {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "no leader answered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn store_list(c: &Cluster, from: u64) -> Vec<StoreInfo> {
@@ -135,11 +96,11 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
     for k in ["g", "n", "t"] {
-        let r = submit_to_leader(&c, &[1, 2, 3], split_request(k.as_bytes()));
+        let r = submit_to_leader(&c, split_request(k.as_bytes()));
         assert_eq!(error_of(&r), None);
     }
     // Three Up stores and three replicas a region: none may leave yet.
-    let r = submit_to_leader(&c, &[1, 2, 3], set_state(1, StoreState::Offline));
+    let r = submit_to_leader(&c, set_state(1, StoreState::Offline));
     assert!(
         error_of(&r).unwrap().contains("add a store first"),
         "{:?}",
@@ -192,7 +153,7 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let r = submit_to_leader(&c, &[1, 2, 3, 4], set_state(1, StoreState::Offline));
+    let r = submit_to_leader(&c, set_state(1, StoreState::Offline));
     assert_eq!(error_of(&r), None);
     let after = r
         .admin_response
@@ -240,7 +201,7 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
         assert_eq!(&g.value, v, "key {:?}", String::from_utf8_lossy(k));
     }
     // A tombstone stays one.
-    let r = submit_to_leader(&c, &[2, 3, 4], set_state(1, StoreState::Up));
+    let r = submit_to_leader(&c, set_state(1, StoreState::Up));
     assert!(
         error_of(&r).unwrap().contains("tombstone"),
         "{:?}",
@@ -257,7 +218,7 @@ fn replicas_of_a_store_that_stays_down_are_replaced() {
     cfg.node.max_store_down_time = Duration::from_secs(2);
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
-    let r = submit_to_leader(&c, &[1, 2, 3], split_request(b"m"));
+    let r = submit_to_leader(&c, split_request(b"m"));
     assert_eq!(error_of(&r), None);
     c.join_store(4);
     wait_for("store 4 in the metadata", Duration::from_secs(20), || {
@@ -301,7 +262,7 @@ fn a_new_store_receives_replicas_and_leaders_spread() {
     // Eight regions, all led from wherever region 1's leader was (a split's new region is
     // led by its parent's leader at first).
     for k in ["b", "d", "f", "h", "j", "l", "n"] {
-        let r = submit_to_leader(&c, &[1, 2, 3], split_request(k.as_bytes()));
+        let r = submit_to_leader(&c, split_request(k.as_bytes()));
         assert_eq!(error_of(&r), None);
     }
     c.join_store(4);

@@ -2,7 +2,9 @@
 //! went stale (regions split and leaders moved behind its back) still reaches the right
 //! region for every key, and ranges and deletes spanning regions are stitched exactly.
 
-use std::net::{SocketAddr, TcpListener};
+#[path = "support/proc.rs"]
+mod proc;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -11,44 +13,6 @@ use pontoon_client::client::{ClientOptions, RangeOptions};
 use pontoon_client::proto::raft_cmdpb::{
     AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
 };
-use pontoon_server::server::{Server, ServerConfig};
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// Three stores on fresh loopback ports (starting over if a port was taken meanwhile).
-fn three_servers() -> (Vec<tempfile::TempDir>, Vec<Server>) {
-    let _ = env_logger::builder().is_test(true).try_init();
-    for attempt in 1.. {
-        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-        let members: Vec<(u64, String)> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as u64 + 1, a.to_string()))
-            .collect();
-        let started: Result<Vec<Server>, _> = (0..3)
-            .map(|i| {
-                Server::start(ServerConfig {
-                    data_dir: dirs[i].path().to_path_buf(),
-                    client_addr: "127.0.0.1:0".parse().unwrap(),
-                    peer_addr: peers[i],
-                    store_id: i as u64 + 1,
-                    initial_cluster: members.clone(),
-                    ..ServerConfig::default()
-                })
-            })
-            .collect();
-        match started {
-            Ok(servers) => return (dirs, servers),
-            Err(e) if attempt < 5 => eprintln!("retrying on other ports: {e}"),
-            Err(e) => panic!("cannot start three servers: {e}"),
-        }
-    }
-    unreachable!()
-}
 
 fn key(i: u32) -> Vec<u8> {
     format!("k{i:03}").into_bytes()
@@ -56,7 +20,8 @@ fn key(i: u32) -> Vec<u8> {
 
 #[test]
 fn stale_caches_reach_the_right_region_after_splits_and_leader_moves() {
-    let (_dirs, servers) = three_servers();
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (_dirs, servers) = proc::three_servers();
     let endpoints: Vec<String> = servers.iter().map(|s| s.local_addr().to_string()).collect();
     // Wait for a leader of region 1.
     let deadline = Instant::now() + Duration::from_secs(30);

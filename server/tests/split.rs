@@ -8,54 +8,15 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{error_of, get, put, range, status_request, Client, Cluster, ClusterConfig, Outcome};
-use pontoon_client::proto::raft_cmdpb::{
-    self, AdminCmdType, AdminRequest, BatchSplitRequest, RaftCmdRequest, RaftCmdResponse,
-    RaftRequestHeader, SplitRequest,
+use cluster::{
+    error_of, get, put, range, split_request, status_request, submit_to_leader, Client, Cluster,
+    ClusterConfig, Outcome,
 };
+use pontoon_client::proto::raft_cmdpb::{self, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader};
 use pontoon_client::proto::{errorpb, metapb, pontoonpb};
-
-fn split_request(key: &[u8]) -> RaftCmdRequest {
-    RaftCmdRequest {
-        admin_request: Some(AdminRequest {
-            cmd_type: AdminCmdType::BatchSplit as i32,
-            splits: Some(BatchSplitRequest {
-                requests: vec![SplitRequest {
-                    split_key: key.to_vec(),
-                    ..Default::default()
-                }],
-                right_derive: false,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn error(r: &RaftCmdResponse) -> Option<&errorpb::Error> {
     r.header.as_ref().and_then(|h| h.error.as_ref())
-}
-
-/// Sends `req` to the stores in turn, following NotLeader hints, until one answers
-/// without NotLeader (or panics after 20 s).
-fn submit_to_leader(c: &Cluster, req: RaftCmdRequest) -> RaftCmdResponse {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut target = c.wait_leader(Duration::from_secs(20));
-    loop {
-        let r = c.submit(target, req.clone());
-        match error(&r).and_then(|e| e.not_leader) {
-            None => return r,
-            Some(nl) => {
-                target = nl
-                    .leader
-                    .map(|p| p.store_id)
-                    .filter(|&s| s != 0)
-                    .unwrap_or(1 + target % 3);
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader answered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn regions_of(c: &Cluster, store: u64) -> Vec<pontoonpb::RegionStatus> {

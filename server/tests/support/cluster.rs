@@ -833,6 +833,52 @@ pub fn status_request() -> RaftCmdRequest {
     }
 }
 
+/// A `BatchSplit` of the region holding `key`, at `key` (the store picks the new ids).
+pub fn split_request(key: &[u8]) -> RaftCmdRequest {
+    use raft_cmdpb::{AdminCmdType, AdminRequest, BatchSplitRequest, SplitRequest};
+    RaftCmdRequest {
+        admin_request: Some(AdminRequest {
+            cmd_type: AdminCmdType::BatchSplit as i32,
+            splits: Some(BatchSplitRequest {
+                requests: vec![SplitRequest {
+                    split_key: key.to_vec(),
+                    ..Default::default()
+                }],
+                right_derive: false,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Sends `req` to the running stores in turn, following NotLeader hints and moving on from
+/// stores that do not hold the region (any more), until one answers otherwise. Panics
+/// after 20 s.
+pub fn submit_to_leader(c: &Cluster, req: RaftCmdRequest) -> RaftCmdResponse {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    let mut target = c.wait_leader(Duration::from_secs(20));
+    loop {
+        let r = c.submit(target, req.clone());
+        let e = r.header.as_ref().and_then(|h| h.error.as_ref());
+        let hint = match e {
+            Some(e) if e.not_leader.is_some() => {
+                e.not_leader.and_then(|nl| nl.leader).map(|p| p.store_id)
+            }
+            Some(e) if e.region_not_found.is_some() => None,
+            _ => return r,
+        };
+        let ids = c.running_ids();
+        i += 1;
+        target = hint
+            .filter(|&s| s != 0 && c.is_up(s))
+            .unwrap_or(ids[i % ids.len()]);
+        assert!(Instant::now() < deadline, "no leader answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Submits an admin command to whoever leads, retrying until `limit`. A retried
 /// membership change may be applied twice; callers check the outcome with `members`.
 pub fn admin(c: &Cluster, req: RaftCmdRequest, limit: Duration) -> RaftCmdResponse {

@@ -14,6 +14,41 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Three in-process servers bootstrapped as one cluster on fresh loopback ports (client
+/// ports picked by the system). Peer addresses must be known before the servers start, so
+/// they are picked free and released; another test may take one in between, and then this
+/// starts over on fresh ports. The data directories live as long as the returned handles.
+pub fn three_servers() -> (Vec<tempfile::TempDir>, Vec<pontoon_server::server::Server>) {
+    use pontoon_server::server::{Server, ServerConfig};
+    for attempt in 1.. {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let peers: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+        let members: Vec<(u64, String)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (i as u64 + 1, a.to_string()))
+            .collect();
+        let started: Result<Vec<Server>, _> = (0..3)
+            .map(|i| {
+                Server::start(ServerConfig {
+                    data_dir: dirs[i].path().to_path_buf(),
+                    client_addr: "127.0.0.1:0".parse().unwrap(),
+                    peer_addr: peers[i],
+                    store_id: i as u64 + 1,
+                    initial_cluster: members.clone(),
+                    ..ServerConfig::default()
+                })
+            })
+            .collect();
+        match started {
+            Ok(servers) => return (dirs, servers),
+            Err(e) if attempt < 5 => eprintln!("retrying on other ports: {e}"),
+            Err(e) => panic!("cannot start three servers: {e}"),
+        }
+    }
+    unreachable!()
+}
+
 /// A child process killed (SIGKILL) when dropped.
 pub struct Proc(pub Child);
 
