@@ -18,7 +18,7 @@ scripts/local-cluster.sh stop >/dev/null 2>&1 || true
 rm -rf "$PONTOON_CLUSTER_DIR"
 scripts/local-cluster.sh start 3 >/dev/null
 sleep 2
-./target/release/pontoon-bench --endpoints $EP split --regions "$R" --key-size 8 --key-space-size 1000000
+"${CARGO_TARGET_DIR:-./target}"/release/pontoon-bench --endpoints $EP split --regions "$R" --key-size 8 --key-space-size 1000000
 sleep 10
 pids=$(cat "$PONTOON_CLUSTER_DIR"/s*/pid)
 before=$(ticks $pids)
@@ -27,6 +27,6 @@ after=$(ticks $pids)
 hz=$(getconf CLK_TCK)
 awk -v t=$((after - before)) -v hz="$hz" -v s="$S" -v r="$R" \
     'BEGIN { printf "%d regions: the 3 stores used %.0f ms of CPU in %d s (%.2f%% of one core per store)\n", r, t * 1000 / hz, s, t * 100 / hz / s / 3 }'
-./target/release/pontoonctl --endpoints $EP endpoint status -w json |
+"${CARGO_TARGET_DIR:-./target}"/release/pontoonctl --endpoints $EP endpoint status -w json |
     python3 -c 'import json,sys; [print(e["Endpoint"], "regions", e["Status"].get("regions"), "hibernating", e["Status"].get("hibernatingRegions")) for e in json.load(sys.stdin)]'
 scripts/local-cluster.sh stop >/dev/null 2>&1 || true

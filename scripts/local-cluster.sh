@@ -41,7 +41,7 @@ start)
             echo "store $i is already running (pid $(cat "$dir/s$i/pid"))"
             continue
         fi
-        RUST_LOG=${RUST_LOG:-info} ./target/release/pontoon \
+        RUST_LOG=${RUST_LOG:-info} "${CARGO_TARGET_DIR:-./target}"/release/pontoon \
             --store-id "$i" \
             --data-dir "$dir/s$i/data" \
             --client-addr "127.0.0.1:$(client_port "$i")" \
@@ -52,7 +52,7 @@ start)
         echo $! >"$dir/s$i/pid"
         echo "store $i: pid $!, clients on 127.0.0.1:$(client_port "$i"), log $dir/s$i/log"
     done
-    echo "try: ./target/release/pontoonctl --endpoints $(endpoints) put foo bar"
+    echo "try: ${CARGO_TARGET_DIR:-./target}/release/pontoonctl --endpoints $(endpoints) put foo bar"
     ;;
 stop)
     for pidfile in "$dir"/s*/pid; do
@@ -71,8 +71,8 @@ stop)
     done
     ;;
 status)
-    ./target/release/pontoonctl --endpoints "$(endpoints)" endpoint status -w table 2>/dev/null ||
-        ./target/release/pontoonctl --endpoints "$(endpoints)" endpoint status
+    "${CARGO_TARGET_DIR:-./target}"/release/pontoonctl --endpoints "$(endpoints)" endpoint status -w table 2>/dev/null ||
+        "${CARGO_TARGET_DIR:-./target}"/release/pontoonctl --endpoints "$(endpoints)" endpoint status
     ;;
 *)
     sed -n 2,11p "$0"

@@ -1,12 +1,14 @@
-//! The apply path: one committed Put command turned into engine writes with etcd metadata
-//! (`mvcc::apply_ops` reads the key's current metadata, stages the new value and the apply
-//! state) and written to the engine — what the store loop does per committed entry.
+//! The apply path: committed Put commands turned into engine writes with etcd metadata
+//! (`mvcc::apply_ops` reads the key's current metadata and stages the new value) and
+//! written to the engine with the apply state. `put_256b` writes each command on its own
+//! (a region that applies one entry per round); `put_256b_x16` stages 16 commands in one
+//! `Pending` and writes them in one batch with one apply state (a busy region's round).
 //!
 //! `cargo bench -p pontoon-benches --bench apply`
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pontoon_engine::{Engine, Options, WriteBatch};
-use pontoon_server::mvcc::{apply_ops, ApplyState, Op};
+use pontoon_engine::{Engine, Options};
+use pontoon_server::mvcc::{apply_ops, ApplyState, Op, Pending};
 
 fn put_op(i: u64) -> Op {
     Op::Put {
@@ -31,10 +33,36 @@ fn apply(c: &mut Criterion) {
                 put_op(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
             },
             |op| {
-                let mut batch = WriteBatch::new();
-                apply_ops(&engine, &mut state, &mut batch, std::slice::from_ref(&op))
+                let mut pending = Pending::default();
+                apply_ops(&engine, &mut state, &mut pending, std::slice::from_ref(&op))
                     .expect("apply");
                 state.applied_index += 1;
+                let mut batch = pending.take();
+                state.stage(&mut batch, 1);
+                engine.write(&batch).expect("write");
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("put_256b_x16", |b| {
+        b.iter_batched(
+            || {
+                (0..16)
+                    .map(|_| {
+                        i += 1;
+                        put_op(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |ops| {
+                let mut pending = Pending::default();
+                for op in &ops {
+                    apply_ops(&engine, &mut state, &mut pending, std::slice::from_ref(op))
+                        .expect("apply");
+                    state.applied_index += 1;
+                }
+                let mut batch = pending.take();
                 state.stage(&mut batch, 1);
                 engine.write(&batch).expect("write");
             },

@@ -14,6 +14,9 @@
 //! `apply/<region id, big-endian>` and is written in the same batch as the data it covers, so
 //! a crash can never separate the two.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use pontoon_engine::{Engine, IterOptions, Snapshot, WriteBatch};
 
 /// Column family holding apply states.
@@ -208,14 +211,122 @@ pub enum OpResult {
     Deleted(Vec<KeyValue>),
 }
 
-/// Applies the writes of one command into `batch` (which the caller writes together with
+/// The writes of several commands, staged for one engine write. A region applies all the
+/// commands committed in one round into one `Pending` and writes it with its apply state as
+/// ONE batch: one engine write and one apply-state record per round instead of one per
+/// command, and still no crash can separate the data from the apply state that covers it.
+/// Each command reads what the earlier ones staged (the previous value of a put, the keys a
+/// delete removes), so the result is exactly that of writing them one by one.
+#[derive(Default)]
+pub struct Pending {
+    batch: WriteBatch,
+    /// Latest staged version of every key written, by column family.
+    staged: Vec<(String, Overlay)>,
+}
+
+/// Staged versions of the keys of one column family: the encoded value, or `None` for a
+/// deleted key.
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// One write of a command before it is staged: column family, key, encoded value or `None`
+/// for a delete.
+type StagedWrite<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>);
+
+impl Pending {
+    /// True if nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// The batch to write (for records of the caller's own, like the apply state).
+    pub fn batch_mut(&mut self) -> &mut WriteBatch {
+        &mut self.batch
+    }
+
+    /// Takes the staged batch, leaving this empty. The caller must write it before
+    /// anything reads the engine for these keys again.
+    pub fn take(&mut self) -> WriteBatch {
+        self.staged.clear();
+        std::mem::take(&mut self.batch)
+    }
+
+    fn cf(&self, cf: &str) -> Option<&Overlay> {
+        self.staged.iter().find(|(c, _)| c == cf).map(|(_, m)| m)
+    }
+
+    fn stage(&mut self, cf: &str, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match &value {
+            Some(v) => self.batch.put(cf, &key, v),
+            None => self.batch.delete(cf, &key),
+        };
+        let i = match self.staged.iter().position(|(c, _)| c == cf) {
+            Some(i) => i,
+            None => {
+                self.staged.push((cf.to_string(), BTreeMap::new()));
+                self.staged.len() - 1
+            }
+        };
+        if let Some((_, m)) = self.staged.get_mut(i) {
+            m.insert(key, value);
+        }
+    }
+
+    /// The newest version of `key`: staged here, else in the engine.
+    fn get(&self, engine: &Engine, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.cf(cf).and_then(|m| m.get(key)) {
+            Some(Some(v)) => Ok(Some(decode_value(key, v, false)?)),
+            Some(None) => Ok(None),
+            None => get(engine, cf, key),
+        }
+    }
+
+    /// Every live pair of `[key, range_end)` (etcd's rules): the engine's, overlaid with
+    /// what is staged here, in key order.
+    fn range_all(
+        &self,
+        engine: &Engine,
+        cf: &str,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<Vec<KeyValue>> {
+        let mut found = range(engine, cf, key, range_end, 0, false)?.kvs;
+        let Some(m) = self.cf(cf) else {
+            return Ok(found);
+        };
+        let (lo, hi) = range_bounds(key, range_end);
+        let upper = match &hi {
+            // An empty (or inverted) range: nothing to overlay, and `BTreeMap::range` would
+            // panic on it.
+            Some(h) if *h <= lo => return Ok(found),
+            Some(h) => Bound::Excluded(h.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut overlay = m
+            .range::<[u8], _>((Bound::Included(lo.as_slice()), upper))
+            .peekable();
+        if overlay.peek().is_none() {
+            return Ok(found);
+        }
+        found.retain(|kv| !m.contains_key(&kv.key));
+        for (k, v) in overlay {
+            if let Some(v) = v {
+                found.push(decode_value(k, v, false)?);
+            }
+        }
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+}
+
+/// Applies the writes of one command into `pending` (which the caller writes together with
 /// the apply state). The whole command takes ONE revision, and only if it changes anything
 /// (a delete that matches nothing does not count). As in an etcd txn, a command may not
-/// write one key twice. On error nothing is staged and the revision is unchanged.
+/// write one key twice, and its reads see the commands before it, not its own writes. On
+/// error nothing is staged and the revision is unchanged.
 pub fn apply_ops(
     engine: &Engine,
     state: &mut ApplyState,
-    batch: &mut WriteBatch,
+    pending: &mut Pending,
     ops: &[Op],
 ) -> Result<Vec<OpResult>> {
     let mut seen: Vec<(&str, &[u8])> = Vec::new();
@@ -236,9 +347,8 @@ pub fn apply_ops(
         }
     }
     let rev = state.revision + 1;
-    let mut staged = WriteBatch::new();
+    let mut staged: Vec<StagedWrite> = Vec::new();
     let mut results = Vec::with_capacity(ops.len());
-    let mut changed = false;
     for op in ops {
         match op {
             Op::Put {
@@ -247,7 +357,7 @@ pub fn apply_ops(
                 value,
                 lease,
             } => {
-                let prev = get(engine, cf, key)?;
+                let prev = pending.get(engine, cf, key)?;
                 let kv = KeyValue {
                     key: key.clone(),
                     create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
@@ -256,23 +366,23 @@ pub fn apply_ops(
                     value: value.clone(),
                     lease: *lease,
                 };
-                staged.put(cf, key, &encode_value(&kv));
-                changed = true;
+                staged.push((cf, key.clone(), Some(encode_value(&kv))));
                 results.push(OpResult::Put(prev));
             }
             Op::DeleteRange { cf, key, range_end } => {
-                let found = range(engine, cf, key, range_end, 0, false)?.kvs;
+                let found = pending.range_all(engine, cf, key, range_end)?;
                 for kv in &found {
-                    staged.delete(cf, &kv.key);
+                    staged.push((cf, kv.key.clone(), None));
                 }
-                changed |= !found.is_empty();
                 results.push(OpResult::Deleted(found));
             }
         }
     }
-    if changed {
+    if !staged.is_empty() {
         state.revision = rev;
-        batch.extend_from(&staged);
+        for (cf, key, value) in staged {
+            pending.stage(cf, key, value);
+        }
     }
     Ok(results)
 }
@@ -372,9 +482,10 @@ mod tests {
     impl Region {
         /// Applies one command; returns the revision after it and its results.
         fn apply(&mut self, ops: &[Op]) -> (i64, Vec<OpResult>) {
-            let mut b = WriteBatch::new();
-            let results = apply_ops(&self.engine, &mut self.state, &mut b, ops).unwrap();
+            let mut p = Pending::default();
+            let results = apply_ops(&self.engine, &mut self.state, &mut p, ops).unwrap();
             self.state.applied_index += 1;
+            let mut b = p.take();
             self.state.stage(&mut b, 1);
             self.engine.write(&b).unwrap();
             (self.state.revision, results)
@@ -442,15 +553,15 @@ mod tests {
         assert_eq!(r.apply(&[put_op("t1", "x"), put_op("t2", "y")]).0, 10);
         assert_eq!(r.meta("t1").unwrap().0, 10);
         assert_eq!(r.meta("t2").unwrap().1, 10);
-        let mut b = WriteBatch::new();
+        let mut p = Pending::default();
         let err = apply_ops(
             &r.engine,
             &mut r.state,
-            &mut b,
+            &mut p,
             &[put_op("d", "1"), put_op("d", "2")],
         );
         assert!(matches!(err, Err(Error::InvalidArgument(_))));
-        assert!(b.is_empty());
+        assert!(p.is_empty());
         assert_eq!(r.state.revision, 10);
         // Ranges, limits and counts.
         r.apply(&[put_op("a1", "x")]);
@@ -476,5 +587,59 @@ mod tests {
             range(&engine, "default", b"", b"", 0, false),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    fn cmd_strategy() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        use proptest::prelude::*;
+        let key = (0u8..8).prop_map(|k| format!("k{k}"));
+        let op = prop_oneof![
+            3 => (key.clone(), "[a-c]{0,3}").prop_map(|(k, v)| put_op(&k, &v)),
+            1 => key.clone().prop_map(|k| del_op(&k, "")),
+            1 => (key.clone(), key).prop_map(|(a, b)| del_op(&a, &b)),
+            1 => (0u8..8).prop_map(|k| del_op(&format!("k{k}"), "\0")),
+        ];
+        proptest::collection::vec(op, 1..4)
+    }
+
+    fn fresh(dir: &std::path::Path) -> Region {
+        let engine = Engine::open(dir, Options::default()).unwrap();
+        Region {
+            state: ApplyState::load(&engine, 1).unwrap(),
+            engine,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Commands staged together in one `Pending` and written at once give the same
+        /// answers, revisions and data as commands written one by one.
+        #[test]
+        fn pending_batches_match_one_by_one(
+            cmds in proptest::collection::vec(cmd_strategy(), 1..40),
+            cuts in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let d1 = tempfile::tempdir().unwrap();
+            let d2 = tempfile::tempdir().unwrap();
+            let mut one = fresh(d1.path());
+            let mut many = fresh(d2.path());
+            let mut p = Pending::default();
+            for (i, ops) in cmds.iter().enumerate() {
+                let mut q = Pending::default();
+                let want = apply_ops(&one.engine, &mut one.state, &mut q, ops)
+                    .map_err(|e| e.to_string());
+                one.engine.write(&q.take()).unwrap();
+                let got = apply_ops(&many.engine, &mut many.state, &mut p, ops)
+                    .map_err(|e| e.to_string());
+                proptest::prop_assert_eq!(&want, &got, "command {} {:?}", i, ops);
+                proptest::prop_assert_eq!(one.state.revision, many.state.revision);
+                if cuts[i] {
+                    many.engine.write(&p.take()).unwrap();
+                }
+            }
+            many.engine.write(&p.take()).unwrap();
+            let all = |r: &Region| range(&r.engine, "default", b"k", &[0], 0, false).unwrap().kvs;
+            proptest::prop_assert_eq!(all(&one), all(&many));
+        }
     }
 }

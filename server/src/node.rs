@@ -207,6 +207,8 @@ pub struct NodeStatus {
 enum Msg {
     Cmd(Box<RaftCmdRequest>, Reply),
     Raft(Box<RaftMessage>),
+    /// The raft messages of one frame from another store, stepped in one go.
+    RaftBatch(Vec<RaftMessage>),
     /// The raft-log write with this id finished (with an error message if it failed).
     Persisted(u64, Option<String>),
     /// A region's size was measured: (region, version measured at, bytes, split key).
@@ -265,6 +267,7 @@ impl Node {
             compact_log_bytes: cfg.compact_log_bytes.max(1),
             ids,
             status: status.clone(),
+            outbox: Default::default(),
         };
         for (id, addr) in &cfg.initial_addresses {
             ctx.addresses.insert(*id, addr.clone());
@@ -288,6 +291,7 @@ impl Node {
         let (split_tx, split_rx) = mpsc::channel::<SizeCheck>();
         let mut lp = StoreLoop {
             ctx,
+            rounds: 0,
             peers: IdMap::default(),
             ranges: BTreeMap::new(),
             tombstones: IdMap::default(),
@@ -369,6 +373,12 @@ impl Node {
     /// node stopped.
     pub fn step(&self, msg: RaftMessage) -> bool {
         self.tx.send(Msg::Raft(Box::new(msg))).is_ok()
+    }
+
+    /// [`Node::step`] for the messages of one frame: one hand-over (and one wake-up of the
+    /// store loop) for all of them.
+    pub fn step_batch(&self, msgs: Vec<RaftMessage>) -> bool {
+        self.tx.send(Msg::RaftBatch(msgs)).is_ok()
     }
 
     /// Status published by the store loop.
@@ -561,6 +571,8 @@ type IdSet = HashSet<u64, IdBuild>;
 
 struct StoreLoop {
     ctx: Ctx,
+    /// Rounds run (each ends with one `on_ready`).
+    rounds: u64,
     peers: IdMap<Peer>,
     /// Initialized regions by start key, for routing by key.
     ranges: BTreeMap<Vec<u8>, u64>,
@@ -695,6 +707,8 @@ impl StoreLoop {
                 Some(e) => Err(e),
                 None => self.on_ready(),
             };
+            self.flush_outbox();
+            self.rounds += 1;
             if let Err(e) = result {
                 // A failed raft-log write poisons the log store; nothing acknowledged is
                 // lost, but the node cannot go on.
@@ -705,6 +719,33 @@ impl StoreLoop {
         }
         // Answer what is still waiting: the loop is gone.
         self.fail_all("node is shutting down");
+        let st = self.ctx.log.stats();
+        log::info!(
+            "store loop stopped after {} rounds; raft log: {} batches in {} group writes, {} syncs",
+            self.rounds,
+            st.batches,
+            st.group_writes,
+            st.syncs
+        );
+    }
+
+    /// Hands the round's raft messages to the transport, one batch per store, and tells
+    /// each sending peer what became of them.
+    fn flush_outbox(&mut self) {
+        if self.ctx.outbox.get_mut().is_empty() {
+            return;
+        }
+        for s in self.ctx.outbox.get_mut().take() {
+            let ok = self.ctx.transport.send_batch(s.store_id, s.messages);
+            for (region, to, snapshot) in s.sent {
+                if ok && !snapshot {
+                    continue;
+                }
+                if let Some(p) = self.peers.get_mut(&region) {
+                    p.report_sent(to, snapshot, ok);
+                }
+            }
+        }
     }
 
     fn fail_all(&mut self, why: &str) {
@@ -1304,6 +1345,15 @@ impl StoreLoop {
                 if let Err(e) = self.on_raft_message(*m) {
                     self.fatal = Some(e);
                     return true;
+                }
+                false
+            }
+            Msg::RaftBatch(msgs) => {
+                for m in msgs {
+                    if let Err(e) = self.on_raft_message(m) {
+                        self.fatal = Some(e);
+                        return true;
+                    }
                 }
                 false
             }
@@ -1907,6 +1957,8 @@ impl StoreLoop {
             }
             self.inflight.push_back(w);
         }
+        // The leaders' appends go out while the write is on its way.
+        self.flush_outbox();
         let flushed = self.ctx.engine.flushed_seq();
         let mut gc = LogBatch::new();
         let mut removed = Vec::new();

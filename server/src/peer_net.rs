@@ -124,6 +124,10 @@ pub trait RaftSink: Send + Sync + 'static {
     /// Hands one received message over. False means the receiver stopped (the connection
     /// is then closed).
     fn step(&self, msg: RaftMessage) -> bool;
+    /// Hands the messages of one frame over together. False as for [`RaftSink::step`].
+    fn step_batch(&self, msgs: Vec<RaftMessage>) -> bool {
+        msgs.into_iter().all(|m| self.step(m))
+    }
 }
 
 impl RaftSink for Node {
@@ -137,6 +141,10 @@ impl RaftSink for Node {
 
     fn step(&self, msg: RaftMessage) -> bool {
         Node::step(self, msg)
+    }
+
+    fn step_batch(&self, msgs: Vec<RaftMessage>) -> bool {
+        Node::step_batch(self, msgs)
     }
 }
 
@@ -159,16 +167,20 @@ struct PeerShared {
     wake: Notify,
     /// Sum of `message.len()` over the queued messages.
     queued_bytes: AtomicUsize,
+    /// How many messages are queued.
+    queued_messages: AtomicUsize,
 }
 
+/// The queue holds batches: a store-loop round's messages for one store travel together
+/// ([`Transport::send_batch`]); a single [`Transport::send`] is a batch of one.
 struct PeerEntry {
-    tx: mpsc::Sender<RaftMessage>,
+    tx: mpsc::Sender<Vec<RaftMessage>>,
     shared: Arc<PeerShared>,
 }
 
 /// A new peer's queue on its way to the runtime, which spawns its connection task.
 struct PeerTask {
-    rx: mpsc::Receiver<RaftMessage>,
+    rx: mpsc::Receiver<Vec<RaftMessage>>,
     shared: Arc<PeerShared>,
 }
 
@@ -272,6 +284,7 @@ impl TcpTransport {
             addr: Mutex::new(addr),
             wake: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
+            queued_messages: AtomicUsize::new(0),
         });
         if self
             .spawn
@@ -299,7 +312,7 @@ impl TcpTransport {
     /// What waits in `store_id`'s queue, or `None` for an unknown store.
     pub fn queued(&self, store_id: u64) -> Option<QueueStats> {
         self.peers.lock().get(&store_id).map(|e| QueueStats {
-            messages: e.tx.max_capacity() - e.tx.capacity(),
+            messages: e.shared.queued_messages.load(Ordering::Relaxed),
             bytes: e.shared.queued_bytes.load(Ordering::Relaxed),
         })
     }
@@ -316,23 +329,55 @@ impl Transport for TcpTransport {
 
     fn send(&self, msg: RaftMessage) -> bool {
         let store_id = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or(0);
+        self.send_batch(store_id, vec![msg])
+    }
+
+    /// Queues the batch as one item: the connection task writes it (and whatever else is
+    /// queued) in one go. The whole batch is refused if the queue is full, by count or by
+    /// bytes (an empty queue takes any batch, so a large snapshot still goes out).
+    fn send_batch(&self, store_id: u64, msgs: Vec<RaftMessage>) -> bool {
+        if msgs.is_empty() {
+            return true;
+        }
         let peers = self.peers.lock();
         let Some(entry) = peers.get(&store_id) else {
-            log::debug!("no address for store {store_id}: dropping a raft message");
+            log::debug!("no address for store {store_id}: dropping raft messages");
             return false;
         };
-        let len = msg.message.len();
+        let len: usize = msgs.iter().map(|m| m.message.len()).sum();
+        let count = msgs.len();
         let before = entry.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if before > 0 && before + len > self.local.config.max_queued_bytes {
             entry.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            log::debug!("queue to store {store_id} holds {before} bytes: dropping a message");
+            log::debug!(
+                "queue to store {store_id} holds {before} bytes: dropping {count} messages"
+            );
             return false;
         }
-        match entry.tx.try_send(msg) {
+        let queued = entry
+            .shared
+            .queued_messages
+            .fetch_add(count, Ordering::Relaxed);
+        if queued > 0 && queued + count > self.local.config.queue_capacity {
+            entry.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            entry
+                .shared
+                .queued_messages
+                .fetch_sub(count, Ordering::Relaxed);
+            log::debug!("queue to store {store_id} holds {queued} messages: dropping {count}");
+            return false;
+        }
+        // Batches hold at least one message each, so the channel (as long as the count
+        // limit) is never what refuses one.
+        match entry.tx.try_send(msgs) {
             Ok(()) => true,
             Err(e) => {
                 entry.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                log::debug!("queue to store {store_id} refused a message: {e}");
+                entry
+                    .shared
+                    .queued_messages
+                    .fetch_sub(count, Ordering::Relaxed);
+                log::debug!("queue to store {store_id} refused {count} messages: {e}");
                 false
             }
         }
@@ -461,7 +506,7 @@ impl PeerConn {
 
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<RaftMessage>,
+        mut rx: mpsc::Receiver<Vec<RaftMessage>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let cfg = self.local.config;
@@ -645,7 +690,7 @@ impl PeerConn {
     async fn pump(
         &self,
         conn: Established,
-        rx: &mut mpsc::Receiver<RaftMessage>,
+        rx: &mut mpsc::Receiver<Vec<RaftMessage>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended {
         let (end_tx, mut end_rx) = oneshot::channel();
@@ -695,15 +740,20 @@ impl PeerConn {
     async fn write_queued(
         &self,
         w: &mut BatchWriter,
-        first: RaftMessage,
-        rx: &mut mpsc::Receiver<RaftMessage>,
+        first: Vec<RaftMessage>,
+        rx: &mut mpsc::Receiver<Vec<RaftMessage>>,
     ) -> Result<(), String> {
         let mut next = Some(first);
-        while let Some(m) = next.take() {
+        while let Some(batch) = next.take() {
             self.peer
-                .queued_bytes
-                .fetch_sub(m.message.len(), Ordering::Relaxed);
-            w.push(m).await?;
+                .queued_messages
+                .fetch_sub(batch.len(), Ordering::Relaxed);
+            for m in batch {
+                self.peer
+                    .queued_bytes
+                    .fetch_sub(m.message.len(), Ordering::Relaxed);
+                w.push(m).await?;
+            }
             if w.pending() >= w.budget {
                 break;
             }

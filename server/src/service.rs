@@ -469,14 +469,12 @@ async fn peer_read_loop(
         };
         match body {
             FrameBody::RaftMessage(batch) => {
-                for m in batch.messages {
-                    if !deliver(sink, store, m) {
-                        return Close::Error(
-                            FrameErrorCode::ShuttingDown,
-                            "the store is stopping".into(),
-                            request_id,
-                        );
-                    }
+                if !deliver_batch(sink, store, batch.messages) {
+                    return Close::Error(
+                        FrameErrorCode::ShuttingDown,
+                        "the store is stopping".into(),
+                        request_id,
+                    );
                 }
             }
             FrameBody::SnapshotChunk(chunk) => match chunks.push(request_id, chunk) {
@@ -520,6 +518,23 @@ fn deliver(sink: &dyn RaftSink, from: u64, m: RaftMessage) -> bool {
         return true;
     }
     sink.step(m)
+}
+
+/// [`deliver`] for the messages of one batch frame: one hand-over for all of them.
+fn deliver_batch(sink: &dyn RaftSink, from: u64, mut msgs: Vec<RaftMessage>) -> bool {
+    let me = sink.store_id();
+    msgs.retain(|m| {
+        let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
+        if to != me {
+            log::debug!("store {from} sent a raft message for store {to} to store {me}; dropped");
+        }
+        to == me
+    });
+    match msgs.len() {
+        0 => true,
+        1 => msgs.pop().is_none_or(|m| sink.step(m)),
+        _ => sink.step_batch(msgs),
+    }
 }
 
 fn check_peer_handshake(

@@ -16,6 +16,18 @@ pub trait Transport: Send + Sync + 'static {
     /// unreachable so it stops pipelining appends to it.
     fn send(&self, msg: RaftMessage) -> bool;
 
+    /// Queues `msgs`, all for store `store_id`, in order and as one unit: the store loop
+    /// hands over everything one round produced for a store at once, so a transport can
+    /// put it in one frame and wake its sender once. False if any of them was dropped.
+    fn send_batch(&self, store_id: u64, msgs: Vec<RaftMessage>) -> bool {
+        let _ = store_id;
+        let mut all = true;
+        for m in msgs {
+            all &= self.send(m);
+        }
+        all
+    }
+
     /// Learns (or updates) the address of a store, e.g. one added by a membership change.
     /// Transports that route by other means ignore it.
     fn set_address(&self, _store_id: u64, _addr: &str) {}
