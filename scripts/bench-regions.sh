@@ -32,6 +32,7 @@ for R in "${@:-1 16 64 256}"; do
         # Which stores lead the regions after the run (the placement moves leaders over time).
         leaders=$("${CARGO_TARGET_DIR:-./target}"/release/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
             python3 -c 'import collections, json, sys; c = collections.Counter(str(r.get("leader_store_id", 0)) for r in json.load(sys.stdin)["regions"]); print(",".join(f"s{k}:{v}" for k, v in sorted(c.items())))' 2>/dev/null || echo "?")
+        [ -n "${VERBOSE:-}" ] && echo "$out"
         echo "regions=$r ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / ${TOTAL:-100000} )) leaders=$leaders"
     done
 done

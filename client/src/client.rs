@@ -172,8 +172,9 @@ pub struct ClientOptions {
     pub max_attempts: usize,
     /// How long an endpoint whose connection failed is skipped. Default 1 s.
     pub endpoint_backoff: Duration,
-    /// Pause before retrying when no leader is known, the store is busy or every endpoint
-    /// is down. Default 200 ms.
+    /// Longest pause before retrying when no leader is known, the store is busy or every
+    /// endpoint is down: the first pause of a call is a sixteenth of it, and each further
+    /// one doubles, up to this. Default 200 ms.
     pub retry_backoff: Duration,
     /// Region id put in every request header, turning region routing off: commands go to
     /// the preferred endpoint (following `NotLeader` hints) without an epoch or peer, and

@@ -1876,6 +1876,14 @@ impl StoreLoop {
                 continue;
             };
             let mut ready = p.raw.ready();
+            if let Some(ss) = ready.ss() {
+                log::debug!(
+                    "region {id}: {:?} at term {}, leader peer {}",
+                    ss.raft_state,
+                    p.raw.raft.term,
+                    ss.leader_id
+                );
+            }
             // A leader's appends and heartbeats go out now, in parallel with its own write.
             if !ready.messages().is_empty() {
                 p.send_messages(&self.ctx, ready.take_messages());
@@ -2034,7 +2042,14 @@ impl StoreLoop {
             }
         }
         for (id, inc, msgs) in w.messages {
-            if let Some(p) = self.peers.get_mut(&id).filter(|p| p.incarnation == inc) {
+            // A peer replaced by the split that initializes it keeps its raft id and the
+            // term and vote this write persisted: what it answered meanwhile (a vote in the
+            // new region's first election) still goes out, or that election waits a timeout.
+            if let Some(p) = self
+                .peers
+                .get_mut(&id)
+                .filter(|p| p.incarnation == inc || msgs.iter().all(|m| m.from == p.id()))
+            {
                 p.send_messages(&self.ctx, msgs);
             }
         }
@@ -2095,9 +2110,12 @@ impl StoreLoop {
                 return Ok(());
             }
         }
-        if let Some(mut old) = self.peers.remove(&r.id) {
+        // Its term and vote as raft holds them: a vote it cast may still be on its way to
+        // disk (the write is in flight), so the log store does not show it yet.
+        let cast = self.peers.remove(&r.id).map(|mut old| {
             old.fail_all("region replaced by its split");
-        }
+            old.raw.raft.hard_state()
+        });
         let mut storage = PeerStorage::open(self.ctx.log.clone(), r.id, &[])?;
         if storage.conf_state().voters.is_empty() {
             let mut batch = LogBatch::new();
@@ -2107,6 +2125,15 @@ impl StoreLoop {
                 INIT_TERM,
                 region::conf_state_of(&r),
             )?;
+            if let Some(cast) = cast {
+                let mut hs = storage.hard_state().clone();
+                if cast.term > hs.term || (cast.term == hs.term && hs.vote == 0) {
+                    hs.term = cast.term;
+                    hs.vote = cast.vote;
+                    storage.set_hard_state(&mut batch, hs)?;
+                }
+            }
+            // Synchronous, so behind the in-flight writes of the replaced peer.
             self.ctx.log.write(batch, true)?;
         }
         let apply = ApplyState::load(&self.ctx.engine, r.id)?;

@@ -2,7 +2,7 @@
 //! endpoint, the reaction to region errors, and the refresh of the region cache.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
@@ -79,7 +79,8 @@ fn is_cluster_command(req: &RaftCmdRequest) -> bool {
 enum Retry {
     /// Retry at once (the cache or the preferred endpoint was updated).
     Now,
-    /// Retry after [`ClientOptions::retry_backoff`](super::ClientOptions::retry_backoff).
+    /// Retry after a pause that grows up to
+    /// [`ClientOptions::retry_backoff`](super::ClientOptions::retry_backoff).
     Later,
     /// Give up: the error is the answer.
     GiveUp,
@@ -156,6 +157,9 @@ impl Client {
         let key = key.filter(|_| opts.region_id == 0);
         let mut last = Error::Timeout;
         let mut pause = false;
+        // Pauses grow from a sixteenth of `retry_backoff` and double up to it: a leader
+        // transfer is over in milliseconds, an election takes a second or two.
+        let mut backoff = (opts.retry_backoff / 16).max(Duration::from_millis(1));
         // Endpoints that answered NotLeader for this command: tried last.
         let mut avoid: Vec<usize> = Vec::new();
         // Endpoints that could not serve this unrouted command (`OnPlainError::AskOthers`).
@@ -163,7 +167,8 @@ impl Client {
         for _ in 0..opts.max_attempts.max(1) {
             if pause {
                 let left = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(opts.retry_backoff.min(left)).await;
+                tokio::time::sleep(backoff.min(opts.retry_backoff).min(left)).await;
+                backoff = backoff.saturating_mul(2);
             }
             if deadline.saturating_duration_since(Instant::now()).is_zero() {
                 return Err(Error::Timeout);
@@ -523,7 +528,7 @@ impl Client {
     async fn region_statuses(
         &self,
         i: usize,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<Vec<RegionStatus>, Error> {
         let conn = tokio::time::timeout(timeout, self.connection(i))
             .await
