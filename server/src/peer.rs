@@ -460,13 +460,12 @@ impl Peer {
         }
     }
 
-    /// Hands raft's outgoing messages to the transport. A message the transport drops at
-    /// once marks its peer unreachable (raft then probes instead of pipelining); a snapshot
-    /// is reported finished once handed over (if it is lost on the way the follower rejects
-    /// the next append and raft sends a new snapshot).
-    /// Queues raft's messages in the round's outbox ([`Outbox`]); the store loop sends them
-    /// when the round ends and reports unreachable peers and snapshot outcomes back then
-    /// ([`Peer::report_sent`]).
+    /// Queues raft's outgoing messages in the round's [`Outbox`]; the store loop hands them
+    /// to the transport when the round ends and then reports back ([`Peer::report_sent`]):
+    /// a message the transport drops at once marks its peer unreachable (raft then probes
+    /// instead of pipelining); a snapshot is reported finished once handed over (if it is
+    /// lost on the way the follower rejects the next append and raft sends a new one). A
+    /// peer whose store is unknown is reported unreachable at once.
     pub fn send_messages(&mut self, ctx: &Ctx, msgs: Vec<raft::eraftpb::Message>) {
         for m in msgs {
             let to = m.to;

@@ -745,13 +745,14 @@ impl PeerConn {
     ) -> Result<(), String> {
         let mut next = Some(first);
         while let Some(batch) = next.take() {
+            // The whole batch leaves the queue's accounting now: if the connection fails
+            // half way, the rest is dropped with it (raft resends).
+            let bytes: usize = batch.iter().map(|m| m.message.len()).sum();
+            self.peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.peer
                 .queued_messages
                 .fetch_sub(batch.len(), Ordering::Relaxed);
             for m in batch {
-                self.peer
-                    .queued_bytes
-                    .fetch_sub(m.message.len(), Ordering::Relaxed);
                 w.push(m).await?;
             }
             if w.pending() >= w.budget {
