@@ -732,9 +732,6 @@ impl StoreLoop {
     /// Hands the round's raft messages to the transport, one batch per store, and tells
     /// each sending peer what became of them.
     fn flush_outbox(&mut self) {
-        if self.ctx.outbox.get_mut().is_empty() {
-            return;
-        }
         for s in self.ctx.outbox.get_mut().take() {
             let ok = self.ctx.transport.send_batch(s.store_id, s.messages);
             for (region, to, snapshot) in s.sent {

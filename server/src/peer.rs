@@ -93,10 +93,6 @@ impl Outbox {
     pub fn take(&mut self) -> Vec<OutboxStore> {
         std::mem::take(&mut self.stores)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.stores.is_empty()
-    }
 }
 
 /// A linearizable read waiting for its read index and then for apply to reach it.

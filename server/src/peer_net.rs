@@ -173,6 +173,14 @@ struct PeerShared {
 
 /// The queue holds batches: a store-loop round's messages for one store travel together
 /// ([`Transport::send_batch`]); a single [`Transport::send`] is a batch of one.
+impl PeerShared {
+    /// Takes `count` messages of `bytes` bytes off the queue's accounting.
+    fn release(&self, count: usize, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.queued_messages.fetch_sub(count, Ordering::Relaxed);
+    }
+}
+
 struct PeerEntry {
     tx: mpsc::Sender<Vec<RaftMessage>>,
     shared: Arc<PeerShared>,
@@ -359,11 +367,7 @@ impl Transport for TcpTransport {
             .queued_messages
             .fetch_add(count, Ordering::Relaxed);
         if queued > 0 && queued + count > self.local.config.queue_capacity {
-            entry.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            entry
-                .shared
-                .queued_messages
-                .fetch_sub(count, Ordering::Relaxed);
+            entry.shared.release(count, len);
             log::debug!("queue to store {store_id} holds {queued} messages: dropping {count}");
             return false;
         }
@@ -372,11 +376,7 @@ impl Transport for TcpTransport {
         match entry.tx.try_send(msgs) {
             Ok(()) => true,
             Err(e) => {
-                entry.shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                entry
-                    .shared
-                    .queued_messages
-                    .fetch_sub(count, Ordering::Relaxed);
+                entry.shared.release(count, len);
                 log::debug!("queue to store {store_id} refused {count} messages: {e}");
                 false
             }
@@ -748,10 +748,7 @@ impl PeerConn {
             // The whole batch leaves the queue's accounting now: if the connection fails
             // half way, the rest is dropped with it (raft resends).
             let bytes: usize = batch.iter().map(|m| m.message.len()).sum();
-            self.peer.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.peer
-                .queued_messages
-                .fetch_sub(batch.len(), Ordering::Relaxed);
+            self.peer.release(batch.len(), bytes);
             for m in batch {
                 w.push(m).await?;
             }
