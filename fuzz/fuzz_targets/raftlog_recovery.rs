@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut bytes = Vec::with_capacity(rest.len() + 16);
     if flags & 1 == 1 {
-        bytes.extend_from_slice(&format::segment_header());
+        bytes.extend_from_slice(&format::segment_header(1));
     }
     bytes.extend_from_slice(rest);
     let mode = match (flags >> 1) % 3 {

@@ -5,8 +5,11 @@ use std::ops::Range;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"PNTNRLOG";
-/// Format version written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this code (2: record checksums are bound to the segment's
+/// sequence number, so a recycled segment's stale records never read as valid).
+pub const FORMAT_VERSION: u32 = 2;
+/// The first version; still read (its checksums do not cover the sequence number).
+pub const FORMAT_VERSION_1: u32 = 1;
 /// Length of the segment header.
 pub const SEGMENT_HEADER_LEN: u64 = 16;
 /// Length of a record header.
@@ -15,6 +18,10 @@ pub const RECORD_HEADER_LEN: usize = 12;
 pub const RECORD_BATCH: u8 = 1;
 /// Largest payload of one record (one batch).
 pub const MAX_RECORD_PAYLOAD: usize = 1 << 30;
+/// Written after the last record of every group write: an all-zero record header, which
+/// ends the records of a segment (the next write starts on it). In a recycled segment
+/// the bytes after it are stale.
+pub const END_MARKER: [u8; RECORD_HEADER_LEN] = [0; RECORD_HEADER_LEN];
 
 pub(crate) const ITEM_ENTRIES: u8 = 1;
 pub(crate) const ITEM_PUT_STATE: u8 = 2;
@@ -22,16 +29,19 @@ pub(crate) const ITEM_DELETE_STATE: u8 = 3;
 pub(crate) const ITEM_COMPACT_TO: u8 = 4;
 pub(crate) const ITEM_REMOVE_STREAM: u8 = 5;
 
-/// Bytes of a segment header.
-pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN as usize] {
+/// Bytes of the header of segment `seq`.
+pub fn segment_header(seq: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&seq.to_le_bytes());
     h
 }
 
-/// Checks a segment header; `Err(reason)` when it is not one this code writes.
-pub fn check_segment_header(bytes: &[u8]) -> Result<(), String> {
+/// Checks the header of segment `seq` (the number in its file name). Returns the
+/// checksum seed of its records (`Some(seq)` for version 2, `None` for version 1), or
+/// `Err(reason)` when it is not a header this code reads.
+pub fn check_segment_header(bytes: &[u8], seq: u32) -> Result<Option<u32>, String> {
     let h = bytes
         .get(..SEGMENT_HEADER_LEN as usize)
         .ok_or_else(|| format!("segment shorter than its {SEGMENT_HEADER_LEN}-byte header"))?;
@@ -39,28 +49,55 @@ pub fn check_segment_header(bytes: &[u8]) -> Result<(), String> {
         return Err("bad segment magic".into());
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != FORMAT_VERSION {
-        return Err(format!("unsupported format version {version}"));
+    let field = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
+    match version {
+        FORMAT_VERSION if field == seq => Ok(Some(seq)),
+        FORMAT_VERSION => Err(format!(
+            "segment header names sequence {field}, its file name {seq}"
+        )),
+        FORMAT_VERSION_1 if field == 0 => Ok(None),
+        FORMAT_VERSION_1 => Err("non-zero reserved field in a version 1 header".into()),
+        _ => Err(format!("unsupported format version {version}")),
     }
-    Ok(())
 }
 
-/// Checksum of a record: crc32 over header bytes 4..12 followed by the payload.
-pub fn record_crc(header_tail: &[u8], payload: &[u8]) -> u32 {
+/// Checksum of a record: crc32 over header bytes 4..12, the payload and (version 2)
+/// the segment's sequence number as u32 LE.
+pub fn record_crc(header_tail: &[u8], payload: &[u8], seed: Option<u32>) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(header_tail);
     h.update(payload);
+    let crc = h.finalize();
+    match seed {
+        Some(seq) => bind_crc(crc, seq),
+        None => crc,
+    }
+}
+
+/// Extends the checksum of header tail + payload with the segment sequence number.
+fn bind_crc(crc: u32, seq: u32) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(&seq.to_le_bytes());
     h.finalize()
 }
 
-/// Fills in the header of a record whose payload follows it in `buf[12..]`.
+/// Fills in the header of a record whose payload follows it in `buf[12..]`, with the
+/// checksum of header tail + payload only: [`bind_record`] finishes it once the record's
+/// segment is known.
 pub fn seal_record(buf: &mut [u8]) {
     let payload_len = (buf.len() - RECORD_HEADER_LEN) as u32;
     buf[4..8].copy_from_slice(&payload_len.to_le_bytes());
     buf[8] = RECORD_BATCH;
     buf[9..12].fill(0);
-    let crc = record_crc(&buf[4..RECORD_HEADER_LEN], &buf[RECORD_HEADER_LEN..]);
+    let crc = record_crc(&buf[4..RECORD_HEADER_LEN], &buf[RECORD_HEADER_LEN..], None);
     buf[0..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Binds a sealed record (its header at the start of `record`) to segment `seq`: four
+/// bytes more of CRC, not a pass over the payload.
+pub fn bind_record(record: &mut [u8], seq: u32) {
+    let crc = u32::from_le_bytes([record[0], record[1], record[2], record[3]]);
+    record[0..4].copy_from_slice(&bind_crc(crc, seq).to_le_bytes());
 }
 
 /// What sits at a position of a segment.
@@ -73,7 +110,8 @@ pub enum RecordRead<'a> {
         /// Header + payload length.
         total_len: usize,
     },
-    /// End of data: an all-zero header (preallocated space) or the end of the file.
+    /// End of data: an all-zero header ([`END_MARKER`], or preallocated space) or the end
+    /// of the file.
     End,
     /// Bytes that are not a valid record.
     Invalid {
@@ -86,8 +124,9 @@ pub enum RecordRead<'a> {
     },
 }
 
-/// Reads the record at the start of `buf`.
-pub fn read_record(buf: &[u8]) -> RecordRead<'_> {
+/// Reads the record at the start of `buf`, in a segment whose checksum seed is `seed`
+/// (see [`check_segment_header`]).
+pub fn read_record(buf: &[u8], seed: Option<u32>) -> RecordRead<'_> {
     if buf.is_empty() {
         return RecordRead::End;
     }
@@ -118,7 +157,7 @@ pub fn read_record(buf: &[u8]) -> RecordRead<'_> {
             claimed_len: Some(total_len),
         };
     }
-    let actual = record_crc(&header[4..RECORD_HEADER_LEN], payload);
+    let actual = record_crc(&header[4..RECORD_HEADER_LEN], payload, seed);
     if actual != expected {
         return RecordRead::Invalid {
             reason: "checksum mismatch".into(),
@@ -297,23 +336,48 @@ mod tests {
         let mut buf = vec![0u8; RECORD_HEADER_LEN];
         buf.extend_from_slice(b"hello");
         seal_record(&mut buf);
-        match read_record(&buf) {
+        // Version 1: the sealed checksum as it is.
+        assert!(matches!(read_record(&buf, None), RecordRead::Valid { .. }));
+        bind_record(&mut buf, 7);
+        match read_record(&buf, Some(7)) {
             RecordRead::Valid { payload, total_len } => {
                 assert_eq!(payload, b"hello");
                 assert_eq!(total_len, buf.len());
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(read_record(&[0u8; 40]), RecordRead::End);
-        assert_eq!(read_record(&[0u8; 5]), RecordRead::End);
+        // The same bytes in another segment (a recycled file's stale record) are invalid.
+        for seed in [Some(6), Some(8), None] {
+            assert!(matches!(
+                read_record(&buf, seed),
+                RecordRead::Invalid {
+                    checksum: Some(_),
+                    ..
+                }
+            ));
+        }
+        assert_eq!(read_record(&[0u8; 40], Some(7)), RecordRead::End);
+        assert_eq!(read_record(&[0u8; 5], Some(7)), RecordRead::End);
         buf[14] ^= 1;
         assert!(matches!(
-            read_record(&buf),
+            read_record(&buf, Some(7)),
             RecordRead::Invalid {
                 checksum: Some(_),
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn segment_headers() {
+        assert_eq!(check_segment_header(&segment_header(9), 9), Ok(Some(9)));
+        assert!(check_segment_header(&segment_header(9), 10).is_err());
+        let mut v1 = segment_header(0);
+        v1[8..12].copy_from_slice(&FORMAT_VERSION_1.to_le_bytes());
+        assert_eq!(check_segment_header(&v1, 3), Ok(None));
+        v1[12] = 1;
+        assert!(check_segment_header(&v1, 3).is_err());
+        assert!(check_segment_header(&segment_header(1)[..15], 1).is_err());
     }
 
     #[test]
@@ -329,7 +393,8 @@ mod tests {
                 })
                 .collect();
             let _ = decode_batch(&bytes);
-            let _ = read_record(&bytes);
+            let _ = read_record(&bytes, Some(1));
+            let _ = read_record(&bytes, None);
         }
     }
 }

@@ -194,9 +194,26 @@ pub(crate) fn preparing_path(dir: &Path, seq: u32) -> PathBuf {
     dir.join(format!("{seq:016}{PREPARING_SUFFIX}"))
 }
 
+/// Suffix of a purged segment kept for reuse (`{seq:016}.raftlog.free`, `seq` being its
+/// old sequence number); not part of the log.
+pub(crate) const FREE_SUFFIX: &str = ".raftlog.free";
+
+/// Path of the purged segment `seq` kept for reuse.
+pub(crate) fn free_path(dir: &Path, seq: u32) -> PathBuf {
+    dir.join(format!("{seq:016}{FREE_SUFFIX}"))
+}
+
 /// Parses a segment file name back into its sequence number.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u32> {
-    let stem = name.strip_suffix(".raftlog")?;
+    parse_seq(name.strip_suffix(".raftlog")?)
+}
+
+/// Parses the name of a purged segment kept for reuse back into its sequence number.
+pub(crate) fn parse_free_name(name: &str) -> Option<u32> {
+    parse_seq(name.strip_suffix(FREE_SUFFIX)?)
+}
+
+fn parse_seq(stem: &str) -> Option<u32> {
     if stem.len() != 16 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -1,12 +1,13 @@
-//! Purge: deletes segments no stream needs, after rewriting small streams that pin old
+//! Purge: deletes (or keeps for reuse) segments no stream needs, after rewriting small streams that pin old
 //! segments into the active one. Runs on the writer thread, so no user batch is applied
 //! between reading a stream and writing its rewritten copy.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{decode_batch, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN};
-use crate::fs::segment_path;
+use crate::fs::{free_path, segment_path};
 use crate::log_batch::{Entry, LogBatch};
 use crate::memtable::Piece;
 use crate::writer::Writer;
@@ -14,8 +15,11 @@ use crate::writer::Writer;
 /// What one [`crate::LogStore::purge`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgeReport {
-    /// Sequence numbers of the deleted segments.
+    /// Sequence numbers of the segments taken out of the log (deleted or kept for reuse).
     pub removed_files: Vec<u32>,
+    /// Those of `removed_files` kept for reuse as new segments
+    /// (`Config::recycle_segments`).
+    pub recycled_files: Vec<u32>,
     /// Streams whose entries and states were rewritten into the active segment.
     pub rewritten_streams: Vec<u64>,
     /// Bytes of records written by the rewrite.
@@ -100,11 +104,31 @@ pub(crate) fn purge(w: &mut Writer) -> Result<PurgeReport> {
         .collect();
     for seq in doomed {
         let path = segment_path(&shared.dir, seq);
-        if let Err(e) = shared.fs.remove(&path) {
+        // Out of the map first: no reader can pick the file up from now on, so one that
+        // holds it still keeps its own handle (count > 1) and the file is deleted, not
+        // reused under it.
+        let Some(file) = shared.files.write().remove(&seq) else {
+            continue;
+        };
+        let reuse = w.free.len() < shared.cfg.recycle_segments
+            && Arc::strong_count(&file) == 1
+            && file
+                .file_size()
+                .is_ok_and(|n| n >= shared.cfg.target_file_size);
+        drop(file);
+        let r = if reuse {
+            shared.fs.rename(&path, &free_path(&shared.dir, seq))
+        } else {
+            shared.fs.remove(&path)
+        };
+        if let Err(e) = r {
             shared.poisoned.store(true, Ordering::SeqCst);
             return Err(Error::io(&path, e));
         }
-        shared.files.write().remove(&seq);
+        if reuse {
+            w.free.push_back(seq);
+            report.recycled_files.push(seq);
+        }
         report.removed_files.push(seq);
     }
     if !report.removed_files.is_empty() {

@@ -12,7 +12,10 @@ use crate::format::{
     check_segment_header, decode_batch, read_record, RecordRead, RECORD_HEADER_LEN,
     SEGMENT_HEADER_LEN,
 };
-use crate::fs::{parse_segment_name, segment_path, FileSystem, LogFile, PREPARING_SUFFIX};
+use crate::fs::{
+    free_path, parse_free_name, parse_segment_name, segment_path, FileSystem, LogFile,
+    PREPARING_SUFFIX,
+};
 use crate::memtable::MemTable;
 use crate::writer::{create_segment, Active};
 
@@ -21,6 +24,8 @@ pub(crate) struct Recovered {
     pub mem: MemTable,
     pub files: BTreeMap<u32, Arc<dyn LogFile>>,
     pub active: Active,
+    /// Purged segments kept for reuse (old sequence numbers, oldest first).
+    pub free: Vec<u32>,
 }
 
 /// A bad spot found while scanning a segment.
@@ -51,26 +56,32 @@ impl Bad {
     }
 }
 
-/// Scans one segment into `mem`. Returns the end of the valid records and the first bad
-/// spot, if any.
-fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
-    if let Err(reason) = check_segment_header(bytes) {
-        let zero = bytes.iter().all(|&b| b == 0);
-        let bad = Bad {
-            offset: 0,
-            reason,
-            checksum: None,
-            surely_corrupt: !zero && bytes.len() > SEGMENT_HEADER_LEN as usize,
-        };
-        return (0, Some(bad));
-    }
+/// Scans one segment into `mem`. Returns the end of the valid records, the first bad
+/// spot, if any, and whether the segment is of format version 1.
+fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>, bool) {
+    let seed = match check_segment_header(bytes, seq) {
+        Ok(seed) => seed,
+        Err(reason) => {
+            let zero = bytes.iter().all(|&b| b == 0);
+            let bad = Bad {
+                offset: 0,
+                reason,
+                checksum: None,
+                surely_corrupt: !zero && bytes.len() > SEGMENT_HEADER_LEN as usize,
+            };
+            return (0, Some(bad), false);
+        }
+    };
+    let v1 = seed.is_none();
     let mut pos = SEGMENT_HEADER_LEN as usize;
     loop {
         let rest = &bytes[pos..];
-        match read_record(rest) {
+        match read_record(rest, seed) {
             RecordRead::End => {
-                if rest.iter().all(|&b| b == 0) {
-                    return (pos as u64, None);
+                // Version 2 segments may be recycled files: what follows the end marker
+                // is stale. Version 1 segments were zero-filled and never reused.
+                if seed.is_some() || rest.iter().all(|&b| b == 0) {
+                    return (pos as u64, None, v1);
                 }
                 let bad = Bad {
                     offset: pos as u64,
@@ -78,7 +89,7 @@ fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
                     checksum: None,
                     surely_corrupt: false,
                 };
-                return (pos as u64, Some(bad));
+                return (pos as u64, Some(bad), v1);
             }
             RecordRead::Invalid {
                 reason,
@@ -87,16 +98,16 @@ fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
             } => {
                 // A valid record right after the bad one means the bad one was complete
                 // when written: not a torn tail.
-                let followed = claimed_len
-                    .and_then(|l| rest.get(l..))
-                    .is_some_and(|next| matches!(read_record(next), RecordRead::Valid { .. }));
+                let followed = claimed_len.and_then(|l| rest.get(l..)).is_some_and(|next| {
+                    matches!(read_record(next, seed), RecordRead::Valid { .. })
+                });
                 let bad = Bad {
                     offset: pos as u64,
                     reason,
                     checksum,
                     surely_corrupt: followed,
                 };
-                return (pos as u64, Some(bad));
+                return (pos as u64, Some(bad), v1);
             }
             RecordRead::Valid { payload, total_len } => {
                 if (pos + total_len) as u64 > u64::from(u32::MAX) {
@@ -106,7 +117,7 @@ fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
                         checksum: None,
                         surely_corrupt: true,
                     };
-                    return (pos as u64, Some(bad));
+                    return (pos as u64, Some(bad), v1);
                 }
                 match decode_batch(payload) {
                     Ok(ops) => {
@@ -120,7 +131,7 @@ fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>) {
                             checksum: None,
                             surely_corrupt: true,
                         };
-                        return (pos as u64, Some(bad));
+                        return (pos as u64, Some(bad), v1);
                     }
                 }
                 pos += total_len;
@@ -143,12 +154,14 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<R
     let mut mem = MemTable::new(cfg.cache_capacity_bytes);
     let mut files = BTreeMap::new();
     let mut last_end = None;
+    let mut last_v1 = false;
     for (i, &seq) in seqs.iter().enumerate() {
         let is_last = i + 1 == seqs.len();
         let path = segment_path(dir, seq);
         let file = fs.open(&path).map_err(|e| Error::io(&path, e))?;
         let bytes = file.read_all().map_err(|e| Error::io(&path, e))?;
-        let (end, bad) = scan(&bytes, seq, &mut mem);
+        let (end, bad, v1) = scan(&bytes, seq, &mut mem);
+        last_v1 = v1;
         drop(bytes);
         if let Some(bad) = bad {
             match cfg.recovery_mode {
@@ -179,6 +192,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<R
         }
         files.insert(seq, file);
     }
+    let free = recycled_segments(fs, dir, &names, cfg)?;
     let active = match (seqs.last(), last_end) {
         (Some(&seq), Some((end, damaged))) => {
             let path = segment_path(dir, seq);
@@ -192,7 +206,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<R
                 // Cut the torn bytes away durably before appending after them.
                 file.set_len(end).map_err(io)?;
                 if end < SEGMENT_HEADER_LEN {
-                    file.write_all_at(&crate::format::segment_header(), 0)
+                    file.write_all_at(&crate::format::segment_header(seq), 0)
                         .map_err(io)?;
                     offset = SEGMENT_HEADER_LEN;
                 }
@@ -201,11 +215,25 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<R
                 }
                 file.sync_data().map_err(io)?;
             }
-            Active { seq, file, offset }
+            if last_v1 {
+                // A version 1 segment takes no version 2 records: appends go to a new one.
+                let seq = seq
+                    .checked_add(1)
+                    .ok_or_else(|| Error::InvalidArgument("segment sequence exhausted".into()))?;
+                let file = create_segment(fs, dir, seq, None, cfg)?;
+                files.insert(seq, file.clone());
+                Active {
+                    seq,
+                    file,
+                    offset: SEGMENT_HEADER_LEN,
+                }
+            } else {
+                Active { seq, file, offset }
+            }
         }
         _ => {
             let seq = 1;
-            let file = create_segment(fs, dir, seq, cfg)?;
+            let file = create_segment(fs, dir, seq, None, cfg)?;
             files.insert(seq, file.clone());
             Active {
                 seq,
@@ -214,5 +242,37 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<R
             }
         }
     };
-    Ok(Recovered { mem, files, active })
+    Ok(Recovered {
+        mem,
+        files,
+        active,
+        free,
+    })
+}
+
+/// The purged segments of `dir` kept for reuse (`{seq:016}.raftlog.free`), oldest
+/// first: at most `cfg.recycle_segments` of them, each at least `target_file_size` long;
+/// the others are deleted.
+fn recycled_segments(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    names: &[String],
+    cfg: &Config,
+) -> Result<Vec<u32>> {
+    let mut seqs: Vec<u32> = names.iter().filter_map(|n| parse_free_name(n)).collect();
+    seqs.sort_unstable();
+    let mut keep = Vec::new();
+    for seq in seqs {
+        let path = free_path(dir, seq);
+        let size = fs
+            .open(&path)
+            .and_then(|f| f.file_size())
+            .map_err(|e| Error::io(&path, e))?;
+        if keep.len() < cfg.recycle_segments && size >= cfg.target_file_size {
+            keep.push(seq);
+        } else {
+            fs.remove(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(keep)
 }

@@ -91,7 +91,7 @@ impl LogStore {
             io_uring: AtomicBool::new(false),
             io_nanos: AtomicU64::new(0),
         });
-        let writer = Writer::new(shared.clone(), rec.active);
+        let writer = Writer::new(shared.clone(), rec.active, rec.free);
         let handle = std::thread::Builder::new()
             .name("raftlog-writer".into())
             .spawn(move || writer.run())

@@ -12,8 +12,10 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::format::{segment_header, Op, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
-use crate::fs::{preparing_path, segment_path, FileSystem, LogFile};
+use crate::format::{
+    bind_record, segment_header, Op, END_MARKER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::fs::{free_path, preparing_path, segment_path, FileSystem, LogFile};
 use crate::memtable::MemTable;
 use crate::purge::PurgeReport;
 use crate::uring::Uring;
@@ -93,9 +95,13 @@ pub(crate) struct Writer {
     /// Segment `active.seq + 1`, being prepared under its `.next` name on a background
     /// thread (real file systems only, see `FileSystem::prepare_in_background`).
     next: Option<Preparing>,
+    /// Purged segments kept for reuse (old sequence numbers, oldest first; see
+    /// `Config::recycle_segments`). Owned by this thread: purge fills it, rotation takes
+    /// from it.
+    pub free: std::collections::VecDeque<u32>,
 }
 
-/// A segment being created and zero-filled ahead of rotation.
+/// A segment being created (zero-filled or recycled) ahead of rotation.
 struct Preparing {
     seq: u32,
     handle: std::thread::JoinHandle<Result<Arc<dyn LogFile>>>,
@@ -117,7 +123,7 @@ fn clone_error(e: &Error) -> Error {
 }
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, active: Active) -> Self {
+    pub fn new(shared: Arc<Shared>, active: Active, free: Vec<u32>) -> Self {
         let ring = if shared.cfg.use_io_uring {
             match Uring::new() {
                 Ok(r) => Some(r),
@@ -141,6 +147,7 @@ impl Writer {
             buf: Vec::new(),
             unsynced: false,
             next: None,
+            free: free.into(),
         };
         w.maybe_prepare_next();
         w
@@ -166,11 +173,12 @@ impl Writer {
             return;
         };
         let (fs, dir, cfg) = (shared.fs.clone(), shared.dir.clone(), shared.cfg.clone());
+        let recycled = self.free.pop_front();
         let spawned = std::thread::Builder::new()
             .name("raftlog-prepare".into())
             .spawn(move || {
                 let path = preparing_path(&dir, seq);
-                let r = prepare_segment(&*fs, &path, &cfg);
+                let r = prepare_segment(&*fs, &dir, &path, seq, recycled, &cfg);
                 if r.is_err() {
                     let _ = fs.remove(&path);
                 }
@@ -236,7 +244,7 @@ impl Writer {
                 .remove(&preparing_path(&self.shared.dir, p.seq));
         }
         if self.unsynced && !self.shared.poisoned.load(Ordering::SeqCst) {
-            if let Err(e) = self.flush(&[], true) {
+            if let Err(e) = self.flush(&mut Vec::new(), true) {
                 log::warn!("raftlog: final sync failed: {e}");
             }
         }
@@ -295,17 +303,19 @@ impl Writer {
         for (record, ..) in group {
             let end = self.active.offset + buf.len() as u64;
             if end + record.len() as u64 > target && end > SEGMENT_HEADER_LEN {
-                result = self.flush(&buf, true).and_then(|()| self.rotate());
+                result = self.flush(&mut buf, true).and_then(|()| self.rotate());
                 buf.clear();
                 if result.is_err() {
                     break;
                 }
             }
             placed.push((self.active.seq, self.active.offset + buf.len() as u64));
+            let at = buf.len();
             buf.extend_from_slice(record);
+            bind_record(&mut buf[at..], self.active.seq);
         }
         if result.is_ok() {
-            result = self.flush(&buf, sync);
+            result = self.flush(&mut buf, sync);
         }
         self.buf = buf;
         result?;
@@ -320,11 +330,28 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `buf` at the end of the active segment, then syncs if asked.
-    fn flush(&mut self, buf: &[u8], sync: bool) -> Result<()> {
+    /// Writes the records in `buf` at the end of the active segment, followed by the end
+    /// marker (in the same write: the next write starts on it), then syncs if asked.
+    /// `buf` is left as it was given.
+    fn flush(&mut self, buf: &mut Vec<u8>, sync: bool) -> Result<()> {
         if buf.is_empty() && !sync {
             return Ok(());
         }
+        let len = buf.len();
+        if len > 0 {
+            buf.extend_from_slice(&END_MARKER);
+        }
+        let r = self.write_at_end(buf, sync);
+        buf.truncate(len);
+        r?;
+        self.active.offset += len as u64;
+        self.unsynced = !sync && (self.unsynced || len > 0);
+        self.maybe_prepare_next();
+        Ok(())
+    }
+
+    /// Writes `buf` at the active segment's offset and syncs if asked.
+    fn write_at_end(&mut self, buf: &[u8], sync: bool) -> Result<()> {
         let path = segment_path(&self.shared.dir, self.active.seq);
         let file = &self.active.file;
         let offset = self.active.offset;
@@ -349,9 +376,6 @@ impl Writer {
         if sync {
             self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        self.active.offset += buf.len() as u64;
-        self.unsynced = !sync && (self.unsynced || !buf.is_empty());
-        self.maybe_prepare_next();
         Ok(())
     }
 
@@ -373,7 +397,10 @@ impl Writer {
                 fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
                 file
             }
-            None => create_segment(fs, dir, seq, &self.shared.cfg)?,
+            None => {
+                let recycled = self.free.pop_front();
+                create_segment(fs, dir, seq, recycled, &self.shared.cfg)?
+            }
         };
         self.shared.files.write().insert(seq, file.clone());
         self.active = Active {
@@ -386,29 +413,44 @@ impl Writer {
     }
 }
 
-/// Creates segment `seq`: header, preallocation, file sync, directory sync.
+/// Creates segment `seq` (from the purged segment `recycled`, if given): header,
+/// preallocation, file sync, directory sync.
 pub(crate) fn create_segment(
     fs: &dyn FileSystem,
     dir: &std::path::Path,
     seq: u32,
+    recycled: Option<u32>,
     cfg: &Config,
 ) -> Result<Arc<dyn LogFile>> {
-    let file = prepare_segment(fs, &segment_path(dir, seq), cfg)?;
+    let file = prepare_segment(fs, dir, &segment_path(dir, seq), seq, recycled, cfg)?;
     fs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
     Ok(file)
 }
 
-/// Creates the file at `path` with a segment header, preallocated (zero-filled) if
-/// configured, and synced. The directory is not synced.
+/// Makes the file at `path` segment `seq`, synced, the directory not synced. With
+/// `recycled`, that purged segment is renamed to `path` and its header and first end
+/// marker overwritten: its blocks are written already, so nothing needs zero-filling,
+/// and its stale records fail the checksum that binds records to `seq`. Otherwise a new
+/// file gets the header and end marker and, if configured, is preallocated.
 fn prepare_segment(
     fs: &dyn FileSystem,
+    dir: &std::path::Path,
     path: &std::path::Path,
+    seq: u32,
+    recycled: Option<u32>,
     cfg: &Config,
 ) -> Result<Arc<dyn LogFile>> {
     let io = |e| Error::io(path, e);
+    if let Some(old) = recycled {
+        let from = free_path(dir, old);
+        fs.rename(&from, path).map_err(|e| Error::io(&from, e))?;
+    }
     let file = fs.open(path).map_err(io)?;
-    file.write_all_at(&segment_header(), 0).map_err(io)?;
+    let mut head = segment_header(seq).to_vec();
+    head.extend_from_slice(&END_MARKER);
+    file.write_all_at(&head, 0).map_err(io)?;
     if cfg.preallocate {
+        // A no-op on a recycled segment (at least the target size already).
         file.allocate(cfg.target_file_size).map_err(io)?;
     }
     file.sync_data().map_err(io)?;
@@ -477,5 +519,65 @@ mod tests {
         let store = LogStore::open(dir.path(), cfg).unwrap();
         assert_eq!(store.last_index(7), Some(next - 1));
         assert!(names(dir.path()).iter().all(|n| n.ends_with(".raftlog")));
+    }
+
+    /// A busy log with compaction and purge reuses its purged segments (through the
+    /// background preparer) instead of creating new ones; what it reads back after a
+    /// reopen is exactly what it wrote, never a recycled file's stale records.
+    #[test]
+    fn purged_segments_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            target_file_size: 64 << 10,
+            purge_rewrite_lag_files: 1,
+            recycle_segments: 2,
+            ..Config::default()
+        };
+        let mut next = 1u64;
+        let mut recycled = 0;
+        let mut most_files = 0;
+        for round in 0..4 {
+            let store = LogStore::open(dir.path(), cfg.clone()).unwrap();
+            for _ in 0..15 {
+                for _ in 0..20 {
+                    let es: Vec<Entry> = (next..next + 4)
+                        .map(|index| Entry {
+                            index,
+                            term: round + 1,
+                            data: vec![(index % 251) as u8; 1000],
+                        })
+                        .collect();
+                    let mut b = LogBatch::new();
+                    b.add_entries(7, &es).unwrap();
+                    store.write(b, true).unwrap();
+                    next += 4;
+                }
+                let mut b = LogBatch::new();
+                b.compact_to(7, next - 8);
+                store.write(b, true).unwrap();
+                let r = store.purge().unwrap();
+                recycled += r.recycled_files.len();
+                most_files = most_files.max(names(dir.path()).len());
+            }
+            drop(store);
+            let store = LogStore::open(dir.path(), cfg.clone()).unwrap();
+            assert_eq!(store.first_index(7), Some(next - 8));
+            let e = store.entries(7, next - 8, next, u64::MAX).unwrap();
+            assert_eq!(e.len(), 8);
+            for e in &e {
+                assert_eq!(e.term, round + 1);
+                assert_eq!(e.data, vec![(e.index % 251) as u8; 1000]);
+            }
+        }
+        let n = names(dir.path());
+        let free = n.iter().filter(|n| n.ends_with(".raftlog.free")).count();
+        // ~80 segments' worth of writes: most of them went into reused files.
+        assert!(next > 4 * 15 * 20 * 4, "{next}");
+        assert!(
+            recycled > 40,
+            "only {recycled} segments were kept for reuse"
+        );
+        assert!(free <= 2, "{n:?}");
+        assert!(most_files <= 6, "at most {most_files} files at once");
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use common::*;
 use pontoon_raftlog::fault::MemFs;
+use pontoon_raftlog::format::END_MARKER;
 use pontoon_raftlog::{Config, Error, RecoveryMode};
 
 fn cfg(mode: RecoveryMode) -> Config {
@@ -25,7 +26,8 @@ fn batch(i: u64) -> Vec<Item> {
 }
 
 /// Writes three batches into one segment. Returns the fs, the segment path, the
-/// oracles after 2 and 3 batches, and the offsets where records 2 and 3 start.
+/// oracles after 2 and 3 batches, and the offsets where records 2 and 3 start. (Without
+/// preallocation a segment ends with the end marker written after its last record.)
 fn three_batches() -> (MemFs, PathBuf, Oracle, Oracle, usize, usize) {
     let fs = MemFs::new();
     let store = open_mem(&fs, &cfg(RecoveryMode::TolerateCorruptedTail)).unwrap();
@@ -34,7 +36,7 @@ fn three_batches() -> (MemFs, PathBuf, Oracle, Oracle, usize, usize) {
     let mut starts = Vec::new();
     let mut two = Oracle::default();
     for i in 0..3 {
-        starts.push(fs.file_bytes(&path).unwrap().len());
+        starts.push(fs.file_bytes(&path).unwrap().len() - END_MARKER.len());
         store.write(Oracle::batch(&batch(i)), true).unwrap();
         o.apply(&batch(i));
         if i == 1 {
@@ -49,6 +51,7 @@ fn three_batches() -> (MemFs, PathBuf, Oracle, Oracle, usize, usize) {
 fn torn_last_record_at_every_byte_is_truncated() {
     let (fs, path, two, three, _, last) = three_batches();
     let bytes = fs.file_bytes(&path).unwrap();
+    let bytes = &bytes[..bytes.len() - END_MARKER.len()];
     let keys = vec![b"hs".to_vec()];
     for cut in last..bytes.len() {
         for zero_fill in [false, true] {
@@ -143,7 +146,8 @@ fn corruption_in_older_segment_per_mode() {
     assert!(paths.len() >= 3);
     let first = paths[0].clone();
     let mut bytes = fs.file_bytes(&first).unwrap();
-    let len = bytes.len();
+    // The segment ends with its last record and the 12-byte end marker.
+    let len = bytes.len() - END_MARKER.len();
     // Torn-looking damage at the end of an *older* segment is still corruption.
     bytes[len - 3] ^= 0xff;
     fs.put_file(&first, &bytes);
@@ -188,7 +192,7 @@ fn garbage_segment_never_panics() {
                 })
                 .collect();
             if len >= 16 {
-                bytes[..16].copy_from_slice(&pontoon_raftlog::format::segment_header());
+                bytes[..16].copy_from_slice(&pontoon_raftlog::format::segment_header(1));
             }
             for mode in [
                 RecoveryMode::TolerateAnyCorruption,

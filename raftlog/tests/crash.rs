@@ -11,6 +11,7 @@ use pontoon_raftlog::{Config, Entry};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static PURGED: AtomicUsize = AtomicUsize::new(0);
+static RECYCLED: AtomicUsize = AtomicUsize::new(0);
 
 fn script() -> Vec<Option<Vec<Item>>> {
     // None = purge.
@@ -54,6 +55,7 @@ fn run(fs: &MemFs, cfg: &Config) -> (Oracle, Oracle) {
             None => match store.purge() {
                 Ok(r) => {
                     PURGED.fetch_add(r.removed_files.len(), Ordering::SeqCst);
+                    RECYCLED.fetch_add(r.recycled_files.len(), Ordering::SeqCst);
                 }
                 Err(_) => return (acked.clone(), acked),
             },
@@ -70,17 +72,31 @@ fn run(fs: &MemFs, cfg: &Config) -> (Oracle, Oracle) {
     (acked.clone(), acked)
 }
 
-fn crash_everywhere(cfg: Config) {
+/// `recycles`: the clean run must reuse purged segments as new ones.
+fn crash_everywhere(cfg: Config, recycles: bool) {
     let clean = MemFs::new();
     let purged_before = PURGED.load(Ordering::SeqCst);
+    let recycled_before = RECYCLED.load(Ordering::SeqCst);
     let (full, _) = run(&clean, &cfg);
     let total_ops = clean.op_count();
     let purged = PURGED.load(Ordering::SeqCst) - purged_before;
+    let recycled = RECYCLED.load(Ordering::SeqCst) - recycled_before;
+    let free_left = clean
+        .paths()
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".raftlog.free"))
+        .count();
     eprintln!(
-        "clean run: {total_ops} ops, {} segments left, {purged} purged",
+        "clean run: {total_ops} ops, {} files left ({free_left} free), {purged} purged, {recycled} kept for reuse",
         clean.paths().len()
     );
     assert!(purged > 0, "the script must rotate and purge");
+    if recycles {
+        assert!(
+            recycled > free_left,
+            "the script must reuse a purged segment: {recycled} kept, {free_left} unused"
+        );
+    }
     assert!(total_ops > 40, "{total_ops}");
     let keys = vec![b"hs".to_vec()];
     for k in 0..=total_ops {
@@ -110,20 +126,26 @@ fn crash_everywhere(cfg: Config) {
 
 #[test]
 fn crash_at_every_operation_preallocated() {
-    crash_everywhere(Config {
-        target_file_size: 4096,
-        purge_rewrite_lag_files: 1,
-        ..Config::default()
-    });
+    crash_everywhere(
+        Config {
+            target_file_size: 4096,
+            purge_rewrite_lag_files: 1,
+            ..Config::default()
+        },
+        true,
+    );
 }
 
 #[test]
 fn crash_at_every_operation_not_preallocated() {
-    crash_everywhere(Config {
-        target_file_size: 4096,
-        purge_rewrite_lag_files: 1,
-        preallocate: false,
-        cache_capacity_bytes: 0,
-        ..Config::default()
-    });
+    crash_everywhere(
+        Config {
+            target_file_size: 4096,
+            purge_rewrite_lag_files: 1,
+            preallocate: false,
+            cache_capacity_bytes: 0,
+            ..Config::default()
+        },
+        false,
+    );
 }
