@@ -276,3 +276,67 @@ fn recycled_segments(
     }
     Ok(keep)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::fault::MemFs;
+    use crate::format::{segment_header, FORMAT_VERSION_1};
+    use crate::{Config, Entry, LogBatch, LogStore};
+
+    /// A store written by format version 1 (no seq in the header or the checksums, no end
+    /// markers) opens, and its appends go to a new version 2 segment.
+    #[test]
+    fn version_1_segments_are_read_and_rotated_away() {
+        let dir = Path::new("/v1");
+        let mut head = segment_header(0);
+        head[8..12].copy_from_slice(&FORMAT_VERSION_1.to_le_bytes());
+        let mut bytes = head.to_vec();
+        for first in [1u64, 4] {
+            let es: Vec<Entry> = (first..first + 3)
+                .map(|index| Entry {
+                    index,
+                    term: 2,
+                    data: vec![index as u8; 10],
+                })
+                .collect();
+            let mut b = LogBatch::new();
+            b.add_entries(5, &es).unwrap();
+            // Sealed, not bound to a segment: a version 1 record.
+            bytes.extend_from_slice(&b.into_record().unwrap());
+        }
+        bytes.resize(bytes.len() + 100, 0);
+        let fs = MemFs::new();
+        fs.put_file(&dir.join("0000000000000003.raftlog"), &bytes);
+        let cfg = Config {
+            preallocate: false,
+            target_file_size: 1 << 20,
+            ..Config::default()
+        };
+        let store = LogStore::open_with_fs(dir, cfg.clone(), Arc::new(fs.clone())).unwrap();
+        assert_eq!(
+            (store.first_index(5), store.last_index(5)),
+            (Some(1), Some(6))
+        );
+        let mut b = LogBatch::new();
+        b.add_entries(
+            5,
+            &[Entry {
+                index: 7,
+                term: 3,
+                data: b"v2".to_vec(),
+            }],
+        )
+        .unwrap();
+        store.write(b, true).unwrap();
+        assert_eq!(store.stats().files, 2);
+        drop(store);
+        let store = LogStore::open_with_fs(dir, cfg, Arc::new(fs.crash())).unwrap();
+        let es = store.entries(5, 1, 8, u64::MAX).unwrap();
+        assert_eq!(es.len(), 7);
+        assert_eq!(es[6].data, b"v2");
+        assert_eq!(store.term(5, 3).unwrap(), 2);
+    }
+}
