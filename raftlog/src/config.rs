@@ -54,6 +54,14 @@ pub struct Config {
     /// bytes are kept. 0 deletes every purged segment. Default: 4 (with the default
     /// segment size, up to 512 MiB of disk kept in reserve).
     pub recycle_segments: usize,
+    /// Append with unbuffered (`O_DIRECT`) writes of whole 4 KiB blocks: the partial
+    /// last block is kept in memory and rewritten with the next write. A buffered append
+    /// followed by `fdatasync` writes back every page-cache folio it dirtied, and on recent kernels
+    /// folios are large (up to the size of the write that created them): measured ~1 MiB
+    /// written to the device per 10 KB append. Unbuffered writes send the device only
+    /// the blocks that changed and skip the page-cache copy. Where the file system refuses
+    /// `O_DIRECT` (tmpfs) writes stay buffered (logged once). Default: true.
+    pub direct_io: bool,
 }
 
 impl Default for Config {
@@ -68,6 +76,7 @@ impl Default for Config {
             purge_rewrite_lag_files: 4,
             purge_rewrite_max_stream_bytes: 16 << 20,
             recycle_segments: 4,
+            direct_io: true,
         }
     }
 }

@@ -33,6 +33,7 @@ struct Faults {
     paused: parking_lot::Mutex<bool>,
     resumed: parking_lot::Condvar,
     waiting: AtomicU64,
+    direct: AtomicBool,
 }
 
 impl Faults {
@@ -47,6 +48,7 @@ impl Faults {
             paused: parking_lot::Mutex::new(false),
             resumed: parking_lot::Condvar::new(),
             waiting: AtomicU64::new(0),
+            direct: AtomicBool::new(false),
         }
     }
 
@@ -147,6 +149,13 @@ impl MemFs {
         self.faults.syncs.load(Ordering::SeqCst)
     }
 
+    /// Makes files take unbuffered writes ([`LogFile::direct`]), with the alignment
+    /// rules of real `O_DIRECT` checked on every one, so that the store's block-aligned
+    /// write path runs under fault injection too.
+    pub fn set_direct(&self, on: bool) {
+        self.faults.direct.store(on, Ordering::SeqCst);
+    }
+
     /// Simulates a power failure: a new file system (without faults) holding only what
     /// was durable here — synced bytes of files whose directory entries were synced.
     pub fn crash(&self) -> MemFs {
@@ -160,12 +169,17 @@ impl MemFs {
             };
             files.insert(path.clone(), Arc::new(Mutex::new(data)));
         }
+        // Faults are gone after the crash; the kind of file system stays.
+        let faults = Faults::new();
+        faults
+            .direct
+            .store(self.faults.direct.load(Ordering::SeqCst), Ordering::SeqCst);
         MemFs {
             dir: Arc::new(Mutex::new(Dir {
                 live: files.clone(),
                 durable: files,
             })),
-            faults: Arc::new(Faults::new()),
+            faults: Arc::new(faults),
         }
     }
 
@@ -270,6 +284,13 @@ impl LogFile for MemFile {
     }
     fn raw_fd(&self) -> Option<RawFd> {
         None
+    }
+    fn direct(&self) -> bool {
+        self.faults.direct.load(Ordering::SeqCst)
+    }
+    fn write_direct_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        crate::fs::check_direct(data, offset)?;
+        self.write_all_at(data, offset)
     }
 }
 

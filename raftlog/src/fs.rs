@@ -48,6 +48,45 @@ pub trait LogFile: Send + Sync {
     fn read_all(&self) -> io::Result<FileBytes>;
     /// The raw fd, if this is a real file (the io_uring writer needs it).
     fn raw_fd(&self) -> Option<RawFd>;
+    /// Whether this file takes unbuffered writes ([`LogFile::write_direct_at`]). Real
+    /// files open a second descriptor with `O_DIRECT` on first use; where the file
+    /// system refuses it (tmpfs), this is false and writes stay buffered.
+    fn direct(&self) -> bool {
+        false
+    }
+    /// Writes `data` bypassing the page cache. The address of `data`, its length and
+    /// `offset` must be multiples of [`DIRECT_BLOCK`]. Not durable until
+    /// [`LogFile::sync_data`].
+    fn write_direct_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at(data, offset)
+    }
+    /// The `O_DIRECT` descriptor, if [`LogFile::direct`] (for the io_uring writer).
+    fn direct_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// The unit of unbuffered writes: offsets, lengths and buffer addresses of
+/// [`LogFile::write_direct_at`] are multiples of it (4 KiB covers 512-byte and
+/// 4 KiB-sector devices alike).
+pub const DIRECT_BLOCK: usize = 4096;
+
+/// Checks the alignment rules of [`LogFile::write_direct_at`].
+pub(crate) fn check_direct(data: &[u8], offset: u64) -> io::Result<()> {
+    let block = DIRECT_BLOCK as u64;
+    if !offset.is_multiple_of(block)
+        || !data.len().is_multiple_of(DIRECT_BLOCK)
+        || !(data.as_ptr() as usize).is_multiple_of(DIRECT_BLOCK)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "unaligned direct write: {} bytes at offset {offset}",
+                data.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A directory of segment files.
@@ -87,6 +126,35 @@ pub struct StdFs;
 
 struct StdFile {
     file: File,
+    /// The same file opened again with `O_DIRECT`, on first use (`None` inside: refused).
+    direct: std::sync::OnceLock<Option<File>>,
+}
+
+static DIRECT_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl StdFile {
+    fn direct_file(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                // Through /proc so that it is this very file even after a rename.
+                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                match OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(&path)
+                {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        if !DIRECT_REFUSED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            log::warn!("raftlog: O_DIRECT refused ({e}); log writes stay buffered");
+                        }
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
 }
 
 impl LogFile for StdFile {
@@ -112,10 +180,24 @@ impl LogFile for StdFile {
         const SYNC_EVERY: u64 = 4 << 20;
         let mut at = self.file.metadata()?.len();
         let mut unsynced = 0u64;
+        // Whole blocks go around the page cache when O_DIRECT works: a buffered fill
+        // would leave large page-cache folios behind (1 MiB writes make 1 MiB folios on
+        // recent kernels), and every later small append + fdatasync into one of them
+        // would write the whole folio back (measured: ~1 MiB written per 10 KB append).
+        let direct = self
+            .direct_file()
+            .map(|f| (f, crate::aligned::AlignedBuf::zeroed(CHUNK)));
         // Align the first chunk so that the following ones cover whole blocks.
         while at < len {
             let n = (len - at).min((CHUNK as u64) - at % CHUNK as u64) as usize;
-            self.file.write_all_at(&ZEROS[..n], at)?;
+            match &direct {
+                Some((f, zeros))
+                    if at.is_multiple_of(DIRECT_BLOCK as u64) && n.is_multiple_of(DIRECT_BLOCK) =>
+                {
+                    f.write_all_at(&zeros[..n], at)?
+                }
+                _ => self.file.write_all_at(&ZEROS[..n], at)?,
+            }
             at += n as u64;
             unsynced += n as u64;
             // Never leave much dirty: on ext4 (data=ordered) a journal commit, which any
@@ -141,6 +223,19 @@ impl LogFile for StdFile {
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
     }
+    fn direct(&self) -> bool {
+        self.direct_file().is_some()
+    }
+    fn write_direct_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        check_direct(data, offset)?;
+        match self.direct_file() {
+            Some(f) => f.write_all_at(data, offset),
+            None => self.file.write_all_at(data, offset),
+        }
+    }
+    fn direct_fd(&self) -> Option<RawFd> {
+        self.direct_file().map(|f| f.as_raw_fd())
+    }
 }
 
 impl FileSystem for StdFs {
@@ -154,7 +249,10 @@ impl FileSystem for StdFs {
             .create(true)
             .truncate(false)
             .open(path)?;
-        Ok(Arc::new(StdFile { file }))
+        Ok(Arc::new(StdFile {
+            file,
+            direct: std::sync::OnceLock::new(),
+        }))
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();

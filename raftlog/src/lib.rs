@@ -11,6 +11,7 @@
 #![deny(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod aligned;
 mod config;
 mod error;
 pub mod fault;

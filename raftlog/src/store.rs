@@ -37,6 +37,8 @@ pub struct Stats {
     pub files: usize,
     /// Whether writes go through io_uring (false: the pwrite + fdatasync fallback).
     pub io_uring: bool,
+    /// Whether the active segment takes unbuffered (`O_DIRECT`) writes.
+    pub direct_io: bool,
     /// Time the writer thread spent in group writes and syncs, in microseconds.
     pub io_micros: u64,
 }
@@ -89,6 +91,7 @@ impl LogStore {
             group_writes: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             io_uring: AtomicBool::new(false),
+            direct_io: AtomicBool::new(false),
             io_nanos: AtomicU64::new(0),
         });
         let writer = Writer::new(shared.clone(), rec.active, rec.free);
@@ -300,6 +303,7 @@ impl LogStore {
             cache_bytes: mem.cache_bytes() as u64,
             files: self.shared.files.read().len(),
             io_uring: self.shared.io_uring.load(Ordering::SeqCst),
+            direct_io: self.shared.direct_io.load(Ordering::SeqCst),
             io_micros: self.shared.io_nanos.load(Ordering::Relaxed) / 1000,
         }
     }

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::aligned::AlignedBuf;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::format::{
     bind_record, segment_header, Op, END_MARKER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
-use crate::fs::{free_path, preparing_path, segment_path, FileSystem, LogFile};
+use crate::fs::{free_path, preparing_path, segment_path, FileSystem, LogFile, DIRECT_BLOCK};
 use crate::memtable::MemTable;
 use crate::purge::PurgeReport;
 use crate::uring::Uring;
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub group_writes: AtomicU64,
     pub batches: AtomicU64,
     pub io_uring: AtomicBool,
+    /// Whether the active segment takes unbuffered writes.
+    pub direct_io: AtomicBool,
     /// Nanoseconds spent in group writes + syncs.
     pub io_nanos: AtomicU64,
 }
@@ -89,7 +92,9 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub active: Active,
     ring: Option<Uring>,
-    buf: Vec<u8>,
+    /// One group write being assembled: with `direct`, `tail` then the records; else
+    /// the records. Aligned, so that direct writes go straight from it.
+    buf: AlignedBuf,
     /// The active segment has writes that were not synced.
     unsynced: bool,
     /// Segment `active.seq + 1`, being prepared under its `.next` name on a background
@@ -99,6 +104,12 @@ pub(crate) struct Writer {
     /// `Config::recycle_segments`). Owned by this thread: purge fills it, rotation takes
     /// from it.
     pub free: std::collections::VecDeque<u32>,
+    /// The active segment takes unbuffered, block-aligned writes (`Config::direct_io`).
+    direct: bool,
+    /// With `direct`: the bytes of the active segment from the start of the block that
+    /// holds `active.offset` up to it. Each write starts with them, so that it covers
+    /// whole blocks; they are rewritten unchanged.
+    tail: Vec<u8>,
 }
 
 /// A segment being created (zero-filled or recycled) ahead of rotation.
@@ -144,13 +155,41 @@ impl Writer {
             shared,
             active,
             ring,
-            buf: Vec::new(),
+            buf: AlignedBuf::new(),
             unsynced: false,
             next: None,
             free: free.into(),
+            direct: false,
+            tail: Vec::new(),
         };
+        w.activate();
         w.maybe_prepare_next();
         w
+    }
+
+    /// Sets up the write mode of a newly active segment: with `Config::direct_io` and a
+    /// file that takes unbuffered writes, loads the partial block before its offset.
+    fn activate(&mut self) {
+        self.direct = false;
+        self.tail.clear();
+        if !self.shared.cfg.direct_io || !self.active.file.direct() {
+            self.shared.direct_io.store(false, Ordering::SeqCst);
+            return;
+        }
+        let offset = self.active.offset;
+        let start = offset - offset % DIRECT_BLOCK as u64;
+        self.tail.resize((offset - start) as usize, 0);
+        match self.active.file.read_exact_at(&mut self.tail, start) {
+            Ok(()) => self.direct = true,
+            Err(e) => {
+                log::warn!(
+                    "raftlog: cannot read the last block of segment {} ({e}); its writes stay buffered",
+                    self.active.seq
+                );
+                self.tail.clear();
+            }
+        }
+        self.shared.direct_io.store(self.direct, Ordering::SeqCst);
     }
 
     /// Starts preparing the next segment once the active one is half full (a store
@@ -244,7 +283,9 @@ impl Writer {
                 .remove(&preparing_path(&self.shared.dir, p.seq));
         }
         if self.unsynced && !self.shared.poisoned.load(Ordering::SeqCst) {
-            if let Err(e) = self.flush(&mut Vec::new(), true) {
+            let mut empty = AlignedBuf::new();
+            let head = self.begin(&mut empty);
+            if let Err(e) = self.flush(&mut empty, head, true) {
                 log::warn!("raftlog: final sync failed: {e}");
             }
         }
@@ -293,29 +334,44 @@ impl Writer {
         r
     }
 
+    /// Starts a group buffer for the active segment; returns where its records begin
+    /// (after the partial block before the offset, in direct mode).
+    fn begin(&self, buf: &mut AlignedBuf) -> usize {
+        buf.clear();
+        if self.direct {
+            buf.extend_from_slice(&self.tail);
+        }
+        buf.len()
+    }
+
     fn write_inner(&mut self, group: &[(Vec<u8>, Vec<Op>, bool, bool)]) -> Result<()> {
         let sync = group.iter().any(|g| g.2);
         let target = self.shared.cfg.target_file_size;
         let mut placed = Vec::with_capacity(group.len());
         let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let mut head = self.begin(&mut buf);
         let mut result = Ok(());
         for (record, ..) in group {
-            let end = self.active.offset + buf.len() as u64;
+            let end = self.active.offset + (buf.len() - head) as u64;
             if end + record.len() as u64 > target && end > SEGMENT_HEADER_LEN {
-                result = self.flush(&mut buf, true).and_then(|()| self.rotate());
-                buf.clear();
+                result = self
+                    .flush(&mut buf, head, true)
+                    .and_then(|()| self.rotate());
                 if result.is_err() {
                     break;
                 }
+                head = self.begin(&mut buf);
             }
-            placed.push((self.active.seq, self.active.offset + buf.len() as u64));
+            placed.push((
+                self.active.seq,
+                self.active.offset + (buf.len() - head) as u64,
+            ));
             let at = buf.len();
             buf.extend_from_slice(record);
             bind_record(&mut buf[at..], self.active.seq);
         }
         if result.is_ok() {
-            result = self.flush(&mut buf, sync);
+            result = self.flush(&mut buf, head, sync);
         }
         self.buf = buf;
         result?;
@@ -330,19 +386,36 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the records in `buf` at the end of the active segment, followed by the end
-    /// marker (in the same write: the next write starts on it), then syncs if asked.
-    /// `buf` is left as it was given.
-    fn flush(&mut self, buf: &mut Vec<u8>, sync: bool) -> Result<()> {
-        if buf.is_empty() && !sync {
+    /// Writes the records in `buf[head..]` (made by [`Writer::begin`]) at the end of the
+    /// active segment, followed by the end marker (in the same write: the next write
+    /// starts on it), then syncs if asked. In direct mode the write covers whole blocks:
+    /// the partial block before the offset (`buf[..head]`), the records, the end marker,
+    /// zeros up to the block boundary (in a recycled segment they replace stale bytes past
+    /// the end marker, which nothing reads).
+    fn flush(&mut self, buf: &mut AlignedBuf, head: usize, sync: bool) -> Result<()> {
+        let len = buf.len() - head;
+        if len == 0 && !sync {
             return Ok(());
         }
-        let len = buf.len();
-        if len > 0 {
+        let offset = self.active.offset;
+        let r = if len == 0 {
+            self.submit(&[], offset, sync, false)
+        } else {
             buf.extend_from_slice(&END_MARKER);
-        }
-        let r = self.write_at_end(buf, sync);
-        buf.truncate(len);
+            if self.direct {
+                buf.resize(buf.len().next_multiple_of(DIRECT_BLOCK));
+                let r = self.submit(buf, offset - head as u64, sync, true);
+                if r.is_ok() {
+                    let end = head + len;
+                    self.tail.clear();
+                    self.tail
+                        .extend_from_slice(&buf[end - end % DIRECT_BLOCK..end]);
+                }
+                r
+            } else {
+                self.submit(buf, offset, sync, false)
+            }
+        };
         r?;
         self.active.offset += len as u64;
         self.unsynced = !sync && (self.unsynced || len > 0);
@@ -350,23 +423,31 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes `buf` at the active segment's offset and syncs if asked.
-    fn write_at_end(&mut self, buf: &[u8], sync: bool) -> Result<()> {
+    /// Writes `data` at `offset` of the active segment (through its `O_DIRECT`
+    /// descriptor if `direct`) and syncs if asked.
+    fn submit(&mut self, data: &[u8], offset: u64, sync: bool, direct: bool) -> Result<()> {
         let path = segment_path(&self.shared.dir, self.active.seq);
         let file = &self.active.file;
-        let offset = self.active.offset;
+        let fd = if direct {
+            file.direct_fd()
+        } else {
+            file.raw_fd()
+        };
         let t0 = std::time::Instant::now();
-        let r = match (self.ring.as_mut(), file.raw_fd()) {
+        let r = match (self.ring.as_mut(), fd) {
             (Some(ring), Some(fd)) => {
-                ring.write_and_sync(fd, buf, offset, sync, self.shared.cfg.io_uring_sync)
+                ring.write_and_sync(fd, data, offset, sync, self.shared.cfg.io_uring_sync)
             }
-            _ => file.write_all_at(buf, offset).and_then(|()| {
-                if sync {
-                    file.sync_data()
-                } else {
+            _ => {
+                let written = if data.is_empty() {
                     Ok(())
-                }
-            }),
+                } else if direct {
+                    file.write_direct_at(data, offset)
+                } else {
+                    file.write_all_at(data, offset)
+                };
+                written.and_then(|()| if sync { file.sync_data() } else { Ok(()) })
+            }
         };
         self.shared
             .io_nanos
@@ -408,6 +489,7 @@ impl Writer {
             file,
             offset: SEGMENT_HEADER_LEN,
         };
+        self.activate();
         self.maybe_prepare_next();
         Ok(())
     }
@@ -446,12 +528,20 @@ fn prepare_segment(
         fs.rename(&from, path).map_err(|e| Error::io(&from, e))?;
     }
     let file = fs.open(path).map_err(io)?;
-    let mut head = segment_header(seq).to_vec();
-    head.extend_from_slice(&END_MARKER);
-    file.write_all_at(&head, 0).map_err(io)?;
     if cfg.preallocate {
         // A no-op on a recycled segment (at least the target size already).
         file.allocate(cfg.target_file_size).map_err(io)?;
+    }
+    let mut head = AlignedBuf::new();
+    head.extend_from_slice(&segment_header(seq));
+    head.extend_from_slice(&END_MARKER);
+    if cfg.direct_io && file.direct() {
+        // The whole first block, so that the writer's unbuffered writes never meet a
+        // page-cache copy of it.
+        head.resize(DIRECT_BLOCK);
+        file.write_direct_at(&head, 0).map_err(io)?;
+    } else {
+        file.write_all_at(&head, 0).map_err(io)?;
     }
     file.sync_data().map_err(io)?;
     Ok(file)

@@ -73,8 +73,10 @@ fn run(fs: &MemFs, cfg: &Config) -> (Oracle, Oracle) {
 }
 
 /// `recycles`: the clean run must reuse purged segments as new ones.
-fn crash_everywhere(cfg: Config, recycles: bool) {
+/// `direct`: the file system takes block-aligned unbuffered writes.
+fn crash_everywhere(cfg: Config, recycles: bool, direct: bool) {
     let clean = MemFs::new();
+    clean.set_direct(direct);
     let purged_before = PURGED.load(Ordering::SeqCst);
     let recycled_before = RECYCLED.load(Ordering::SeqCst);
     let (full, _) = run(&clean, &cfg);
@@ -101,6 +103,7 @@ fn crash_everywhere(cfg: Config, recycles: bool) {
     let keys = vec![b"hs".to_vec()];
     for k in 0..=total_ops {
         let fs = MemFs::new();
+        fs.set_direct(direct);
         fs.fail_after(k);
         let (acked, with_failed) = run(&fs, &cfg);
         let crashed = fs.crash();
@@ -133,6 +136,7 @@ fn crash_at_every_operation_preallocated() {
             ..Config::default()
         },
         true,
+        false,
     );
 }
 
@@ -147,5 +151,33 @@ fn crash_at_every_operation_not_preallocated() {
             ..Config::default()
         },
         false,
+        false,
+    );
+}
+
+#[test]
+fn crash_at_every_operation_direct() {
+    crash_everywhere(
+        Config {
+            target_file_size: 8192,
+            purge_rewrite_lag_files: 1,
+            ..Config::default()
+        },
+        true,
+        true,
+    );
+}
+
+#[test]
+fn crash_at_every_operation_direct_not_preallocated() {
+    crash_everywhere(
+        Config {
+            target_file_size: 8192,
+            purge_rewrite_lag_files: 1,
+            preallocate: false,
+            ..Config::default()
+        },
+        false,
+        true,
     );
 }

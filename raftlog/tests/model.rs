@@ -88,8 +88,10 @@ fn keys() -> Vec<Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
-    fn store_matches_oracle(steps in prop::collection::vec(step(), 1..40)) {
+    fn store_matches_oracle(steps in prop::collection::vec(step(), 1..40), direct in any::<bool>()) {
         let mut fs = MemFs::new();
+        // Block-aligned unbuffered writes (the real-file default) or buffered ones.
+        fs.set_direct(direct);
         let cfg = small_config();
         let mut store = open_mem(&fs, &cfg).unwrap();
         let mut oracle = Oracle::default();

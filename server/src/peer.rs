@@ -160,6 +160,8 @@ pub(crate) struct Peer {
     pub checking_size: bool,
     /// Set by the store loop: tells this peer from earlier ones of the same region.
     pub incarnation: u64,
+    /// Raft-log writes in flight that hold one of this peer's readies.
+    pub writes_in_flight: u32,
     /// Ticks this peer has been quiet in a row (see [`Peer::can_sleep`]).
     pub idle_ticks: usize,
     /// Commits are broadcast until this index is applied (0: not).
@@ -393,6 +395,7 @@ impl Peer {
             approximate_size: 0,
             checking_size: false,
             incarnation: 0,
+            writes_in_flight: 0,
             idle_ticks: 0,
             bcast_until: 0,
             removed_peers: Vec::new(),
@@ -465,6 +468,10 @@ impl Peer {
     pub fn send_messages(&mut self, ctx: &Ctx, msgs: Vec<raft::eraftpb::Message>) {
         for m in msgs {
             let to = m.to;
+            crate::node::MSG_COUNTS[(m.get_msg_type() as usize).min(31)]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::node::MSG_ENTRIES
+                .fetch_add(m.entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             let store = self.store_of(to);
             if store == 0 {
