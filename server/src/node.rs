@@ -217,17 +217,6 @@ enum Msg {
 }
 
 /// A raft-log write on its way to disk, and what waits for it.
-pub(crate) static MSG_COUNTS: [std::sync::atomic::AtomicU64; 32] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 32];
-pub(crate) static MSG_ENTRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-static HOLD: std::sync::LazyLock<u8> = std::sync::LazyLock::new(|| {
-    std::env::var("PONTOON_HOLD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-});
-
 struct InflightWrite {
     id: u64,
     /// The last raft ready of each region peer the write persists: (region, incarnation,
@@ -279,6 +268,7 @@ impl Node {
             ids,
             status: status.clone(),
             outbox: Default::default(),
+            replies: Default::default(),
         };
         for (id, addr) in &cfg.initial_addresses {
             ctx.addresses.insert(*id, addr.clone());
@@ -719,27 +709,20 @@ impl StoreLoop {
                 None => self.on_ready(),
             };
             self.flush_outbox();
+            self.flush_replies();
             self.rounds += 1;
             if let Err(e) = result {
                 // A failed raft-log write poisons the log store; nothing acknowledged is
                 // lost, but the node cannot go on.
                 log::error!("store loop stopped: {e}");
                 self.fail_all(&format!("store failed: {e}"));
+                self.flush_replies();
                 return;
             }
         }
         // Answer what is still waiting: the loop is gone.
         self.fail_all("node is shutting down");
-        let counts: Vec<(usize, u64)> = MSG_COUNTS
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.load(std::sync::atomic::Ordering::Relaxed)))
-            .filter(|(_, c)| *c > 0)
-            .collect();
-        log::info!(
-            "messages sent by type: {counts:?}; entries {}",
-            MSG_ENTRIES.load(std::sync::atomic::Ordering::Relaxed)
-        );
+        self.flush_replies();
         let st = self.ctx.log.stats();
         log::info!(
             "store loop stopped after {} rounds; raft log: {} batches in {} group writes, {} syncs",
@@ -763,6 +746,13 @@ impl StoreLoop {
                     p.report_sent(to, snapshot, ok);
                 }
             }
+        }
+    }
+
+    /// Sends the round's answers.
+    fn flush_replies(&mut self) {
+        for (reply, resp) in self.ctx.replies.get_mut().drain(..) {
+            let _ = reply.send(resp);
         }
     }
 
@@ -1879,16 +1869,10 @@ impl StoreLoop {
     /// persistence (votes, append acks) wait in `inflight` until their write is durable. A
     /// round that applies a snapshot is written synchronously.
     fn on_ready(&mut self) -> Result<(), Error> {
-        let hold = *HOLD;
         let ids: Vec<u64> = self
             .dirty
             .drain()
-            .filter(|id| {
-                self.peers.get(id).is_some_and(|p| {
-                    p.raw.has_ready()
-                        && !(p.writes_in_flight > 0 && (hold == 2 || (hold == 1 && !p.is_leader())))
-                })
-            })
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.raw.has_ready()))
             .collect();
         let mut batch = LogBatch::new();
         let write_id = self.next_write_id + 1;
@@ -1960,7 +1944,6 @@ impl StoreLoop {
                     // Nothing of its own to persist, but it must not overtake earlier writes.
                     Some(w) => {
                         if let Some(p) = self.peers.get_mut(&id) {
-                            p.writes_in_flight += 1;
                             w.readies.push((id, p.incarnation, ready.number()));
                             w.messages.push((id, p.incarnation, persisted));
                             p.raw.advance_append_async(ready);
@@ -1983,7 +1966,6 @@ impl StoreLoop {
             };
             for (id, ready, persisted) in readies {
                 if let Some(p) = self.peers.get_mut(&id) {
-                    p.writes_in_flight += 1;
                     w.readies.push((id, p.incarnation, ready.number()));
                     w.messages.push((id, p.incarnation, persisted));
                     p.raw.advance_append_async(ready);
@@ -2062,7 +2044,6 @@ impl StoreLoop {
     fn finish_write(&mut self, w: InflightWrite) {
         for (id, inc, number) in w.readies {
             if let Some(p) = self.peers.get_mut(&id).filter(|p| p.incarnation == inc) {
-                p.writes_in_flight = p.writes_in_flight.saturating_sub(1);
                 p.raw.mut_store().written(w.id);
                 p.raw.on_persist_ready(number);
                 self.dirty.insert(id);

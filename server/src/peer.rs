@@ -51,6 +51,9 @@ pub(crate) struct Ctx {
     pub status: Arc<NodeStatus>,
     /// Raft messages of the current round, waiting for [`Outbox::take`].
     pub outbox: RefCell<Outbox>,
+    /// Answers of the current round, sent together when it ends: one wake-up of the
+    /// network thread for all of them, not one per region's apply (or per answer).
+    pub replies: RefCell<Vec<(Reply, RaftCmdResponse)>>,
 }
 
 /// The raft messages a store-loop round produced, by destination store. The loop hands
@@ -160,8 +163,6 @@ pub(crate) struct Peer {
     pub checking_size: bool,
     /// Set by the store loop: tells this peer from earlier ones of the same region.
     pub incarnation: u64,
-    /// Raft-log writes in flight that hold one of this peer's readies.
-    pub writes_in_flight: u32,
     /// Ticks this peer has been quiet in a row (see [`Peer::can_sleep`]).
     pub idle_ticks: usize,
     /// Commits are broadcast until this index is applied (0: not).
@@ -395,7 +396,6 @@ impl Peer {
             approximate_size: 0,
             checking_size: false,
             incarnation: 0,
-            writes_in_flight: 0,
             idle_ticks: 0,
             bcast_until: 0,
             removed_peers: Vec::new(),
@@ -468,10 +468,6 @@ impl Peer {
     pub fn send_messages(&mut self, ctx: &Ctx, msgs: Vec<raft::eraftpb::Message>) {
         for m in msgs {
             let to = m.to;
-            crate::node::MSG_COUNTS[(m.get_msg_type() as usize).min(31)]
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            crate::node::MSG_ENTRIES
-                .fetch_add(m.entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             let store = self.store_of(to);
             if store == 0 {
@@ -528,7 +524,7 @@ impl Peer {
         let mut h = resp.header.take().unwrap_or_default();
         h.current_term = self.raw.raft.term;
         resp.header = Some(h);
-        let _ = reply.send(resp);
+        ctx.replies.borrow_mut().push((reply, resp));
     }
 
     pub fn not_leader(&self) -> errorpb::Error {
