@@ -330,12 +330,37 @@ impl Drop for Server {
     }
 }
 
+/// How long a listener address that is still in use is retried. A process killed with
+/// `kill -9` can keep its listening sockets for a moment after it is gone (io_uring
+/// tears its rings down asynchronously, and an accept in flight holds the socket), so an
+/// immediate restart would otherwise fail.
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds a listener for `who` on `addr`; returns it with the address it got.
 fn bind(addr: SocketAddr, who: &str) -> Result<(std::net::TcpListener, SocketAddr), Error> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::Net {
-        what: format!("cannot listen for {who} on {addr}"),
-        source,
-    })?;
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    let mut warned = false;
+    let listener = loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => break l,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    log::warn!("{addr} ({who}) is still in use; retrying for up to {BIND_RETRY:?}");
+                    warned = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(source) => {
+                return Err(Error::Net {
+                    what: format!("cannot listen for {who} on {addr}"),
+                    source,
+                })
+            }
+        }
+    };
     let local = listener.local_addr().map_err(|source| Error::Net {
         what: format!("local address of the {who} listener"),
         source,
