@@ -616,11 +616,19 @@ mod tests {
     /// reopen is exactly what it wrote, never a recycled file's stale records.
     #[test]
     fn purged_segments_are_reused() {
+        purged_segments_are_reused_with(true);
+        purged_segments_are_reused_with(false);
+    }
+
+    /// `direct_io`: on (where the file system takes O_DIRECT, as ext4 and xfs do) or off
+    /// (buffered appends, also what a file system refusing O_DIRECT gets).
+    fn purged_segments_are_reused_with(direct_io: bool) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config {
             target_file_size: 64 << 10,
             purge_rewrite_lag_files: 1,
             recycle_segments: 2,
+            direct_io,
             ..Config::default()
         };
         let mut next = 1u64;
@@ -628,6 +636,19 @@ mod tests {
         let mut most_files = 0;
         for round in 0..4 {
             let store = LogStore::open(dir.path(), cfg.clone()).unwrap();
+            // Whether this file system takes O_DIRECT at all (tmpfs does not).
+            let supported = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(dir.path().join("probe"))
+                    .is_ok()
+            };
+            let _ = std::fs::remove_file(dir.path().join("probe"));
+            assert_eq!(store.stats().direct_io, direct_io && supported);
             for _ in 0..15 {
                 for _ in 0..20 {
                     let es: Vec<Entry> = (next..next + 4)
