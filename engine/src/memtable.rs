@@ -221,6 +221,21 @@ impl MemTable {
         }
     }
 
+    /// Bytes of user keys and values of `cf` in `[start, end)` (`end` empty: no upper
+    /// bound), every version counted.
+    pub(crate) fn range_bytes(&self, cf: u32, start: &[u8], end: &[u8]) -> u64 {
+        let lo = MemKey::new(cf, start, MAX_SEQ, key::KIND_SEEK);
+        let mut n = 0u64;
+        for e in self.map.range((Bound::Included(&lo), Bound::Unbounded)) {
+            let k = e.key();
+            if k.cf() != cf || (!end.is_empty() && k.user_key() >= end) {
+                break;
+            }
+            n += (k.user_key().len() + e.value().len()) as u64;
+        }
+        n
+    }
+
     /// Newest range tombstone of `cf` covering `user_key` with sequence <= `seq`, or 0.
     pub(crate) fn max_covering_tombstone(&self, cf: u32, user_key: &[u8], seq: u64) -> u64 {
         if !self.has_range_dels.load(AtomicOrdering::Acquire) {

@@ -27,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let dir = Path::new("/fuzz");
     let fs = MemFs::new();
+    // The store's block-aligned (O_DIRECT) append path after recovery, or the buffered one.
+    fs.set_direct(flags & 0x80 != 0);
     fs.put_file(&dir.join("0000000000000001.raftlog"), &bytes);
     let cfg = Config {
         recovery_mode: mode,

@@ -347,9 +347,10 @@ impl Node {
         lp.publish();
         let engine = lp.ctx.engine.clone();
         let done_tx = tx.clone();
+        let max = lp.region_max_size;
         let checker = std::thread::Builder::new()
             .name("pontoon-split-check".into())
-            .spawn(move || size_checker(engine, split_rx, done_tx))
+            .spawn(move || size_checker(engine, split_rx, done_tx, max))
             .map_err(Error::Spawn)?;
         let thread = std::thread::Builder::new()
             .name("pontoon-store".into())
@@ -496,8 +497,30 @@ type SizeCheck = (u64, u64, Vec<u8>, Vec<u8>);
 
 /// The size-check thread: measures a region's keys and values from an engine snapshot (off
 /// the store loop, which keeps serving) and finds the key where half of its bytes lie.
-fn size_checker(engine: Arc<Engine>, rx: mpsc::Receiver<SizeCheck>, tx: mpsc::Sender<Msg>) {
+///
+/// It first asks the engine for an approximate size (memtables and table indexes, no data
+/// read) and scans the region only when that passes `max` (0: always): a region under the
+/// limit, the common case, costs no scan, and a region over it gets its exact size and
+/// split key from one.
+fn size_checker(
+    engine: Arc<Engine>,
+    rx: mpsc::Receiver<SizeCheck>,
+    tx: mpsc::Sender<Msg>,
+    max: u64,
+) {
     while let Ok((id, version, start, end)) = rx.recv() {
+        if max > 0 {
+            match engine.approximate_size("default", &start, &end) {
+                Ok(approx) if approx <= max => {
+                    if tx.send(Msg::SizeChecked(id, version, approx, None)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("region {id}: approximate size failed ({e}); scanning"),
+            }
+        }
         let snap = engine.snapshot();
         let opts = IterOptions {
             lower_bound: Some(start.clone()),

@@ -218,6 +218,24 @@ impl Table {
             .partition_point(|e| key::compare(self.index_key(e), target) == Ordering::Less)
     }
 
+    /// Approximate bytes of the data blocks holding user keys in `[start, end)` (`end`
+    /// empty: to the end of the table): from the block that may hold `start` to the one
+    /// that may hold `end`. Two index searches; no block is read.
+    pub(crate) fn approximate_range_bytes(&self, start: &[u8], end: &[u8]) -> u64 {
+        let offset = |i: usize| {
+            self.index
+                .get(i)
+                .map_or(self.data_end as u64, |e| e.handle.offset)
+        };
+        let lo = offset(self.find_block(&key::seek_key(start, key::MAX_SEQ)));
+        let hi = if end.is_empty() {
+            self.data_end as u64
+        } else {
+            offset(self.find_block(&key::seek_key(end, key::MAX_SEQ)))
+        };
+        hi.saturating_sub(lo)
+    }
+
     /// Reads and verifies a data block (zero-copy when uncompressed).
     pub(crate) fn read_data_block(&self, handle: BlockHandle) -> Result<Cow<'_, [u8]>> {
         read_block(self.file.bytes(), self.data_end, handle, &self.path)
