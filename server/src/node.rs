@@ -512,7 +512,10 @@ fn size_checker(
         if max > 0 {
             match engine.approximate_size("default", &start, &end) {
                 Ok(approx) if approx <= max => {
-                    if tx.send(Msg::SizeChecked(id, version, approx, None)).is_err() {
+                    if tx
+                        .send(Msg::SizeChecked(id, version, approx, None))
+                        .is_err()
+                    {
                         return;
                     }
                     continue;
