@@ -2010,6 +2010,7 @@ impl StoreLoop {
             };
             let applied = p.apply.applied_index;
             p.raw.advance_apply_to(applied);
+            p.raw.mut_store().applied_to(applied);
             p.gc_log(flushed, &mut gc)?;
             if p.removed {
                 removed.push(*id);
@@ -2063,6 +2064,7 @@ impl StoreLoop {
         p.apply_entries(&mut self.ctx, light.take_committed_entries(), events)?;
         let applied = p.apply.applied_index;
         p.raw.advance_apply_to(applied);
+        p.raw.mut_store().applied_to(applied);
         Ok(())
     }
 

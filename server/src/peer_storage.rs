@@ -35,6 +35,10 @@ pub enum Error {
     },
 }
 
+/// Bytes of entry data a peer keeps in memory after their raft-log write landed, until
+/// they are applied (see `PeerStorage::tail`).
+pub const TAIL_CACHE_BYTES: usize = 4 << 20;
+
 /// The raft storage of one region peer.
 pub struct PeerStorage {
     region_id: u64,
@@ -43,11 +47,20 @@ pub struct PeerStorage {
     conf_state: ConfState,
     /// Index and term of the last entry dropped by log compaction (0, 0 for a new log).
     truncated: (u64, u64),
-    /// Entries staged for a raft-log write that has not landed yet, tagged with the write's
-    /// id, ascending by index. raft-rs treats entries as stable (readable from storage) as
-    /// soon as their ready is handed over, while the log store shows them only once its
-    /// writer has processed them; reads look here first.
-    unwritten: std::collections::VecDeque<(u64, Entry)>,
+    /// The log's newest entries, tagged with the id of the raft-log write that carries
+    /// them, ascending by index; reads look here first. Until that write lands this is the
+    /// only readable copy: raft-rs treats entries as stable as soon as their ready is handed
+    /// over, while the log store shows them only once its writer has processed them. After
+    /// it they stay until applied ([`PeerStorage::applied_to`]), as long as they fit in
+    /// [`TAIL_CACHE_BYTES`]: applying reads committed entries back, and from here that is a
+    /// reference-count bump instead of a copy out of the log store and a decode.
+    tail: std::collections::VecDeque<(u64, Entry)>,
+    /// Bytes of the entries' data in `tail`.
+    tail_bytes: usize,
+    /// The newest raft-log write known to have landed.
+    written_id: u64,
+    /// The newest applied index reported by [`PeerStorage::applied_to`].
+    applied: u64,
     /// Where snapshots of the region's data come from (none: snapshots are unavailable).
     engine: Option<Arc<pontoon_engine::Engine>>,
 }
@@ -106,7 +119,10 @@ impl PeerStorage {
             hard_state,
             conf_state,
             truncated,
-            unwritten: std::collections::VecDeque::new(),
+            tail: std::collections::VecDeque::new(),
+            tail_bytes: 0,
+            written_id: 0,
+            applied: 0,
             engine: None,
         })
     }
@@ -138,7 +154,8 @@ impl PeerStorage {
         cs: ConfState,
     ) -> Result<(), Error> {
         batch.remove_stream(self.region_id);
-        self.unwritten.clear();
+        self.tail.clear();
+        self.tail_bytes = 0;
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(term);
         hs.commit = hs.commit.max(index);
@@ -175,11 +192,15 @@ impl PeerStorage {
         let Some(first) = entries.first().map(|e| e.index) else {
             return Ok(());
         };
-        while self.unwritten.back().is_some_and(|(_, e)| e.index >= first) {
-            self.unwritten.pop_back();
+        while self.tail.back().is_some_and(|(_, e)| e.index >= first) {
+            if let Some((_, e)) = self.tail.pop_back() {
+                self.tail_bytes -= e.data.len();
+            }
         }
-        self.unwritten
-            .extend(entries.iter().map(|e| (write_id, e.clone())));
+        for e in entries {
+            self.tail_bytes += e.data.len();
+            self.tail.push_back((write_id, e.clone()));
+        }
         let encoded: Vec<LogEntry> = entries
             .iter()
             .map(|e| LogEntry {
@@ -193,19 +214,33 @@ impl PeerStorage {
     }
 
     /// The raft-log writes up to `write_id` have landed: their entries are readable from
-    /// the log store now.
+    /// the log store now (they stay cached here while they fit, until applied).
     pub fn written(&mut self, write_id: u64) {
-        while self
-            .unwritten
-            .front()
-            .is_some_and(|(id, _)| *id <= write_id)
-        {
-            self.unwritten.pop_front();
+        self.written_id = self.written_id.max(write_id);
+        self.trim(self.applied);
+    }
+
+    /// Entries up to `index` are applied: no need to keep them in memory.
+    pub fn applied_to(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+        self.trim(self.applied);
+    }
+
+    /// Drops written entries from the front of the tail: those up to `index`, and more
+    /// while the tail is over its byte budget.
+    fn trim(&mut self, index: u64) {
+        while let Some((id, e)) = self.tail.front() {
+            let landed = *id <= self.written_id;
+            if !landed || (e.index > index && self.tail_bytes <= TAIL_CACHE_BYTES) {
+                break;
+            }
+            self.tail_bytes -= e.data.len();
+            self.tail.pop_front();
         }
     }
 
-    fn unwritten_first(&self) -> Option<u64> {
-        self.unwritten.front().map(|(_, e)| e.index)
+    fn tail_first(&self) -> Option<u64> {
+        self.tail.front().map(|(_, e)| e.index)
     }
 
     /// Stages a new hard state into `batch`.
@@ -234,6 +269,8 @@ impl PeerStorage {
         batch.put_state(self.region_id, KEY_TRUNCATED, &b)?;
         batch.compact_to(self.region_id, index + 1);
         self.truncated = (index, term);
+        // Compaction stops at what is applied and durable, so these have landed.
+        self.trim(index);
         Ok(())
     }
 
@@ -270,7 +307,7 @@ impl Storage for PeerStorage {
             return Ok(Vec::new());
         }
         let max = max_size.into().unwrap_or(u64::MAX);
-        let split = self.unwritten_first().unwrap_or(u64::MAX).max(low);
+        let split = self.tail_first().unwrap_or(u64::MAX).max(low);
         let mut out = Vec::new();
         let mut size = 0u64;
         if low < split {
@@ -295,7 +332,7 @@ impl Storage for PeerStorage {
             }
         }
         for (_, e) in self
-            .unwritten
+            .tail
             .iter()
             .skip_while(|(_, e)| e.index < split)
             .take_while(|(_, e)| e.index < high)
@@ -311,10 +348,10 @@ impl Storage for PeerStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if let Some(first) = self.unwritten_first() {
+        if let Some(first) = self.tail_first() {
             if idx >= first {
                 let pos = (idx - first) as usize;
-                return match self.unwritten.get(pos) {
+                return match self.tail.get(pos) {
                     Some((_, e)) => Ok(e.term),
                     None => Err(raft::Error::Store(StorageError::Unavailable)),
                 };
@@ -334,7 +371,7 @@ impl Storage for PeerStorage {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        if let Some((_, e)) = self.unwritten.back() {
+        if let Some((_, e)) = self.tail.back() {
             return Ok(e.index);
         }
         Ok(self
@@ -522,5 +559,92 @@ mod tests {
             .map(|e| e.data.to_vec())
             .collect();
         assert_eq!(replay, committed);
+    }
+
+    /// Written entries stay readable from memory until applied (and within the byte
+    /// budget), a conflicting append replaces them, and what is read is always what the
+    /// log holds.
+    #[test]
+    fn written_entries_stay_cached_until_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        let mut s = PeerStorage::open(log.clone(), 9, &[1]).unwrap();
+        let mut b = LogBatch::new();
+        let es: Vec<Entry> = (1..=6).map(|i| entry(i, 1, &[i as u8; 10])).collect();
+        s.append(&mut b, &es, 1).unwrap();
+        log.write(b, true).unwrap();
+        s.written(1);
+        assert_eq!((s.tail_first(), s.tail_bytes), (Some(1), 60));
+        let read = |s: &PeerStorage, lo, hi| {
+            s.entries(lo, hi, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .iter()
+                .map(|e| (e.index, e.term, e.data.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        let want = |lo: u64, hi: u64, term_from: u64| {
+            (lo..hi)
+                .map(|i| (i, if i >= term_from { 2 } else { 1 }, vec![i as u8; 10]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read(&s, 1, 7), want(1, 7, 99));
+        s.applied_to(3);
+        assert_eq!(s.tail_first(), Some(4));
+        // 1..=3 come from the log store now, 4..=6 from memory: the same entries.
+        assert_eq!(read(&s, 1, 7), want(1, 7, 99));
+        assert_eq!(s.term(2).unwrap(), 1);
+        // A new leader's entries replace 5 and 6 (written or not).
+        let mut b = LogBatch::new();
+        let es: Vec<Entry> = (5..=7).map(|i| entry(i, 2, &[i as u8; 10])).collect();
+        s.append(&mut b, &es, 2).unwrap();
+        assert_eq!(read(&s, 1, 8), want(1, 8, 5));
+        assert_eq!(s.last_index().unwrap(), 7);
+        log.write(b, true).unwrap();
+        s.written(2);
+        s.applied_to(7);
+        assert_eq!((s.tail_first(), s.tail_bytes), (None, 0));
+        assert_eq!(read(&s, 1, 8), want(1, 8, 5));
+        // Unwritten entries are never dropped, applied or not; written ones over the
+        // budget are.
+        let big: Vec<Entry> = (8..=9)
+            .map(|i| Entry {
+                index: i,
+                term: 2,
+                data: vec![i as u8; TAIL_CACHE_BYTES].into(),
+                ..Default::default()
+            })
+            .collect();
+        let mut b = LogBatch::new();
+        s.append(&mut b, &big, 3).unwrap();
+        s.applied_to(8);
+        assert_eq!(s.tail_first(), Some(8));
+        log.write(b, true).unwrap();
+        s.written(3);
+        // 8 is applied; 9 is not, and fits the budget alone.
+        assert_eq!(s.tail_first(), Some(9));
+        s.applied_to(9);
+        assert_eq!((s.tail_first(), s.tail_bytes), (None, 0));
+        let mut b = LogBatch::new();
+        s.append(
+            &mut b,
+            &big.iter()
+                .map(|e| Entry {
+                    index: e.index + 2,
+                    ..e.clone()
+                })
+                .collect::<Vec<_>>(),
+            4,
+        )
+        .unwrap();
+        log.write(b, true).unwrap();
+        s.written(4);
+        // Not applied, but two of them are over the budget: the older goes.
+        assert_eq!(s.tail_first(), Some(11));
+        assert_eq!(
+            s.entries(8, 12, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            4
+        );
     }
 }
