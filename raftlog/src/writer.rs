@@ -510,10 +510,11 @@ pub(crate) fn create_segment(
 }
 
 /// Makes the file at `path` segment `seq`, synced, the directory not synced. With
-/// `recycled`, that purged segment is renamed to `path` and its header and first end
-/// marker overwritten: its blocks are written already, so nothing needs zero-filling,
-/// and its stale records fail the checksum that binds records to `seq`. Otherwise a new
-/// file gets the header and end marker and, if configured, is preallocated.
+/// `recycled`, that purged segment gets the header and first end marker of `seq` and is
+/// then renamed to `path`: its blocks are written already, so nothing needs
+/// zero-filling, and its stale records fail the checksum that binds records to `seq`.
+/// Otherwise a new file gets the header and end marker and, if configured, is
+/// preallocated.
 fn prepare_segment(
     fs: &dyn FileSystem,
     dir: &std::path::Path,
@@ -522,12 +523,15 @@ fn prepare_segment(
     recycled: Option<u32>,
     cfg: &Config,
 ) -> Result<Arc<dyn LogFile>> {
-    let io = |e| Error::io(path, e);
-    if let Some(old) = recycled {
-        let from = free_path(dir, old);
-        fs.rename(&from, path).map_err(|e| Error::io(&from, e))?;
-    }
-    let file = fs.open(path).map_err(io)?;
+    // A recycled segment is made ready under its `.free` name and renamed last: if any
+    // step fails, no file under a segment name is left with another segment's header
+    // (recovery would have to call that corruption).
+    let at = match recycled {
+        Some(old) => free_path(dir, old),
+        None => path.to_path_buf(),
+    };
+    let io = |e| Error::io(&at, e);
+    let file = fs.open(&at).map_err(io)?;
     if cfg.preallocate {
         // A no-op on a recycled segment (at least the target size already).
         file.allocate(cfg.target_file_size).map_err(io)?;
@@ -544,6 +548,9 @@ fn prepare_segment(
         file.write_all_at(&head, 0).map_err(io)?;
     }
     file.sync_data().map_err(io)?;
+    if at != path {
+        fs.rename(&at, path).map_err(io)?;
+    }
     Ok(file)
 }
 
