@@ -8,10 +8,13 @@ mod common;
 use common::*;
 use pontoon_raftlog::fault::MemFs;
 use pontoon_raftlog::{Config, Entry};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
-static PURGED: AtomicUsize = AtomicUsize::new(0);
-static RECYCLED: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // Per test thread: tests run in parallel, and each counts only its own purges.
+    static PURGED: Cell<usize> = const { Cell::new(0) };
+    static RECYCLED: Cell<usize> = const { Cell::new(0) };
+}
 
 fn script() -> Vec<Option<Vec<Item>>> {
     // None = purge.
@@ -54,8 +57,8 @@ fn run(fs: &MemFs, cfg: &Config) -> (Oracle, Oracle) {
         match step {
             None => match store.purge() {
                 Ok(r) => {
-                    PURGED.fetch_add(r.removed_files.len(), Ordering::SeqCst);
-                    RECYCLED.fetch_add(r.recycled_files.len(), Ordering::SeqCst);
+                    PURGED.set(PURGED.get() + r.removed_files.len());
+                    RECYCLED.set(RECYCLED.get() + r.recycled_files.len());
                 }
                 Err(_) => return (acked.clone(), acked),
             },
@@ -77,12 +80,12 @@ fn run(fs: &MemFs, cfg: &Config) -> (Oracle, Oracle) {
 fn crash_everywhere(cfg: Config, recycles: bool, direct: bool) {
     let clean = MemFs::new();
     clean.set_direct(direct);
-    let purged_before = PURGED.load(Ordering::SeqCst);
-    let recycled_before = RECYCLED.load(Ordering::SeqCst);
+    let purged_before = PURGED.get();
+    let recycled_before = RECYCLED.get();
     let (full, _) = run(&clean, &cfg);
     let total_ops = clean.op_count();
-    let purged = PURGED.load(Ordering::SeqCst) - purged_before;
-    let recycled = RECYCLED.load(Ordering::SeqCst) - recycled_before;
+    let purged = PURGED.get() - purged_before;
+    let recycled = RECYCLED.get() - recycled_before;
     let free_left = clean
         .paths()
         .iter()
@@ -168,7 +171,7 @@ fn crash_at_every_operation_not_preallocated() {
 fn crash_at_every_operation_direct() {
     crash_everywhere(
         Config {
-            target_file_size: 8192,
+            target_file_size: 4096,
             purge_rewrite_lag_files: 1,
             ..Config::default()
         },
