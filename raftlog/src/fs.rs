@@ -179,6 +179,10 @@ impl LogFile for StdFile {
         /// Zeros written between syncs of the fill.
         const SYNC_EVERY: u64 = 4 << 20;
         let mut at = self.file.metadata()?.len();
+        if at >= len {
+            // Nothing to fill (a recycled segment): no zero buffer, no direct descriptor.
+            return Ok(());
+        }
         let mut unsynced = 0u64;
         // Whole blocks go around the page cache when O_DIRECT works: a buffered fill
         // would leave large page-cache folios behind (1 MiB writes make 1 MiB folios on

@@ -220,33 +220,35 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, cfg: &Config) -> Result<R
                 let seq = seq
                     .checked_add(1)
                     .ok_or_else(|| Error::InvalidArgument("segment sequence exhausted".into()))?;
-                let file = create_segment(fs, dir, seq, None, cfg)?;
-                files.insert(seq, file.clone());
-                Active {
-                    seq,
-                    file,
-                    offset: SEGMENT_HEADER_LEN,
-                }
+                new_active(fs, dir, seq, cfg, &mut files)?
             } else {
                 Active { seq, file, offset }
             }
         }
-        _ => {
-            let seq = 1;
-            let file = create_segment(fs, dir, seq, None, cfg)?;
-            files.insert(seq, file.clone());
-            Active {
-                seq,
-                file,
-                offset: SEGMENT_HEADER_LEN,
-            }
-        }
+        _ => new_active(fs, dir, 1, cfg, &mut files)?,
     };
     Ok(Recovered {
         mem,
         files,
         active,
         free,
+    })
+}
+
+/// Creates segment `seq` as the (empty) active one and adds it to `files`.
+fn new_active(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seq: u32,
+    cfg: &Config,
+    files: &mut BTreeMap<u32, Arc<dyn LogFile>>,
+) -> Result<Active> {
+    let file = create_segment(fs, dir, seq, None, cfg)?;
+    files.insert(seq, file.clone());
+    Ok(Active {
+        seq,
+        file,
+        offset: SEGMENT_HEADER_LEN,
     })
 }
 
