@@ -149,7 +149,7 @@ mod tests {
             FrameBody::RaftMessage(RaftMessageBatch {
                 messages: vec![RaftMessage {
                     region_id: 2,
-                    message: vec![8, 3],
+                    message: vec![8, 3].into(),
                     ..Default::default()
                 }],
             }),

@@ -298,7 +298,7 @@ fn kvproto_numbers_are_pinned() {
     };
     assert_eq!(err.encode_to_vec(), [0x2A, 0, 0x42, 0]);
     let msg = RaftMessage {
-        message: vec![0x08, 1],
+        message: vec![0x08, 1].into(),
         is_tombstone: true,
         ..Default::default()
     };

@@ -929,7 +929,7 @@ impl StoreLoop {
             leader_count: leaders,
             meta: if leads_meta { self.meta.clone() } else { None },
         };
-        let bytes = hb.encode_to_vec();
+        let bytes = bytes::Bytes::from(hb.encode_to_vec());
         let mut targets: BTreeSet<u64> = self.heartbeat_stores.clone();
         targets.extend(self.ctx.addresses.keys().copied());
         if let Some(m) = &self.meta {
@@ -1748,7 +1748,7 @@ impl StoreLoop {
         if m.is_tombstone {
             return self.on_tombstone_message(&m);
         }
-        let mut msg = match raft::eraftpb::Message::parse_from_bytes(&m.message) {
+        let mut msg = match raft::eraftpb::Message::parse_from_carllerche_bytes(&m.message) {
             Ok(msg) => msg,
             Err(e) => {
                 log::warn!("dropping an undecodable raft message: {e}");
@@ -1940,7 +1940,17 @@ impl StoreLoop {
                 let store = p.raw.mut_store();
                 store.append(&mut batch, ready.entries(), write_id)?;
                 if let Some(hs) = ready.hs() {
-                    store.set_hard_state(&mut batch, hs.clone())?;
+                    // Only term and vote must be durable before raft goes on. A new commit
+                    // index alone rides along with the next write that carries entries (or
+                    // a term or vote): writing it by itself cost a raft-log write, a device
+                    // write, per commit advance. A restart lifts the commit to the applied
+                    // index (`open_region`) and learns the rest from the leader.
+                    let old = store.hard_state();
+                    if hs.term != old.term || hs.vote != old.vote || !ready.entries().is_empty() {
+                        store.set_hard_state(&mut batch, hs.clone())?;
+                    } else {
+                        store.set_commit_lazily(hs.commit);
+                    }
                 }
             }
             p.on_read_states(ready.take_read_states());

@@ -487,7 +487,7 @@ impl Peer {
                     ..Default::default()
                 }),
                 region_epoch: self.region.region_epoch,
-                message: m.write_to_bytes().unwrap_or_default(),
+                message: m.write_to_bytes().unwrap_or_default().into(),
                 ..Default::default()
             };
             ctx.outbox.borrow_mut().push(store, rm, to, is_snapshot);

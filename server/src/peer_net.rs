@@ -885,10 +885,10 @@ impl BatchWriter {
     async fn push_chunked(&mut self, mut m: RaftMessage) -> Result<(), String> {
         let data = match split_snapshot(&m.message) {
             Some((head, data)) => {
-                m.message = head;
+                m.message = head.into();
                 data
             }
-            None => Bytes::from(std::mem::take(&mut m.message)),
+            None => std::mem::take(&mut m.message),
         };
         let stream_id = self.next_stream;
         self.next_stream += 1;
@@ -1173,7 +1173,7 @@ fn finish(open: OpenStream) -> Result<RaftMessage, ChunkError> {
         data,
     } = open;
     match snapshot {
-        None => head.message = data,
+        None => head.message = data.into(),
         Some(_) if data.is_empty() => {}
         Some(mut msg) => {
             if msg.get_msg_type() != MessageType::MsgSnapshot {
@@ -1183,10 +1183,13 @@ fn finish(open: OpenStream) -> Result<RaftMessage, ChunkError> {
                 });
             }
             msg.mut_snapshot().set_data(Bytes::from(data));
-            head.message = msg.write_to_bytes().map_err(|e| ChunkError::BadMessage {
-                stream: id,
-                reason: format!("cannot re-encode the raft message: {e}"),
-            })?;
+            head.message = msg
+                .write_to_bytes()
+                .map_err(|e| ChunkError::BadMessage {
+                    stream: id,
+                    reason: format!("cannot re-encode the raft message: {e}"),
+                })?
+                .into();
         }
     }
     Ok(head)
@@ -1215,7 +1218,7 @@ mod tests {
     fn rm(message: Vec<u8>) -> RaftMessage {
         RaftMessage {
             region_id: 1,
-            message,
+            message: message.into(),
             ..Default::default()
         }
     }

@@ -174,7 +174,7 @@ impl PeerStorage {
         self.region_id
     }
 
-    /// The hard state as last staged.
+    /// The hard state as last staged, with a commit index possibly raised lazily since.
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -248,6 +248,13 @@ impl PeerStorage {
         batch.put_state(self.region_id, KEY_HARD_STATE, &encode(&hs))?;
         self.hard_state = hs;
         Ok(())
+    }
+
+    /// Raises the commit index without staging a write: it is persisted with the next
+    /// staged hard state. The commit index need not be durable (raft re-learns it; a
+    /// restart lifts it to the applied index), unlike term and vote.
+    pub fn set_commit_lazily(&mut self, commit: u64) {
+        self.hard_state.commit = self.hard_state.commit.max(commit);
     }
 
     /// Stages a new conf state into `batch`.

@@ -236,7 +236,7 @@ fn wrap(from: u64, to: u64, message: Vec<u8>) -> RaftMessage {
             store_id: to,
             ..Default::default()
         }),
-        message,
+        message: message.into(),
         ..Default::default()
     }
 }
