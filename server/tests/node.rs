@@ -268,6 +268,51 @@ fn raft_log_replays_what_the_engine_lost() {
     );
 }
 
+/// A commit index alone is not written to the raft log (it rides with the next entries,
+/// term or vote), so after the last command the persisted hard state lags the log; a
+/// restart lifts the commit index to what the engine applied and replays the rest.
+#[test]
+fn a_lagging_persisted_commit_index_is_lifted_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(Engine::open(dir.path().join("engine"), Options::default()).unwrap());
+    let log = Arc::new(
+        LogStore::open(
+            dir.path().join("raftlog"),
+            pontoon_raftlog::Config::default(),
+        )
+        .unwrap(),
+    );
+    let cfg = NodeConfig {
+        cluster_id: 77,
+        store_id: 1,
+        ..NodeConfig::default()
+    };
+    let node = Node::start(cfg, engine.clone(), log.clone(), Arc::new(NoTransport)).unwrap();
+    wait_leader(&node);
+    for i in 0..50 {
+        ok(&call(&node, vec![put(&format!("c{i:02}"), "v", false)]));
+    }
+    node.stop();
+    drop(node);
+    // The engine keeps everything it applied; the log's hard state is behind it.
+    engine.flush().unwrap();
+    let ps = pontoon_server::PeerStorage::open(log.clone(), 1, &[]).unwrap();
+    let last = raft::Storage::last_index(&ps).unwrap();
+    let commit = ps.hard_state().commit;
+    assert!(
+        commit < last,
+        "the persisted commit {commit} should lag the log's last index {last}"
+    );
+    drop((ps, engine, log));
+    let node = start(dir.path());
+    wait_leader(&node);
+    let r = call(&node, vec![range("c", "d", false)]);
+    assert_eq!(ok(&r).revision, 51);
+    assert_eq!(r.responses[0].range.as_ref().unwrap().count, 50);
+    let r = call(&node, vec![put("c50", "v", false)]);
+    assert_eq!(ok(&r).revision, 52);
+}
+
 /// The raft log is compacted once the engine has flushed what it covers, never before:
 /// after an engine power loss the restart still finds every entry it must replay.
 #[test]
