@@ -29,7 +29,10 @@
 //!
 //! Unrouted calls go to the *preferred* endpoint. When a store answers `NotLeader` with a
 //! leader hint, the client switches to the endpoint of that store (learnt from the
-//! handshake); when a connection fails or an attempt times out, the endpoint is skipped
+//! handshake). A hinted store the client has no endpoint for (one that joined the cluster
+//! after the client was made) is looked up in the cluster metadata (admin `StoreList`, at
+//! most once per [`ClientOptions::region_refresh_min_interval`]) and its client address
+//! added to the endpoints. When a connection fails or an attempt times out, the endpoint is skipped
 //! for [`ClientOptions::endpoint_backoff`] and the call is retried on the next one.
 //! Retries are bounded by [`ClientOptions::max_attempts`] and by the whole call's
 //! [`ClientOptions::request_timeout`].
@@ -746,6 +749,17 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    fn new(addr: String, store_id: u64) -> Endpoint {
+        Endpoint {
+            addr,
+            conn: StdMutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            down_until: StdMutex::new(None),
+            connect_failure: StdMutex::new(None),
+            store_id: AtomicU64::new(store_id),
+        }
+    }
+
     fn is_down(&self, now: Instant) -> bool {
         self.down_until
             .lock()
@@ -786,7 +800,13 @@ impl Endpoint {
 
 #[derive(Debug)]
 struct Inner {
-    endpoints: Vec<Endpoint>,
+    /// The endpoints given, then those learnt from the cluster metadata (a store that
+    /// joined later). Append-only: an endpoint's index never changes.
+    endpoints: std::sync::RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    /// How many endpoints were given.
+    given: usize,
+    /// When the client last asked for the stores' addresses (see [`Client::learn_store`]).
+    last_store_lookup: StdMutex<Option<Instant>>,
     opts: ClientOptions,
     preferred: AtomicUsize,
     cluster_id: AtomicU64,
@@ -810,17 +830,14 @@ impl Client {
         }
         Ok(Client {
             inner: Arc::new(Inner {
-                endpoints: endpoints
-                    .iter()
-                    .map(|a| Endpoint {
-                        addr: a.clone(),
-                        conn: StdMutex::new(None),
-                        connecting: tokio::sync::Mutex::new(()),
-                        down_until: StdMutex::new(None),
-                        connect_failure: StdMutex::new(None),
-                        store_id: AtomicU64::new(0),
-                    })
-                    .collect(),
+                endpoints: std::sync::RwLock::new(Arc::new(
+                    endpoints
+                        .iter()
+                        .map(|a| Arc::new(Endpoint::new(a.clone(), 0)))
+                        .collect(),
+                )),
+                given: endpoints.len(),
+                last_store_lookup: StdMutex::new(None),
                 opts,
                 preferred: AtomicUsize::new(0),
                 cluster_id: AtomicU64::new(0),
@@ -835,7 +852,7 @@ impl Client {
     pub async fn connect(endpoints: &[String], opts: ClientOptions) -> Result<Client, Error> {
         let client = Client::new(endpoints, opts)?;
         let mut last = Error::NoEndpoints;
-        for i in 0..client.inner.endpoints.len() {
+        for i in 0..client.inner.given {
             match client.connection(i).await {
                 Ok(_) => {
                     client.inner.preferred.store(i, Ordering::Relaxed);
@@ -847,13 +864,44 @@ impl Client {
         Err(last)
     }
 
-    /// The endpoints, as given.
+    /// The endpoints, as given (not those learnt later from the cluster metadata).
     pub fn endpoints(&self) -> Vec<String> {
-        self.inner
-            .endpoints
+        self.eps()
             .iter()
+            .take(self.inner.given)
             .map(|e| e.addr.clone())
             .collect()
+    }
+
+    /// Every endpoint, given or learnt, by index.
+    fn eps(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        Arc::clone(
+            &self
+                .inner
+                .endpoints
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Adds an endpoint for store `store_id` at `addr` unless one has that address or
+    /// store already; returns whether it did.
+    fn add_endpoint(&self, addr: &str, store_id: u64) -> bool {
+        let mut eps = self
+            .inner
+            .endpoints
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let known = eps.iter().any(|e| {
+            e.addr == addr || (store_id != 0 && e.store_id.load(Ordering::Relaxed) == store_id)
+        });
+        if known {
+            return false;
+        }
+        let mut grown: Vec<Arc<Endpoint>> = eps.as_ref().clone();
+        grown.push(Arc::new(Endpoint::new(addr.to_string(), store_id)));
+        *eps = Arc::new(grown);
+        true
     }
 
     /// The options.
@@ -868,7 +916,7 @@ impl Client {
 
     /// The live connection to endpoint `i`, opening it (and doing the handshake) if needed.
     async fn connection(&self, i: usize) -> Result<Arc<Connection>, Error> {
-        let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
+        let ep = self.eps().get(i).cloned().ok_or(Error::NoEndpoints)?;
         if let Some(c) = ep.live_connection() {
             return Ok(c);
         }
@@ -909,12 +957,13 @@ impl Client {
     /// The endpoint to try next: the preferred one if it is not marked down, else the next
     /// one that is not, else the preferred one anyway.
     fn pick(&self) -> usize {
-        let n = self.inner.endpoints.len();
+        let eps = self.eps();
+        let n = eps.len();
         let start = self.inner.preferred.load(Ordering::Relaxed) % n;
         let now = Instant::now();
         (0..n)
             .map(|k| (start + k) % n)
-            .find(|&i| self.inner.endpoints.get(i).is_some_and(|e| !e.is_down(now)))
+            .find(|&i| eps.get(i).is_some_and(|e| !e.is_down(now)))
             .unwrap_or(start)
     }
 
@@ -925,7 +974,8 @@ impl Client {
         if except.is_empty() {
             return self.pick();
         }
-        let n = self.inner.endpoints.len();
+        let eps = self.eps();
+        let n = eps.len();
         let start = self.inner.preferred.load(Ordering::Relaxed) % n;
         let now = Instant::now();
         let mut candidates = (0..n)
@@ -933,18 +983,18 @@ impl Client {
             .filter(|i| !except.contains(i));
         candidates
             .clone()
-            .find(|&i| self.inner.endpoints.get(i).is_some_and(|e| !e.is_down(now)))
+            .find(|&i| eps.get(i).is_some_and(|e| !e.is_down(now)))
             .or_else(|| candidates.next())
             .unwrap_or_else(|| self.pick())
     }
 
     fn all_down(&self) -> bool {
         let now = Instant::now();
-        self.inner.endpoints.iter().all(|e| e.is_down(now))
+        self.eps().iter().all(|e| e.is_down(now))
     }
 
     fn advance_from(&self, i: usize) {
-        let n = self.inner.endpoints.len();
+        let n = self.eps().len();
         let _ = self.inner.preferred.compare_exchange(
             i,
             (i + 1) % n,
@@ -1048,8 +1098,7 @@ impl Client {
     /// which any member answers locally.
     pub async fn endpoint_status(&self, i: usize) -> Result<EndpointStatus, Error> {
         let endpoint = self
-            .inner
-            .endpoints
+            .eps()
             .get(i)
             .map(|e| e.addr.clone())
             .ok_or(Error::NoEndpoints)?;

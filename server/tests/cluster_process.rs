@@ -25,7 +25,12 @@ struct Member {
 }
 
 fn spawn(dir: &Path, m: &Member, cluster: &str) -> Proc {
+    spawn_with(dir, m, cluster, &[])
+}
+
+fn spawn_with(dir: &Path, m: &Member, cluster: &str, extra: &[String]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .args(extra)
         .arg("--data-dir")
         .arg(dir.join(format!("s{}", m.id)))
         .arg("--store-id")
@@ -168,5 +173,105 @@ fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    drop(procs);
+}
+
+/// Retries `f` until it returns `Some` or `limit` passes.
+fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A store that joined after a client was made comes to lead the region: the client, given
+/// only the first three stores, learns the new one's address from the cluster metadata
+/// and reaches it (before, every attempt went to followers answering `NotLeader`).
+#[test]
+fn a_client_reaches_a_leader_on_a_store_it_was_not_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let members: Vec<Member> = (1..=4)
+        .map(|id| Member {
+            id,
+            client: free_addr(),
+            peer: free_addr(),
+        })
+        .collect();
+    let cluster = members[..3]
+        .iter()
+        .map(|m| format!("{}={}", m.id, m.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Membership by hand (the placement would own the replicas, and with one region it
+    // has no reason to give the new store one).
+    let config = dir.path().join("pontoon.toml");
+    std::fs::write(&config, "placement = false\n").unwrap();
+    let config_args = ["--config".to_string(), config.display().to_string()];
+    let mut procs: Vec<Proc> = members[..3]
+        .iter()
+        .map(|m| spawn_with(dir.path(), m, &cluster, &config_args))
+        .collect();
+    let endpoints: Vec<String> = members[..3].iter().map(|m| m.client.to_string()).collect();
+    let admin = eventually("a client", Duration::from_secs(30), || {
+        Client::connect(&endpoints, options()).ok()
+    });
+    eventually("a first write", Duration::from_secs(30), || {
+        admin.put(b"key-a", b"1", false).ok()
+    });
+    let cluster_id = admin.async_client().cluster_id();
+
+    // Store 4 joins as a voter of the (only) region.
+    let m4 = &members[3];
+    admin
+        .member_add(4, &m4.peer.to_string(), false)
+        .expect("member add");
+    procs.push(spawn_with(
+        dir.path(),
+        m4,
+        &format!("{cluster},4={}", m4.peer),
+        &[
+            config_args[0].clone(),
+            config_args[1].clone(),
+            "--join".into(),
+            "--cluster-id".into(),
+            cluster_id.to_string(),
+        ],
+    ));
+    let address = m4.client.to_string();
+    eventually("store 4 in the metadata", Duration::from_secs(30), || {
+        let list = admin.store_list().ok()?;
+        list.stores
+            .iter()
+            .any(|s| {
+                s.store
+                    .as_ref()
+                    .is_some_and(|s| s.id == 4 && s.address == address)
+            })
+            .then_some(())
+    });
+    eventually("store 4 leading", Duration::from_secs(30), || {
+        let _ = admin.move_leader(4);
+        let regions = admin.region_list().ok()?;
+        regions.iter().all(|r| r.leader_store_id == 4).then_some(())
+    });
+
+    // A client that was never told about store 4.
+    let client = Client::connect(&endpoints, options()).unwrap();
+    let put = client
+        .put(b"key-b", b"2", false)
+        .expect("put through store 4");
+    assert_eq!(put.header.member_id, 4, "the leader, store 4, answered");
+    let got = client.get(b"key-a").expect("get through store 4");
+    assert_eq!(got.kvs[0].value, b"1");
+    assert_eq!(got.header.member_id, 4);
+    assert_eq!(
+        client.async_client().endpoints(),
+        endpoints,
+        "endpoints() lists the given ones"
+    );
     drop(procs);
 }

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::{status_of, status_request, Client, Error};
+use super::{admin_command, admin_of, status_of, status_request, Client, Error};
 use crate::proto::errorpb;
 use crate::proto::metapb;
-use crate::proto::pontoonpb::RegionStatus;
-use crate::proto::raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse};
+use crate::proto::pontoonpb::{RegionStatus, StoreListRequest};
+use crate::proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, CmdType, RaftCmdRequest, RaftCmdResponse,
+};
 use crate::region_cache::{CachedRegion, RegionCache};
 
 /// The answer to one command and where it was executed.
@@ -177,14 +179,14 @@ impl Client {
                 Some(k) => self.route(k, deadline).await,
                 None => (None, self.region_state().generation),
             };
-            if avoid.len() >= self.inner.endpoints.len() {
+            if avoid.len() >= self.eps().len() {
                 avoid.clear();
             }
             let i = match &route {
                 Some(r) => self.target(r, &avoid),
                 None => self.pick_except(&unable),
             };
-            let ep = self.inner.endpoints.get(i).ok_or(Error::NoEndpoints)?;
+            let ep = self.eps().get(i).cloned().ok_or(Error::NoEndpoints)?;
             let left = deadline.saturating_duration_since(Instant::now());
             let result = match tokio::time::timeout(left, self.connection(i)).await {
                 Err(_) => Err(Error::Timeout),
@@ -241,7 +243,7 @@ impl Client {
                 if !unable.contains(&i) {
                     unable.push(i);
                 }
-                if unable.len() >= self.inner.endpoints.len() {
+                if unable.len() >= self.eps().len() {
                     return Err(last);
                 }
                 pause = false;
@@ -309,7 +311,7 @@ impl Client {
     /// peer's store, else an endpoint whose store is not known yet, else any endpoint;
     /// skipping endpoints marked down and those in `avoid` while others remain.
     fn target(&self, r: &CachedRegion, avoid: &[usize]) -> usize {
-        let eps = &self.inner.endpoints;
+        let eps = self.eps();
         let n = eps.len();
         let now = Instant::now();
         let store_of = |i: usize| eps.get(i).map_or(0, |e| e.store_id.load(Ordering::Relaxed));
@@ -343,17 +345,21 @@ impl Client {
         if let Some(nl) = &err.not_leader {
             let hint = nl.leader.filter(|p| p.store_id != 0);
             let Some(r) = route else {
-                return self.follow_unrouted_hint(hint.map_or(0, |p| p.store_id), i);
+                let hint = hint.map_or(0, |p| p.store_id);
+                self.learn_store(hint, i, deadline).await;
+                return self.follow_unrouted_hint(hint, i);
             };
             if !avoid.contains(&i) {
                 avoid.push(i);
             }
             // A leader whose endpoint is down (it may be losing its leadership): wait a
             // little rather than spend every attempt at once on the other peers.
+            if let Some(p) = hint {
+                self.learn_store(p.store_id, i, deadline).await;
+            }
             let leader_down = hint.is_some_and(|p| {
                 let now = Instant::now();
-                self.inner
-                    .endpoints
+                self.eps()
                     .iter()
                     .any(|e| e.store_id.load(Ordering::Relaxed) == p.store_id && e.is_down(now))
             });
@@ -416,8 +422,7 @@ impl Client {
     /// the leader's endpoint if known, else move on to the next endpoint.
     fn follow_unrouted_hint(&self, hint: u64, i: usize) -> Retry {
         let target = self
-            .inner
-            .endpoints
+            .eps()
             .iter()
             .position(|e| hint != 0 && e.store_id.load(Ordering::Relaxed) == hint);
         match target {
@@ -436,6 +441,84 @@ impl Client {
                 Retry::Later
             }
         }
+    }
+
+    /// Makes sure the client has an endpoint for store `store_id` (0: nothing to do): a
+    /// store that joined the cluster after the client was made is not among the given
+    /// endpoints, and without its address the client could never reach the regions it
+    /// leads. Asks endpoint `i` (which just named the store) for the cluster's stores and
+    /// adds an endpoint for each live store it does not know yet; not while an endpoint
+    /// whose store is unknown (never connected) is still to be tried. At most one lookup per
+    /// [`ClientOptions::region_refresh_min_interval`](super::ClientOptions::region_refresh_min_interval);
+    /// failures are ignored (the retry goes to another peer, as before).
+    pub(super) async fn learn_store(&self, store_id: u64, i: usize, deadline: Instant) {
+        let known = |c: &Client| {
+            c.eps()
+                .iter()
+                .any(|e| e.store_id.load(Ordering::Relaxed) == store_id)
+        };
+        if store_id == 0 || known(self) {
+            return;
+        }
+        // An endpoint not connected yet (and not down) may be that store: it is tried
+        // first, and its handshake tells.
+        let now = Instant::now();
+        if self
+            .eps()
+            .iter()
+            .any(|e| e.store_id.load(Ordering::Relaxed) == 0 && !e.is_down(now))
+        {
+            return;
+        }
+        {
+            let mut last = self
+                .inner
+                .last_store_lookup
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let min_gap = self.inner.opts.region_refresh_min_interval;
+            if last.is_some_and(|t| t.elapsed() < min_gap) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let timeout = self
+            .inner
+            .opts
+            .attempt_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let Ok(stores) = self.store_addresses(i, timeout).await else {
+            return;
+        };
+        for s in stores {
+            if s.state != metapb::StoreState::Tombstone as i32 && !s.address.is_empty() {
+                self.add_endpoint(&s.address, s.id);
+            }
+        }
+    }
+
+    /// The stores of the cluster metadata, as endpoint `i` knows them (within `timeout`).
+    async fn store_addresses(
+        &self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<Vec<metapb::Store>, Error> {
+        let conn = tokio::time::timeout(timeout, self.connection(i))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        let req = admin_command(AdminRequest {
+            cmd_type: AdminCmdType::StoreList as i32,
+            store_list: Some(StoreListRequest {}),
+            ..Default::default()
+        });
+        let mut resp = conn.call(&req, timeout).await?;
+        if let Some(err) = resp.header.as_mut().and_then(|h| h.error.take()) {
+            return Err(Error::Region(Box::new(err)));
+        }
+        let list = admin_of(&mut resp, AdminCmdType::StoreList)?
+            .store_list
+            .unwrap_or_default();
+        Ok(list.stores.into_iter().filter_map(|s| s.store).collect())
     }
 
     /// Refreshes the region cache unless a refresh completed since generation `seen`. One
@@ -472,7 +555,7 @@ impl Client {
     /// holds `refreshing`.
     pub(super) async fn load_regions(&self, deadline: Instant) -> Result<RegionCache, Error> {
         let started = Instant::now();
-        let eps = &self.inner.endpoints;
+        let eps = self.eps();
         let mut asked: Vec<usize> = (0..eps.len())
             .filter(|&i| eps.get(i).is_some_and(|e| !e.is_down(started)))
             .collect();
