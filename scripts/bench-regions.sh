@@ -7,6 +7,7 @@
 # ${PONTOON_CLUSTER_DIR:-./data/bench-regions}), `pontoon-bench split --regions R`, then
 # ${TOTAL:-100000} puts from 256 clients over a 100,000-key space; prints ops/s and the
 # stores' CPU per put (user + system of the three processes over the run, from /proc).
+# SETTLE=N waits N seconds after the split (leader balance) before measuring.
 # Needs a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,9 @@ for R in "${@:-1 16 64 256}"; do
         if [ "$r" -gt 1 ]; then
             "${CARGO_TARGET_DIR:-./target}"/release/pontoon-bench --endpoints $EP split --regions "$r" --key-size 8 --key-space-size 100000 >/dev/null
         fi
+        # The placement spreads the new regions' leaderships over the stores within seconds;
+        # SETTLE=N waits N seconds for that before measuring (default 0: measure at once).
+        sleep "${SETTLE:-0}"
         pids=$(cat "$PONTOON_CLUSTER_DIR"/s*/pid)
         before=$(ticks $pids)
         out=$("${CARGO_TARGET_DIR:-./target}"/release/pontoon-bench --endpoints $EP --clients 256 --conns 32 --json \

@@ -19,6 +19,14 @@ pub fn free_addr() -> SocketAddr {
 /// they are picked free and released; another test may take one in between, and then this
 /// starts over on fresh ports. The data directories live as long as the returned handles.
 pub fn three_servers() -> (Vec<tempfile::TempDir>, Vec<pontoon_server::server::Server>) {
+    three_servers_with(|_| {})
+}
+
+/// [`three_servers`], each configuration passed through `adjust` first.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn three_servers_with(
+    adjust: impl Fn(&mut pontoon_server::server::ServerConfig),
+) -> (Vec<tempfile::TempDir>, Vec<pontoon_server::server::Server>) {
     use pontoon_server::server::{Server, ServerConfig};
     for attempt in 1.. {
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -30,14 +38,16 @@ pub fn three_servers() -> (Vec<tempfile::TempDir>, Vec<pontoon_server::server::S
             .collect();
         let started: Result<Vec<Server>, _> = (0..3)
             .map(|i| {
-                Server::start(ServerConfig {
+                let mut cfg = ServerConfig {
                     data_dir: dirs[i].path().to_path_buf(),
                     client_addr: "127.0.0.1:0".parse().unwrap(),
                     peer_addr: peers[i],
                     store_id: i as u64 + 1,
                     initial_cluster: members.clone(),
                     ..ServerConfig::default()
-                })
+                };
+                adjust(&mut cfg);
+                Server::start(cfg)
             })
             .collect();
         match started {
