@@ -23,7 +23,7 @@
 //! after it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -115,6 +115,12 @@ pub struct NodeConfig {
     /// Peer addresses of the initial members, for `member list` (stores added later bring
     /// theirs in `ChangePeer`). Default: empty.
     pub initial_addresses: Vec<(u64, String)>,
+    /// Bytes of raft messages from other stores that may wait for the store loop. Past it,
+    /// arriving messages are dropped (raft resends what matters; the drops are counted in
+    /// [`NodeStatus::raft_messages_dropped`]), so a store loop that falls behind does not
+    /// grow memory without limit. A message is always taken while nothing waits, so one
+    /// larger than the limit (a snapshot) still gets through. Default: 128 MiB.
+    pub raft_inbound_limit_bytes: usize,
 }
 
 impl Default for NodeConfig {
@@ -137,6 +143,7 @@ impl Default for NodeConfig {
             placement: true,
             schedule_ticks: 10,
             stale_check_ticks: 3000,
+            raft_inbound_limit_bytes: 128 << 20,
             client_address: String::new(),
             peer_address: String::new(),
             join: false,
@@ -202,6 +209,53 @@ pub struct NodeStatus {
     pub regions: AtomicU64,
     /// Region peers hibernating (not ticking) at the last tick.
     pub hibernating: AtomicU64,
+    /// Raft messages from other stores dropped because too many bytes of them waited for
+    /// the store loop (see [`NodeConfig::raft_inbound_limit_bytes`]).
+    pub raft_messages_dropped: AtomicU64,
+}
+
+/// Bytes of raft messages handed to the store loop and not yet taken by it, against a
+/// limit. Shared by the senders ([`Node::step`]) and the store loop.
+#[derive(Debug)]
+pub struct InboundBudget {
+    queued: AtomicUsize,
+    limit: usize,
+}
+
+impl InboundBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> InboundBudget {
+        InboundBudget {
+            queued: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Reserves `bytes`; false (nothing reserved) if that would pass the limit while
+    /// something is queued already.
+    pub fn admit(&self, bytes: usize) -> bool {
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before == 0 || before.saturating_add(bytes) <= self.limit {
+            return true;
+        }
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        false
+    }
+
+    /// Returns `bytes` reserved by [`InboundBudget::admit`].
+    pub fn release(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes reserved now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+/// What a raft message counts against the [`InboundBudget`].
+fn inbound_bytes(m: &RaftMessage) -> usize {
+    m.message.len() + m.start_key.len() + m.end_key.len() + 64
 }
 
 enum Msg {
@@ -231,6 +285,7 @@ struct InflightWrite {
 /// exactly one reply (unless the node is stopped first, which drops the reply sender).
 pub struct Node {
     tx: mpsc::Sender<Msg>,
+    inbound: Arc<InboundBudget>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The size-check thread; it ends when the store loop (its only sender) is gone.
     checker: Mutex<Option<JoinHandle<()>>>,
@@ -290,8 +345,10 @@ impl Node {
             states.push(bootstrap(&ctx, &cfg, &voters)?);
         }
         let (split_tx, split_rx) = mpsc::channel::<SizeCheck>();
+        let inbound = Arc::new(InboundBudget::new(cfg.raft_inbound_limit_bytes));
         let mut lp = StoreLoop {
             ctx,
+            inbound: inbound.clone(),
             rounds: 0,
             peers: IdMap::default(),
             ranges: BTreeMap::new(),
@@ -358,6 +415,7 @@ impl Node {
             .map_err(Error::Spawn)?;
         Ok(Node {
             tx,
+            inbound,
             thread: Mutex::new(Some(thread)),
             checker: Mutex::new(Some(checker)),
             status,
@@ -372,15 +430,42 @@ impl Node {
     }
 
     /// Hands a raft message from another store to the store loop. Returns false if the
-    /// node stopped.
+    /// node stopped. A message over the inbound budget is dropped (and counted).
     pub fn step(&self, msg: RaftMessage) -> bool {
+        let bytes = inbound_bytes(&msg);
+        if !self.admit(bytes, 1) {
+            return true;
+        }
         self.tx.send(Msg::Raft(Box::new(msg))).is_ok()
     }
 
     /// [`Node::step`] for the messages of one frame: one hand-over (and one wake-up of the
-    /// store loop) for all of them.
+    /// store loop) for all of them, admitted or dropped together.
     pub fn step_batch(&self, msgs: Vec<RaftMessage>) -> bool {
+        let bytes = msgs.iter().map(inbound_bytes).sum();
+        if !self.admit(bytes, msgs.len()) {
+            return true;
+        }
         self.tx.send(Msg::RaftBatch(msgs)).is_ok()
+    }
+
+    fn admit(&self, bytes: usize, messages: usize) -> bool {
+        if self.inbound.admit(bytes) {
+            return true;
+        }
+        let before = self
+            .status
+            .raft_messages_dropped
+            .fetch_add(messages as u64, Ordering::Relaxed);
+        // The first drop and then about one line per 10,000 dropped.
+        if before == 0 || before / 10_000 != (before + messages as u64) / 10_000 {
+            log::warn!(
+                "the store loop is behind: {} bytes of raft messages wait for it; dropping {messages} (dropped so far: {})",
+                self.inbound.queued(),
+                before + messages as u64
+            );
+        }
+        false
     }
 
     /// Status published by the store loop.
@@ -598,6 +683,8 @@ type IdSet = HashSet<u64, IdBuild>;
 
 struct StoreLoop {
     ctx: Ctx,
+    /// Bytes of raft messages queued for this loop (released as they are taken).
+    inbound: Arc<InboundBudget>,
     /// Rounds run (each ends with one `on_ready`).
     rounds: u64,
     peers: IdMap<Peer>,
@@ -1386,6 +1473,7 @@ impl StoreLoop {
                 false
             }
             Msg::Raft(m) => {
+                self.inbound.release(inbound_bytes(&m));
                 if let Err(e) = self.on_raft_message(*m) {
                     self.fatal = Some(e);
                     return true;
@@ -1393,6 +1481,8 @@ impl StoreLoop {
                 false
             }
             Msg::RaftBatch(msgs) => {
+                self.inbound
+                    .release(msgs.iter().map(inbound_bytes).sum::<usize>());
                 for m in msgs {
                     if let Err(e) = self.on_raft_message(m) {
                         self.fatal = Some(e);
@@ -2295,5 +2385,27 @@ impl StoreLoop {
         s.revision.store(p.apply.revision, Ordering::Release);
         s.first_log_index
             .store(p.raw.store().truncated().0 + 1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InboundBudget;
+
+    #[test]
+    fn inbound_budget_refuses_past_its_limit_but_always_takes_one_when_empty() {
+        let b = InboundBudget::new(100);
+        // Larger than the limit, but nothing waits: a snapshot must get through.
+        assert!(b.admit(500));
+        assert!(!b.admit(1), "refused while over the limit");
+        b.release(500);
+        assert_eq!(b.queued(), 0);
+        assert!(b.admit(60));
+        assert!(b.admit(40), "exactly at the limit");
+        assert!(!b.admit(1));
+        assert_eq!(b.queued(), 100, "a refusal reserves nothing");
+        b.release(60);
+        assert!(b.admit(50));
+        assert_eq!(b.queued(), 90);
     }
 }

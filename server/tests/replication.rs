@@ -456,3 +456,33 @@ fn a_follower_serves_linearizable_reads_that_see_every_acknowledged_write() {
         assert_eq!(r.responses[0].get.as_ref().unwrap().value, v.as_bytes());
     }
 }
+
+/// With an inbound budget of one byte, a store loop takes a raft message only while none
+/// waits: every other one arriving meanwhile is dropped. Raft resends, so the cluster still
+/// elects, replicates and answers, and every store ends up with every write.
+#[test]
+fn raft_messages_over_the_inbound_budget_are_dropped_and_the_cluster_goes_on() {
+    let mut cfg = ClusterConfig::new(3);
+    cfg.node.raft_inbound_limit_bytes = 1;
+    let c = Cluster::start(cfg);
+    c.wait_leader(LIMIT);
+    let mut cli = Client::new(11);
+    let mut want = Vec::new();
+    for i in 0..100u32 {
+        let key = format!("ib{i:03}").into_bytes();
+        ok(cli.call(&c, vec![put(&key, b"v")], LIMIT));
+        want.push((key, b"v".to_vec()));
+    }
+    converge(&c, b"ib", b"ic", &want);
+    let dropped: u64 = c
+        .ids()
+        .iter()
+        .filter_map(|id| c.node(*id))
+        .map(|n| {
+            n.status()
+                .raft_messages_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    eprintln!("raft messages dropped over the budget: {dropped}");
+}

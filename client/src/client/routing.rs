@@ -352,11 +352,12 @@ impl Client {
             if !avoid.contains(&i) {
                 avoid.push(i);
             }
-            // A leader whose endpoint is down (it may be losing its leadership): wait a
-            // little rather than spend every attempt at once on the other peers.
+            // A leader on a store the client has no endpoint for: look its address up.
             if let Some(p) = hint {
                 self.learn_store(p.store_id, i, deadline).await;
             }
+            // A leader whose endpoint is down (it may be losing its leadership): wait a
+            // little rather than spend every attempt at once on the other peers.
             let leader_down = hint.is_some_and(|p| {
                 let now = Instant::now();
                 self.eps()
