@@ -82,6 +82,14 @@ struct FileConfig {
     /// Run the placement: replica counts, replacing replicas of leaving or dead stores,
     /// leader and region balance (default true).
     placement: Option<bool>,
+    /// Raft-log appends bypass the page cache in whole 4 KiB blocks (default true; off for
+    /// file systems where that is slow; refused `O_DIRECT` falls back on its own).
+    raftlog_direct_io: Option<bool>,
+    /// Freed raft-log segments kept for reuse instead of deleted (default 4).
+    raftlog_recycle_segments: Option<usize>,
+    /// MiB of raft messages from other stores that may wait for the store loop before
+    /// more are dropped (default 128).
+    raft_inbound_limit_mib: Option<usize>,
 }
 
 fn parse_cluster(s: &str) -> Result<Vec<(u64, String)>, String> {
@@ -178,6 +186,18 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     if let Some(p) = file.placement {
         cfg.node.placement = p;
     }
+    if let Some(d) = file.raftlog_direct_io {
+        cfg.raftlog.direct_io = d;
+    }
+    if let Some(n) = file.raftlog_recycle_segments {
+        cfg.raftlog.recycle_segments = n;
+    }
+    if let Some(m) = file.raft_inbound_limit_mib {
+        if m == 0 {
+            return Err("raft_inbound_limit_mib must be at least 1".into());
+        }
+        cfg.node.raft_inbound_limit_bytes = m.saturating_mul(1 << 20);
+    }
     cfg.join = args.join || file.join.unwrap_or(false);
     if cfg.join && args.cluster_id.or(file.cluster_id).is_none() {
         return Err(
@@ -238,5 +258,43 @@ fn main() -> ExitCode {
             eprintln!("Error: shutdown: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{config, Args};
+
+    fn with_file(toml: &str) -> Result<pontoon_server::server::ServerConfig, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("pontoon.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        let args = Args::parse_from(["pontoon", "--config", &path.display().to_string()]);
+        config(args)
+    }
+
+    #[test]
+    fn config_file_sets_the_raft_log_and_inbound_limits() {
+        let cfg = with_file(
+            "raftlog_direct_io = false\nraftlog_recycle_segments = 0\nraft_inbound_limit_mib = 16\n",
+        )
+        .unwrap();
+        assert!(!cfg.raftlog.direct_io);
+        assert_eq!(cfg.raftlog.recycle_segments, 0);
+        assert_eq!(cfg.node.raft_inbound_limit_bytes, 16 << 20);
+        let defaults = with_file("").unwrap();
+        assert!(defaults.raftlog.direct_io);
+        assert_eq!(defaults.raftlog.recycle_segments, 4);
+        assert_eq!(defaults.node.raft_inbound_limit_bytes, 128 << 20);
+    }
+
+    #[test]
+    fn config_file_refuses_bad_values_and_unknown_keys() {
+        let e = with_file("raft_inbound_limit_mib = 0\n").unwrap_err();
+        assert!(e.contains("raft_inbound_limit_mib"), "{e}");
+        let e = with_file("raftlog_direct = false\n").unwrap_err();
+        assert!(e.contains("raftlog_direct"), "{e}");
     }
 }
