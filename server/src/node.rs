@@ -260,9 +260,11 @@ fn inbound_bytes(m: &RaftMessage) -> usize {
 
 enum Msg {
     Cmd(Box<RaftCmdRequest>, Reply),
-    Raft(Box<RaftMessage>),
-    /// The raft messages of one frame from another store, stepped in one go.
-    RaftBatch(Vec<RaftMessage>),
+    /// A raft message from another store, with the bytes it holds of the inbound budget.
+    Raft(Box<RaftMessage>, usize),
+    /// The raft messages of one frame from another store, stepped in one go, with the
+    /// bytes they hold of the inbound budget.
+    RaftBatch(Vec<RaftMessage>, usize),
     /// The raft-log write with this id finished (with an error message if it failed).
     Persisted(u64, Option<String>),
     /// A region's size was measured: (region, version measured at, bytes, split key).
@@ -436,7 +438,7 @@ impl Node {
         if !self.admit(bytes, 1) {
             return true;
         }
-        self.tx.send(Msg::Raft(Box::new(msg))).is_ok()
+        self.tx.send(Msg::Raft(Box::new(msg), bytes)).is_ok()
     }
 
     /// [`Node::step`] for the messages of one frame: one hand-over (and one wake-up of the
@@ -446,7 +448,7 @@ impl Node {
         if !self.admit(bytes, msgs.len()) {
             return true;
         }
-        self.tx.send(Msg::RaftBatch(msgs)).is_ok()
+        self.tx.send(Msg::RaftBatch(msgs, bytes)).is_ok()
     }
 
     fn admit(&self, bytes: usize, messages: usize) -> bool {
@@ -1472,17 +1474,16 @@ impl StoreLoop {
                 self.on_command(req, reply);
                 false
             }
-            Msg::Raft(m) => {
-                self.inbound.release(inbound_bytes(&m));
+            Msg::Raft(m, bytes) => {
+                self.inbound.release(bytes);
                 if let Err(e) = self.on_raft_message(*m) {
                     self.fatal = Some(e);
                     return true;
                 }
                 false
             }
-            Msg::RaftBatch(msgs) => {
-                self.inbound
-                    .release(msgs.iter().map(inbound_bytes).sum::<usize>());
+            Msg::RaftBatch(msgs, bytes) => {
+                self.inbound.release(bytes);
                 for m in msgs {
                     if let Err(e) = self.on_raft_message(m) {
                         self.fatal = Some(e);

@@ -76,21 +76,43 @@ fn local_keys(addr: SocketAddr) -> Option<Vec<Vec<u8>>> {
     Some(r.kvs.into_iter().map(|kv| kv.key).collect())
 }
 
-#[test]
-fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=3)
+/// Members 1..=n on free loopback ports.
+fn members(n: u64) -> Vec<Member> {
+    (1..=n)
         .map(|id| Member {
             id,
             client: free_addr(),
             peer: free_addr(),
         })
-        .collect();
-    let cluster = members
+        .collect()
+}
+
+/// `--initial-cluster` naming `members`.
+fn initial_cluster(members: &[Member]) -> String {
+    members
         .iter()
         .map(|m| format!("{}={}", m.id, m.peer))
         .collect::<Vec<_>>()
-        .join(",");
+        .join(",")
+}
+
+/// Retries `f` until it returns `Some` or `limit` passes.
+fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = members(3);
+    let cluster = initial_cluster(&members);
     let mut procs: BTreeMap<u64, Proc> = members
         .iter()
         .map(|m| (m.id, spawn(dir.path(), m, &cluster)))
@@ -104,16 +126,9 @@ fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
         .map(|w| {
             let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
             std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let client = loop {
-                    match Client::connect(&endpoints, options()) {
-                        Ok(c) => break c,
-                        Err(e) => {
-                            assert!(Instant::now() < deadline, "no client: {e}");
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                };
+                let client = eventually("a client", Duration::from_secs(30), || {
+                    Client::connect(&endpoints, options()).ok()
+                });
                 let mut i = 0u64;
                 while !stop.load(Ordering::Acquire) {
                     let key = format!("key{w}-{i:06}").into_bytes();
@@ -176,36 +191,14 @@ fn kill_9_of_one_member_under_load_loses_no_acknowledged_write() {
     drop(procs);
 }
 
-/// Retries `f` until it returns `Some` or `limit` passes.
-fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A store that joined after a client was made comes to lead the region: the client, given
 /// only the first three stores, learns the new one's address from the cluster metadata
 /// and reaches it (before, every attempt went to followers answering `NotLeader`).
 #[test]
 fn a_client_reaches_a_leader_on_a_store_it_was_not_given() {
     let dir = tempfile::tempdir().unwrap();
-    let members: Vec<Member> = (1..=4)
-        .map(|id| Member {
-            id,
-            client: free_addr(),
-            peer: free_addr(),
-        })
-        .collect();
-    let cluster = members[..3]
-        .iter()
-        .map(|m| format!("{}={}", m.id, m.peer))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = members(4);
+    let cluster = initial_cluster(&members[..3]);
     // Membership by hand (the placement would own the replicas, and with one region it
     // has no reason to give the new store one).
     let config = dir.path().join("pontoon.toml");

@@ -20,8 +20,15 @@ fn start(dir: &Path) -> Node {
 fn start_on(dir: &Path, fs: Arc<dyn pontoon_engine::io::FileSystem>) -> Node {
     let engine =
         Arc::new(Engine::open_with_fs(dir.join("engine"), Options::default(), fs).unwrap());
-    let log =
-        Arc::new(LogStore::open(dir.join("raftlog"), pontoon_raftlog::Config::default()).unwrap());
+    start_over(engine, open_log(dir))
+}
+
+fn open_log(dir: &Path) -> Arc<LogStore> {
+    Arc::new(LogStore::open(dir.join("raftlog"), pontoon_raftlog::Config::default()).unwrap())
+}
+
+/// The node of store 1 of cluster 77 over `engine` and `log`.
+fn start_over(engine: Arc<Engine>, log: Arc<LogStore>) -> Node {
     Node::start(
         NodeConfig {
             cluster_id: 77,
@@ -275,19 +282,8 @@ fn raft_log_replays_what_the_engine_lost() {
 fn a_lagging_persisted_commit_index_is_lifted_at_restart() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(Engine::open(dir.path().join("engine"), Options::default()).unwrap());
-    let log = Arc::new(
-        LogStore::open(
-            dir.path().join("raftlog"),
-            pontoon_raftlog::Config::default(),
-        )
-        .unwrap(),
-    );
-    let cfg = NodeConfig {
-        cluster_id: 77,
-        store_id: 1,
-        ..NodeConfig::default()
-    };
-    let node = Node::start(cfg, engine.clone(), log.clone(), Arc::new(NoTransport)).unwrap();
+    let log = open_log(dir.path());
+    let node = start_over(engine.clone(), log.clone());
     wait_leader(&node);
     for i in 0..50 {
         ok(&call(&node, vec![put(&format!("c{i:02}"), "v", false)]));
@@ -327,13 +323,7 @@ fn raft_log_is_compacted_behind_engine_flushes_only() {
         let engine = Arc::new(
             Engine::open_with_fs(dir.path().join("engine"), opts.clone(), Arc::new(fs)).unwrap(),
         );
-        let log = Arc::new(
-            LogStore::open(
-                dir.path().join("raftlog"),
-                pontoon_raftlog::Config::default(),
-            )
-            .unwrap(),
-        );
+        let log = open_log(dir.path());
         let cfg = NodeConfig {
             compact_log_count: 100,
             compact_check_ticks: 1,

@@ -179,14 +179,14 @@ impl Client {
                 Some(k) => self.route(k, deadline).await,
                 None => (None, self.region_state().generation),
             };
-            if avoid.len() >= self.eps().len() {
+            let endpoints = self.eps().len();
+            if avoid.len() >= endpoints {
                 avoid.clear();
             }
             let i = match &route {
                 Some(r) => self.target(r, &avoid),
                 None => self.pick_except(&unable),
             };
-            let ep = self.eps().get(i).cloned().ok_or(Error::NoEndpoints)?;
             let left = deadline.saturating_duration_since(Instant::now());
             let result = match tokio::time::timeout(left, self.connection(i)).await {
                 Err(_) => Err(Error::Timeout),
@@ -214,7 +214,9 @@ impl Client {
                     Some(err) => (err, store_id),
                 },
                 Err(e) if e.is_connection_failure() => {
-                    ep.mark_down(opts.endpoint_backoff);
+                    if let Some(ep) = self.eps().get(i) {
+                        ep.mark_down(opts.endpoint_backoff);
+                    }
                     self.advance_from(i);
                     last = e;
                     // Another endpoint may answer at once; if all are down, wait a little.
@@ -243,7 +245,7 @@ impl Client {
                 if !unable.contains(&i) {
                     unable.push(i);
                 }
-                if unable.len() >= self.eps().len() {
+                if unable.len() >= endpoints {
                     return Err(last);
                 }
                 pause = false;
