@@ -368,6 +368,7 @@ impl Node {
             hibernate: cfg.hibernate_regions,
             meta: None,
             store_stats: IdMap::default(),
+            leaving_reports: IdMap::default(),
             own_store: metapb::Store {
                 id: cfg.store_id,
                 address: cfg.client_address.clone(),
@@ -713,6 +714,9 @@ struct StoreLoop {
     meta: Option<ClusterMeta>,
     /// What each store last said of itself: (regions, leaders, when).
     store_stats: IdMap<(u64, u64, Instant)>,
+    /// What each store last said of the Offline stores: (store, regions it holds with a
+    /// peer there) pairs, and when.
+    leaving_reports: IdMap<(Vec<pontoonpb::StoreReplicas>, Instant)>,
     /// This store, as recorded in the cluster metadata.
     own_store: metapb::Store,
     max_store_down_time: Duration,
@@ -840,11 +844,12 @@ impl StoreLoop {
         self.flush_replies();
         let st = self.ctx.log.stats();
         log::info!(
-            "store loop stopped after {} rounds; raft log: {} batches in {} group writes, {} syncs",
+            "store loop stopped after {} rounds; raft log: {} batches in {} group writes, {} syncs, {} ms writing and syncing",
             self.rounds,
             st.batches,
             st.group_writes,
-            st.syncs
+            st.syncs,
+            st.io_micros / 1000
         );
     }
 
@@ -1017,6 +1022,7 @@ impl StoreLoop {
             region_count: self.ranges.len() as u64,
             leader_count: leaders,
             meta: if leads_meta { self.meta.clone() } else { None },
+            replicas_on_leaving: self.replicas_on_leaving(),
         };
         let bytes = bytes::Bytes::from(hb.encode_to_vec());
         let mut targets: BTreeSet<u64> = self.heartbeat_stores.clone();
@@ -1047,6 +1053,63 @@ impl StoreLoop {
         self.maybe_register(&me);
     }
 
+    /// For each other store that is Offline: how many regions this store holds that list a
+    /// peer on it.
+    fn replicas_on_leaving(&self) -> Vec<pontoonpb::StoreReplicas> {
+        let Some(meta) = &self.meta else {
+            return Vec::new();
+        };
+        meta.stores
+            .iter()
+            .filter(|s| s.state == metapb::StoreState::Offline as i32 && s.id != self.ctx.store_id)
+            .map(|s| pontoonpb::StoreReplicas {
+                store_id: s.id,
+                regions: self.regions_with_a_peer_on(s.id),
+            })
+            .collect()
+    }
+
+    fn regions_with_a_peer_on(&self, store: u64) -> u64 {
+        self.peers
+            .values()
+            .filter(|p| p.region.peers.iter().any(|q| q.store_id == store))
+            .count() as u64
+    }
+
+    /// Whether Offline store `id`, silent for `alive_for` (so it cannot report that it
+    /// holds nothing), is known to hold no replica: no region this store holds lists it,
+    /// and every other store of the cluster (tombstones aside) is alive and said the same
+    /// in its last heartbeat, within `alive_for`. Every region with a replica there then
+    /// has another replica on a live store that would have counted it, unless regions
+    /// have a single replica: then nothing is known, and the answer is no.
+    fn dead_and_unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
+        let me = self.ctx.store_id;
+        let now = Instant::now();
+        let heard = |s: u64| {
+            self.last_seen
+                .get(&s)
+                .is_some_and(|t| now.duration_since(*t) < alive_for)
+        };
+        if id == me
+            || heard(id)
+            || now.duration_since(self.started) < alive_for
+            || crate::meta::max_peers(meta) < 2
+            || self.regions_with_a_peer_on(id) > 0
+        {
+            return false;
+        }
+        meta.stores
+            .iter()
+            .filter(|s| s.id != id && s.id != me && s.state != metapb::StoreState::Tombstone as i32)
+            .all(|s| {
+                heard(s.id)
+                    && self.leaving_reports.get(&s.id).is_some_and(|(r, t)| {
+                        now.duration_since(*t) < alive_for
+                            && r.iter().any(|x| x.store_id == id && x.regions == 0)
+                    })
+            })
+    }
+
     /// The region holding the empty key (region 1, keeper of the cluster metadata), if
     /// this store leads it.
     fn meta_leader(&self) -> Option<u64> {
@@ -1068,6 +1131,8 @@ impl StoreLoop {
         };
         self.store_stats
             .insert(from, (hb.region_count, hb.leader_count, Instant::now()));
+        self.leaving_reports
+            .insert(from, (hb.replicas_on_leaving, Instant::now()));
         if let Some(meta) = hb.meta {
             if self.meta.as_ref().is_none_or(|c| c.version < meta.version) {
                 self.meta = Some(meta);
@@ -1184,7 +1249,7 @@ impl StoreLoop {
     /// `max_store_down_time` (add the new replica first, remove the old one once the new
     /// one caught up), hands away the leadership of regions whose leader's store is
     /// leaving, and on region 1's leader turns an Offline store that holds no replica into
-    /// a Tombstone. At most a few changes per run, one per region at a time.
+    /// a Tombstone (a dead one too, once every other store reports none on it). At most a few changes per run, one per region at a time.
     fn schedule(&mut self) {
         let Some(meta) = self.meta.clone() else {
             return;
@@ -1429,7 +1494,8 @@ impl StoreLoop {
                 }
             }
         }
-        // An Offline store that reports no replica any more becomes a Tombstone.
+        // An Offline store that reports no replica any more becomes a Tombstone; so does
+        // one that is dead, once the others report none on it.
         if let Some(id) = self.meta_leader() {
             for s in meta
                 .stores
@@ -1438,7 +1504,7 @@ impl StoreLoop {
             {
                 let empty = self.store_stats.get(&s.id).is_some_and(|(regions, _, t)| {
                     *regions == 0 && now.duration_since(*t) < alive_for
-                });
+                }) || self.dead_and_unreferenced(&meta, s.id, alive_for);
                 let recent = self
                     .put_store_sent
                     .get(&s.id)

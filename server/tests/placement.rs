@@ -1,7 +1,7 @@
 //! Cluster metadata and the embedded placement on an in-process cluster: a joining store is
 //! recorded, a decommissioned store hands its replicas to another Up store under load and
-//! ends a Tombstone whose messages are refused, and the replicas of a store that stays down
-//! are replaced.
+//! ends a Tombstone whose messages are refused (so does a dead one), and the replicas of a
+//! store that stays down are replaced.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -244,6 +244,59 @@ fn replicas_of_a_store_that_stays_down_are_replaced() {
         },
     );
     for k in ["a", "z"] {
+        let Outcome::Ok(r) = cli.call(&c, vec![get(k.as_bytes())], Duration::from_secs(10)) else {
+            panic!("no answer");
+        };
+        assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"1");
+    }
+}
+
+/// `store delete` of a store that is dead: its replicas move to the other Up stores, and
+/// although it never reports that it holds nothing, it ends a Tombstone once every other
+/// store reports no region with a peer on it.
+#[test]
+fn a_dead_store_that_is_deleted_ends_a_tombstone() {
+    let mut cfg = ClusterConfig::new(3);
+    cfg.node.max_peer_count = 3;
+    cfg.node.schedule_ticks = 2;
+    cfg.node.placement = true;
+    let c = Arc::new(Cluster::start(cfg));
+    c.wait_leader(Duration::from_secs(20));
+    for k in ["g", "t"] {
+        let r = submit_to_leader(&c, split_request(k.as_bytes()));
+        assert_eq!(error_of(&r), None);
+    }
+    c.join_store(4);
+    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
+        state(&store_list(&c, 2), 4) == Some(StoreState::Up)
+    });
+    let mut cli = Client::new(5);
+    for k in ["a", "m", "z"] {
+        let Outcome::Ok(r) = cli.call(&c, vec![put(k.as_bytes(), b"1")], Duration::from_secs(10))
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(error_of(&r), None);
+    }
+    c.crash_store(3);
+    let r = submit_to_leader(&c, set_state(3, StoreState::Offline));
+    assert_eq!(error_of(&r), None);
+    wait_for(
+        "store 3 to become a tombstone",
+        Duration::from_secs(60),
+        || state(&store_list(&c, 1), 3) == Some(StoreState::Tombstone),
+    );
+    // By then no region has a replica there.
+    for from in [1, 2, 4] {
+        for (id, stores) in regions(&c, from) {
+            assert!(
+                !stores.contains(&3),
+                "region {id} on store {from}: {stores:?}"
+            );
+        }
+    }
+    assert_eq!(regions(&c, 1).len(), 3);
+    for k in ["a", "m", "z"] {
         let Outcome::Ok(r) = cli.call(&c, vec![get(k.as_bytes())], Duration::from_secs(10)) else {
             panic!("no answer");
         };
