@@ -583,6 +583,30 @@ type RegionLocalStateRec = pontoon_client::proto::raft_serverpb::RegionLocalStat
 /// A region to measure: (id, version, start, end).
 type SizeCheck = (u64, u64, Vec<u8>, Vec<u8>);
 
+/// Gives the entries of a received raft message their own buffer. Parsed zero-copy, their
+/// data are slices of the frame they came in, itself a slice of the connection's read
+/// buffer, and a follower keeps entries in memory until it applies them
+/// (`PeerStorage::tail`): a few hundred bytes of entries left unapplied in a region that
+/// went idle would pin a buffer of up to a whole frame, many regions' worth. One copy per
+/// message into a buffer holding exactly its entries' data bounds what they pin.
+fn rehome_entries(msg: &mut raft::eraftpb::Message) {
+    let total: usize = msg.get_entries().iter().map(|e| e.data.len()).sum();
+    if total == 0 {
+        return;
+    }
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for e in msg.get_entries() {
+        buf.extend_from_slice(&e.data);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    for e in msg.mut_entries().iter_mut() {
+        let n = e.data.len();
+        e.data = buf.slice(at..at + n);
+        at += n;
+    }
+}
+
 /// The size-check thread: measures a region's keys and values from an engine snapshot (off
 /// the store loop, which keeps serving) and finds the key where half of its bytes lie.
 ///
@@ -1922,6 +1946,7 @@ impl StoreLoop {
                 return Ok(());
             }
         };
+        rehome_entries(&mut msg);
         let rid = m.region_id;
         if !self.peers.contains_key(&rid) && !self.maybe_create_peer(&m, &msg)? {
             return Ok(());
@@ -2456,8 +2481,58 @@ impl StoreLoop {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::InboundBudget;
+    use protobuf::Message as _;
+
+    /// Entries parsed from a big frame end up in one buffer of exactly their own bytes,
+    /// unchanged; a message without entries is left alone.
+    #[test]
+    fn received_entries_get_their_own_buffer() {
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+        for (i, d) in [&b"first"[..], b"", b"third entry"].into_iter().enumerate() {
+            m.mut_entries().push(raft::eraftpb::Entry {
+                index: i as u64 + 1,
+                data: bytes::Bytes::copy_from_slice(d),
+                ..Default::default()
+            });
+        }
+        // The message inside a much larger frame.
+        let mut frame = vec![7u8; 1 << 20];
+        let encoded = m.write_to_bytes().unwrap();
+        frame[1000..1000 + encoded.len()].copy_from_slice(&encoded);
+        let frame = bytes::Bytes::from(frame);
+        let slice = frame.slice(1000..1000 + encoded.len());
+        let mut got = raft::eraftpb::Message::parse_from_carllerche_bytes(&slice).unwrap();
+        let in_frame = |p: *const u8| {
+            let r = frame.as_ptr_range();
+            r.start <= p && p < r.end
+        };
+        assert!(
+            in_frame(got.get_entries()[0].data.as_ptr()),
+            "parsed zero-copy"
+        );
+        super::rehome_entries(&mut got);
+        assert_eq!(got, m);
+        for e in got.get_entries().iter().filter(|e| !e.data.is_empty()) {
+            assert!(
+                !in_frame(e.data.as_ptr()),
+                "entry {} still in the frame",
+                e.index
+            );
+        }
+        let (a, c) = (&got.get_entries()[0].data, &got.get_entries()[2].data);
+        assert_eq!(
+            c.as_ptr() as usize - a.as_ptr() as usize,
+            5,
+            "one buffer, entries back to back"
+        );
+        let mut empty = raft::eraftpb::Message::default();
+        super::rehome_entries(&mut empty);
+        assert_eq!(empty, raft::eraftpb::Message::default());
+    }
 
     #[test]
     fn inbound_budget_refuses_past_its_limit_but_always_takes_one_when_empty() {
