@@ -557,6 +557,42 @@ async fn member_remove_and_move_leader() {
     assert_eq!(err, "Error: peer 9 is not a voter\n");
 }
 
+/// Bad command lines fail like any other error (etcdctl's way): one `Error: ...` line on
+/// stderr, exit code 1; help still prints and succeeds.
+#[test]
+fn bad_command_lines_are_one_error_line_and_exit_code_1() {
+    let run = |list: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pontoonctl"))
+            .args(list)
+            .output()
+            .expect("pontoonctl runs")
+    };
+    let out = run(&["get"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err,
+        "Error: the following required arguments were not provided: <KEY>\n"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(&["put", "k", "v", "--bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: unexpected argument '--bogus' found\n"
+    );
+    let out = run(&["get", "k", "-w", "yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error: ") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+}
+
 #[test]
 fn blocking_member_calls() {
     let rt = tokio::runtime::Runtime::new().unwrap();
