@@ -1077,6 +1077,13 @@ impl StoreLoop {
         self.maybe_register(&me);
     }
 
+    /// Whether store `store` was heard from less than `d` before `now`.
+    fn heard_within(&self, store: u64, now: Instant, d: Duration) -> bool {
+        self.last_seen
+            .get(&store)
+            .is_some_and(|t| now.duration_since(*t) < d)
+    }
+
     /// For each other store that is Offline: how many regions this store holds that list a
     /// peer on it.
     fn replicas_on_leaving(&self) -> Vec<pontoonpb::StoreReplicas> {
@@ -1109,11 +1116,7 @@ impl StoreLoop {
     fn dead_and_unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
         let me = self.ctx.store_id;
         let now = Instant::now();
-        let heard = |s: u64| {
-            self.last_seen
-                .get(&s)
-                .is_some_and(|t| now.duration_since(*t) < alive_for)
-        };
+        let heard = |s: u64| self.heard_within(s, now, alive_for);
         if id == me
             || heard(id)
             || now.duration_since(self.started) < alive_for
@@ -1235,11 +1238,7 @@ impl StoreLoop {
                         .get(&s.id)
                         .map(|(r, l, _)| (*r, *l))
                         .unwrap_or((0, 0));
-                    let alive = self
-                        .last_seen
-                        .get(&s.id)
-                        .is_some_and(|t| t.elapsed() < alive_for);
-                    (r, l, alive)
+                    (r, l, self.heard_within(s.id, Instant::now(), alive_for))
                 };
                 pontoonpb::StoreInfo {
                     store: Some(s.clone()),

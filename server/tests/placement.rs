@@ -87,18 +87,55 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn decommissioned_store_hands_over_its_replicas_under_load() {
+/// Three stores with the placement on (a run every 2 ticks), three replicas a region,
+/// split at `splits`; `tweak` adjusts the configuration first.
+fn placement_cluster(splits: &[&str], tweak: impl FnOnce(&mut ClusterConfig)) -> Arc<Cluster> {
     let mut cfg = ClusterConfig::new(3);
     cfg.node.max_peer_count = 3;
     cfg.node.schedule_ticks = 2;
     cfg.node.placement = true;
+    tweak(&mut cfg);
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
-    for k in ["g", "n", "t"] {
+    for k in splits {
         let r = submit_to_leader(&c, split_request(k.as_bytes()));
         assert_eq!(error_of(&r), None);
     }
+    c
+}
+
+/// Store 4 joins; returns once region 1's leader recorded it (store 2's view).
+fn join_store_4(c: &Cluster) {
+    c.join_store(4);
+    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
+        state(&store_list(c, 2), 4) == Some(StoreState::Up)
+    });
+}
+
+/// Puts `value` under each key, each acknowledged.
+fn put_each(cli: &mut Client, c: &Cluster, keys: &[&str], value: &[u8]) {
+    for k in keys {
+        let Outcome::Ok(r) = cli.call(c, vec![put(k.as_bytes(), value)], Duration::from_secs(10))
+        else {
+            panic!("no answer");
+        };
+        assert_eq!(error_of(&r), None);
+    }
+}
+
+/// Reads each key back: `value`.
+fn expect_each(cli: &mut Client, c: &Cluster, keys: &[&str], value: &[u8]) {
+    for k in keys {
+        let Outcome::Ok(r) = cli.call(c, vec![get(k.as_bytes())], Duration::from_secs(10)) else {
+            panic!("no answer");
+        };
+        assert_eq!(r.responses[0].get.as_ref().unwrap().value, value);
+    }
+}
+
+#[test]
+fn decommissioned_store_hands_over_its_replicas_under_load() {
+    let c = placement_cluster(&["g", "n", "t"], |_| {});
     // Three Up stores and three replicas a region: none may leave yet.
     let r = submit_to_leader(&c, set_state(1, StoreState::Offline));
     assert!(
@@ -108,10 +145,7 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
     );
 
     // Store 4 joins: its heartbeats get it recorded, with its addresses.
-    c.join_store(4);
-    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
-        state(&store_list(&c, 2), 4) == Some(StoreState::Up)
-    });
+    join_store_4(&c);
     // The metadata reaches every store in region 1's leader's store heartbeats.
     wait_for("store 4 known on store 3", Duration::from_secs(20), || {
         state(&store_list(&c, 3), 4) == Some(StoreState::Up)
@@ -211,27 +245,12 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
 
 #[test]
 fn replicas_of_a_store_that_stays_down_are_replaced() {
-    let mut cfg = ClusterConfig::new(3);
-    cfg.node.max_peer_count = 3;
-    cfg.node.schedule_ticks = 2;
-    cfg.node.placement = true;
-    cfg.node.max_store_down_time = Duration::from_secs(2);
-    let c = Arc::new(Cluster::start(cfg));
-    c.wait_leader(Duration::from_secs(20));
-    let r = submit_to_leader(&c, split_request(b"m"));
-    assert_eq!(error_of(&r), None);
-    c.join_store(4);
-    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
-        state(&store_list(&c, 2), 4) == Some(StoreState::Up)
+    let c = placement_cluster(&["m"], |cfg| {
+        cfg.node.max_store_down_time = Duration::from_secs(2);
     });
+    join_store_4(&c);
     let mut cli = Client::new(5);
-    for k in ["a", "z"] {
-        let Outcome::Ok(r) = cli.call(&c, vec![put(k.as_bytes(), b"1")], Duration::from_secs(10))
-        else {
-            panic!("no answer");
-        };
-        assert_eq!(error_of(&r), None);
-    }
+    put_each(&mut cli, &c, &["a", "z"], b"1");
     c.crash_store(3);
     // Down for longer than max_store_down_time: store 4 takes over its replicas.
     wait_for(
@@ -243,12 +262,7 @@ fn replicas_of_a_store_that_stays_down_are_replaced() {
                 .all(|(_, stores)| stores == &vec![1, 2, 4])
         },
     );
-    for k in ["a", "z"] {
-        let Outcome::Ok(r) = cli.call(&c, vec![get(k.as_bytes())], Duration::from_secs(10)) else {
-            panic!("no answer");
-        };
-        assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"1");
-    }
+    expect_each(&mut cli, &c, &["a", "z"], b"1");
 }
 
 /// `store delete` of a store that is dead: its replicas move to the other Up stores, and
@@ -256,28 +270,10 @@ fn replicas_of_a_store_that_stays_down_are_replaced() {
 /// store reports no region with a peer on it.
 #[test]
 fn a_dead_store_that_is_deleted_ends_a_tombstone() {
-    let mut cfg = ClusterConfig::new(3);
-    cfg.node.max_peer_count = 3;
-    cfg.node.schedule_ticks = 2;
-    cfg.node.placement = true;
-    let c = Arc::new(Cluster::start(cfg));
-    c.wait_leader(Duration::from_secs(20));
-    for k in ["g", "t"] {
-        let r = submit_to_leader(&c, split_request(k.as_bytes()));
-        assert_eq!(error_of(&r), None);
-    }
-    c.join_store(4);
-    wait_for("store 4 in the metadata", Duration::from_secs(20), || {
-        state(&store_list(&c, 2), 4) == Some(StoreState::Up)
-    });
+    let c = placement_cluster(&["g", "t"], |_| {});
+    join_store_4(&c);
     let mut cli = Client::new(5);
-    for k in ["a", "m", "z"] {
-        let Outcome::Ok(r) = cli.call(&c, vec![put(k.as_bytes(), b"1")], Duration::from_secs(10))
-        else {
-            panic!("no answer");
-        };
-        assert_eq!(error_of(&r), None);
-    }
+    put_each(&mut cli, &c, &["a", "m", "z"], b"1");
     c.crash_store(3);
     let r = submit_to_leader(&c, set_state(3, StoreState::Offline));
     assert_eq!(error_of(&r), None);
@@ -296,28 +292,14 @@ fn a_dead_store_that_is_deleted_ends_a_tombstone() {
         }
     }
     assert_eq!(regions(&c, 1).len(), 3);
-    for k in ["a", "m", "z"] {
-        let Outcome::Ok(r) = cli.call(&c, vec![get(k.as_bytes())], Duration::from_secs(10)) else {
-            panic!("no answer");
-        };
-        assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"1");
-    }
+    expect_each(&mut cli, &c, &["a", "m", "z"], b"1");
 }
 
 #[test]
 fn a_new_store_receives_replicas_and_leaders_spread() {
-    let mut cfg = ClusterConfig::new(3);
-    cfg.node.max_peer_count = 3;
-    cfg.node.schedule_ticks = 2;
-    cfg.node.placement = true;
-    let c = Arc::new(Cluster::start(cfg));
-    c.wait_leader(Duration::from_secs(20));
     // Eight regions, all led from wherever region 1's leader was (a split's new region is
     // led by its parent's leader at first).
-    for k in ["b", "d", "f", "h", "j", "l", "n"] {
-        let r = submit_to_leader(&c, split_request(k.as_bytes()));
-        assert_eq!(error_of(&r), None);
-    }
+    let c = placement_cluster(&["b", "d", "f", "h", "j", "l", "n"], |_| {});
     c.join_store(4);
     // 8 regions x 3 replicas over 4 stores: 6 each when even; the balance gets within 2.
     wait_for(
