@@ -208,7 +208,17 @@ fn config(args: Args) -> Result<ServerConfig, String> {
     Ok(cfg)
 }
 
-fn wait_for_signal() -> Result<&'static str, String> {
+/// Why the process stops.
+enum Stop {
+    Signal(&'static str),
+    /// The store loop stopped on a failed disk write; the message says why.
+    Failed(String),
+}
+
+/// Waits for SIGTERM or SIGINT, or for the store loop to fail: a node that cannot write
+/// must not linger as a process that accepts connections and serves nothing (its
+/// supervisor restarts it; the restart replays the raft log).
+fn wait_for_stop(server: &Server) -> Result<Stop, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,9 +227,17 @@ fn wait_for_signal() -> Result<&'static str, String> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok(Stop::Signal("SIGTERM")),
+                _ = int.recv() => return Ok(Stop::Signal("SIGINT")),
+                _ = poll.tick() => {
+                    if let Some(e) = server.failure() {
+                        return Ok(Stop::Failed(e));
+                    }
+                }
+            }
         }
     })
 }
@@ -245,11 +263,26 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.peer_addr()
     );
-    match wait_for_signal() {
-        Ok(sig) => log::info!("{sig}: shutting down"),
-        Err(e) => log::error!("signal handling failed ({e}); shutting down"),
+    let failed = match wait_for_stop(&server) {
+        Ok(Stop::Signal(sig)) => {
+            log::info!("{sig}: shutting down");
+            None
+        }
+        Ok(Stop::Failed(e)) => {
+            log::error!("the store failed ({e}); shutting down");
+            Some(e)
+        }
+        Err(e) => {
+            log::error!("signal handling failed ({e}); shutting down");
+            None
+        }
+    };
+    let result = server.shutdown();
+    if let Some(e) = failed {
+        eprintln!("Error: the store failed: {e}");
+        return ExitCode::FAILURE;
     }
-    match server.shutdown() {
+    match result {
         Ok(()) => {
             log::info!("shut down cleanly");
             ExitCode::SUCCESS

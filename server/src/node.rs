@@ -212,6 +212,9 @@ pub struct NodeStatus {
     /// Raft messages from other stores dropped because too many bytes of them waited for
     /// the store loop (see [`NodeConfig::raft_inbound_limit_bytes`]).
     pub raft_messages_dropped: AtomicU64,
+    /// Why the store loop stopped on its own (a failed raft-log or engine write): the node
+    /// serves nothing more, and the process should exit.
+    pub failure: Mutex<Option<String>>,
 }
 
 /// Bytes of raft messages handed to the store loop and not yet taken by it, against a
@@ -858,6 +861,7 @@ impl StoreLoop {
                 // A failed raft-log write poisons the log store; nothing acknowledged is
                 // lost, but the node cannot go on.
                 log::error!("store loop stopped: {e}");
+                *self.ctx.status.failure.lock() = Some(e.to_string());
                 self.fail_all(&format!("store failed: {e}"));
                 self.flush_replies();
                 return;

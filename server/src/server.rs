@@ -307,6 +307,12 @@ impl Server {
         &self.node
     }
 
+    /// Why the store loop stopped on its own, if it did (a failed disk write): the node
+    /// serves nothing any more and should be shut down.
+    pub fn failure(&self) -> Option<String> {
+        self.node.status().failure.lock().clone()
+    }
+
     /// Graceful shutdown: stop accepting clients, answer what is in flight, stop the peer
     /// listener and every peer connection, stop the store loop, flush the engine.
     pub fn shutdown(mut self) -> Result<(), Error> {

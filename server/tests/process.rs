@@ -1,5 +1,6 @@
 //! Real `pontoon` processes on loopback: `kill -9` in the middle of a write load loses no
-//! acknowledged write, and SIGTERM shuts down cleanly with exit code 0.
+//! acknowledged write, SIGTERM shuts down cleanly with exit code 0, and a store whose disk
+//! writes fail exits with an error.
 
 #![allow(clippy::unwrap_used)]
 
@@ -209,4 +210,66 @@ fn sigterm_shuts_down_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_store_that_cannot_write_exits_with_an_error() {
+    // A 1 MiB memtable flushes after a few thousand puts; with the engine's directory gone
+    // the flush fails, and the process must exit (non-zero) instead of lingering as a
+    // server that accepts connections and serves nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pontoon.toml");
+    std::fs::write(&config, "write_buffer_mib = 1\n").unwrap();
+    let data = dir.path().join("data");
+    let addr = free_addr();
+    let child = Command::new(env!("CARGO_BIN_EXE_pontoon"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--client-addr")
+        .arg(addr.to_string())
+        .arg("--peer-addr")
+        .arg(free_addr().to_string())
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Proc(child);
+    let mut c = Conn::connect(addr);
+    std::fs::remove_dir_all(data.join("engine")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0u64;
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pontoon still runs after its flush failed"
+        );
+        // Puts of 4 KiB until the memtable is full; answers no longer matter.
+        let mut req = put(i);
+        if let FrameBody::Request(r) = &mut req {
+            if let Some(p) = r.requests[0].put.as_mut() {
+                p.value = vec![b'v'; 4096];
+            }
+        }
+        if c.send(&req, i + 1) {
+            let _ = c.recv();
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        i += 1;
+    };
+    assert!(!status.success(), "exit status {status}");
+    let mut err = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("Error: the store failed"), "stderr: {err}");
 }

@@ -20,7 +20,7 @@ mod report;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -315,10 +315,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    // Milliseconds since `start` of the last success; when a request fails and none has
+    // succeeded for a whole request timeout (the store is gone), the run stops instead of
+    // spending a timeout on each of the remaining requests.
+    let last_ok = Arc::new(AtomicU64::new(0));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let stall_ms = cli.command_timeout_ms.max(1000);
     let mut tasks = Vec::with_capacity(clients_n);
     for t in 0..clients_n {
         let client = conns[t % conns_n].clone();
         let next = Arc::clone(&next);
+        let last_ok = Arc::clone(&last_ok);
+        let stalled = Arc::clone(&stalled);
         let op = op.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
@@ -326,6 +334,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut seed = 0x1234_5678_9abc_def1u64 ^ ((t as u64 + 1) << 20);
             loop {
+                if stalled.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
@@ -366,8 +377,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                     Ok(()) => {
                         let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                         hist.saturating_record(us.max(1));
+                        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        last_ok.fetch_max(now, Ordering::Relaxed);
                     }
-                    Err(e) => *errors.entry(e.to_string()).or_default() += 1,
+                    Err(e) => {
+                        *errors.entry(e.to_string()).or_default() += 1;
+                        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        if now.saturating_sub(last_ok.load(Ordering::Relaxed)) >= stall_ms {
+                            stalled.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
                 if let Some(b) = &bar {
                     b.inc(1);
@@ -395,6 +414,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         println!("{}", report.json());
     } else {
         print!("{}", report.text());
+    }
+    if stalled.load(Ordering::Relaxed) {
+        return Err(format!(
+            "stopped after {} of {total} requests: none succeeded for {:.1} s (the errors above say why)",
+            report.latency_us.len() + report.errors.values().sum::<u64>(),
+            stall_ms as f64 / 1000.0
+        ));
     }
     if report.latency_us.is_empty() && total > 0 {
         return Err("every request failed".into());
