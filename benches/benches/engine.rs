@@ -11,6 +11,7 @@
 //! | `fillrandom` | puts of uniformly random keys in `[0, N)`, 10k per iteration | keys/s |
 //! | `overwrite` | as `fillrandom`, into a db pre-loaded with all `N` keys | keys/s |
 //! | `readrandom_memtable` | random hits on `min(N, 200k)` keys that are all in the memtable | gets/s |
+//! | `readrandom_memtable_miss` | random misses (keys between `min(N, 200k)` loaded ones) on a memtable-only db: what every put of a new key pays for etcd's metadata | gets/s |
 //! | `readrandom_sst_hit` | random hits on `N` keys, flushed and fully compacted | gets/s |
 //! | `readrandom_sst_miss` | random misses (keys between the loaded ones) on the same db | gets/s |
 //! | `seekrandom` | seek to a random loaded key and read it plus the next 99 entries | seeks/s |
@@ -329,11 +330,12 @@ fn bench_gets<D: Db>(
     });
 }
 
-/// `open`, then `min(N, 200k)` keys loaded; checks that all of them are still in the memtable.
-fn memtable_db<D: Db>(open: impl Fn() -> D) -> impl Fn() -> D {
+/// `open`, then `min(N, 200k)` keys loaded (key `i` is `f(i)`); checks that all of them are
+/// still in the memtable.
+fn memtable_db<D: Db>(open: impl Fn() -> D, f: fn(u64) -> u64) -> impl Fn() -> D {
     move || {
         let db = open();
-        db.load(num_keys().min(MEMTABLE_KEYS), |i| i);
+        db.load(num_keys().min(MEMTABLE_KEYS), f);
         assert!(
             db.all_in_memtable(),
             "the memtable db flushed during the load"
@@ -349,7 +351,7 @@ fn readrandom_memtable(c: &mut Criterion) {
         &mut g,
         "pontoon",
         &mut None,
-        memtable_db(Pontoon::open),
+        memtable_db(Pontoon::open, |i| i),
         n,
         |i| i,
     );
@@ -357,9 +359,31 @@ fn readrandom_memtable(c: &mut Criterion) {
         &mut g,
         "fjall",
         &mut None,
-        memtable_db(Fjall::open),
+        memtable_db(Fjall::open, |i| i),
         n,
         |i| i,
+    );
+    g.finish();
+}
+
+fn readrandom_memtable_miss(c: &mut Criterion) {
+    let n = num_keys().min(MEMTABLE_KEYS);
+    let mut g = group(c, "readrandom_memtable_miss", 1);
+    bench_gets(
+        &mut g,
+        "pontoon",
+        &mut None,
+        memtable_db(Pontoon::open, |i| 2 * i),
+        n,
+        |i| 2 * i + 1,
+    );
+    bench_gets(
+        &mut g,
+        "fjall",
+        &mut None,
+        memtable_db(Fjall::open, |i| 2 * i),
+        n,
+        |i| 2 * i + 1,
     );
     g.finish();
 }
@@ -437,6 +461,7 @@ criterion_group!(
     fillrandom,
     overwrite,
     readrandom_memtable,
+    readrandom_memtable_miss,
     sst_reads
 );
 criterion_main!(benches);

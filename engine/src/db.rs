@@ -266,7 +266,7 @@ impl Engine {
             last_seq: AtomicU64::new(rec.flushed_seq),
             flushed_seq: AtomicU64::new(rec.flushed_seq),
             sv: RwLock::new(Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new()),
+                mem: Arc::new(MemTable::new(opts.memtable_filter_bytes())),
                 imms: Vec::new(),
                 version: Arc::new(version),
             })),
@@ -727,7 +727,7 @@ impl Inner {
         imms.push(sv.mem.clone());
         imms.extend(sv.imms.iter().cloned());
         *sv = Arc::new(SuperVersion {
-            mem: Arc::new(MemTable::new()),
+            mem: Arc::new(MemTable::new(self.opts.memtable_filter_bytes())),
             imms,
             version: sv.version.clone(),
         });
@@ -737,9 +737,10 @@ impl Inner {
 
     fn get_at(&self, sv: &SuperVersion, cf: u32, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
         let mut tomb = 0u64;
+        let hash = crate::sstable::hash64(key);
         for mem in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
             tomb = tomb.max(mem.max_covering_tombstone(cf, key, seq));
-            match mem.get(cf, key, seq) {
+            match mem.get(cf, key, hash, seq) {
                 Lookup::Value(s, v) => return Ok((s > tomb).then_some(v)),
                 Lookup::Deleted => return Ok(None),
                 Lookup::Absent => {}
@@ -772,7 +773,7 @@ impl Inner {
                         tomb = tomb.max(t.seq);
                     }
                 }
-                if let Some(hit) = f.table.get(key, seq)? {
+                if let Some(hit) = f.table.get_hashed(key, hash, seq)? {
                     if found.as_ref().is_none_or(|(s, _, _)| hit.0 > *s) {
                         found = Some(hit);
                     }

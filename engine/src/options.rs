@@ -8,6 +8,10 @@ pub struct Options {
     /// Size of the active memtable (all column families share it) that triggers a switch to
     /// an immutable memtable and a background flush. Default: 64 MiB.
     pub write_buffer_size: usize,
+    /// The memtable's key filter (a bloom filter that lets a point read skip a memtable that
+    /// never saw the key) takes `write_buffer_size / memtable_filter_ratio` bytes; 0 disables
+    /// it. Default: 32 (2 MiB for a 64 MiB memtable).
+    pub memtable_filter_ratio: usize,
     /// Immutable memtables allowed to wait for flush before writers stall. Default: 2.
     pub max_immutable_memtables: usize,
     /// Number of L0 files that triggers an L0 -> L1 compaction. Default: 4.
@@ -42,6 +46,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             write_buffer_size: 64 << 20,
+            memtable_filter_ratio: 32,
             max_immutable_memtables: 2,
             l0_compaction_trigger: 4,
             l0_slowdown_trigger: 20,
@@ -60,6 +65,14 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Bytes of each memtable's key filter (0: none).
+    pub(crate) fn memtable_filter_bytes(&self) -> usize {
+        match self.memtable_filter_ratio {
+            0 => 0,
+            r => self.write_buffer_size / r,
+        }
+    }
+
     pub(crate) fn table_options(&self) -> TableOptions {
         TableOptions {
             block_size: self.block_size,

@@ -164,7 +164,18 @@ impl Table {
     /// `(seq, kind, value)`; `None` if the table has none. Range tombstones are not
     /// applied (see [`Table::range_tombstones`]).
     pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<(u64, u8, Vec<u8>)>> {
-        if !self.may_contain(user_key) {
+        self.get_hashed(user_key, bloom::hash64(user_key), seq)
+    }
+
+    /// [`Table::get`] with `hash64(user_key)` computed by the caller (once for every table
+    /// a point read looks at).
+    pub fn get_hashed(
+        &self,
+        user_key: &[u8],
+        hash: u64,
+        seq: u64,
+    ) -> Result<Option<(u64, u8, Vec<u8>)>> {
+        if !self.filter.may_contain_hash(hash) {
             return Ok(None);
         }
         let trailer = key::pack_trailer(seq.min(MAX_SEQ), key::KIND_SEEK);
