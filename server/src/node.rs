@@ -121,6 +121,11 @@ pub struct NodeConfig {
     /// grow memory without limit. A message is always taken while nothing waits, so one
     /// larger than the limit (a snapshot) still gets through. Default: 128 MiB.
     pub raft_inbound_limit_bytes: usize,
+    /// Raft entries per raft-log group write (averaged over a tick) from which the store
+    /// loop waits for a write that only leaders with no other voter take part in, instead
+    /// of running ahead of it (see `StoreLoop::on_ready`): 0 always waits, `u64::MAX`
+    /// never. Default: 16.
+    pub lone_leader_wait_entries: u64,
 }
 
 impl Default for NodeConfig {
@@ -144,6 +149,7 @@ impl Default for NodeConfig {
             schedule_ticks: 10,
             stale_check_ticks: 3000,
             raft_inbound_limit_bytes: 128 << 20,
+            lone_leader_wait_entries: 16,
             client_address: String::new(),
             peer_address: String::new(),
             join: false,
@@ -215,6 +221,9 @@ pub struct NodeStatus {
     /// Why the store loop stopped on its own (a failed raft-log or engine write): the node
     /// serves nothing more, and the process should exit.
     pub failure: Mutex<Option<String>>,
+    /// Raft-log writes the store loop waited for (rounds of lone leaders under load, see
+    /// [`NodeConfig::lone_leader_wait_entries`]) since it started.
+    pub waited_writes: AtomicU64,
 }
 
 /// Bytes of raft messages handed to the store loop and not yet taken by it, against a
@@ -382,11 +391,15 @@ impl Node {
             max_store_down_time: cfg.max_store_down_time,
             schedule_ticks: cfg.schedule_ticks.max(1),
             placement: cfg.placement,
+            lone_leader_wait_entries: cfg.lone_leader_wait_entries,
             stale_check_ticks: cfg.stale_check_ticks.max(1),
             put_store_sent: IdMap::default(),
             started: Instant::now(),
             next_incarnation: 0,
             dirty: IdSet::default(),
+            entries_written: 0,
+            solo_sync: false,
+            solo_mark: (0, 0),
             last_seen: HashMap::new(),
             heartbeat_stores: BTreeSet::new(),
             stores_dirty: true,
@@ -758,6 +771,14 @@ struct StoreLoop {
     /// Regions that may have a ready: stepped, proposed to, ticked, or persisted since the
     /// last round. Only these are looked at, so idle regions cost nothing per round.
     dirty: IdSet,
+    /// Raft entries handed to the raft log since the store started.
+    entries_written: u64,
+    /// Wait for the writes of rounds that only lone voters take part in (see `on_ready`).
+    solo_sync: bool,
+    /// [`NodeConfig::lone_leader_wait_entries`].
+    lone_leader_wait_entries: u64,
+    /// `entries_written` and the log's group writes at the last tick.
+    solo_mark: (u64, u64),
     /// When a message from each store last arrived (store heartbeats keep it fresh while
     /// regions sleep).
     last_seen: HashMap<u64, Instant>,
@@ -912,6 +933,17 @@ impl StoreLoop {
 
     fn on_tick(&mut self) {
         self.ticks += 1;
+        // Entries per group write since the last tick: many mean the loop is busy and
+        // waiting for its (solo) writes saves rounds; few mean latency matters more.
+        let groups = self.ctx.log.stats().group_writes;
+        let (entries0, groups0) = self.solo_mark;
+        if groups > groups0 {
+            self.solo_sync = self.entries_written - entries0
+                >= self
+                    .lone_leader_wait_entries
+                    .saturating_mul(groups - groups0);
+        }
+        self.solo_mark = (self.entries_written, groups);
         let compact = self.ticks.is_multiple_of(self.compact_check_ticks);
         let split = self.region_max_size > 0 && self.ticks.is_multiple_of(self.split_check_ticks);
         let diff = (self.region_max_size / 16).max(1);
@@ -2098,6 +2130,7 @@ impl StoreLoop {
         let mut batch = LogBatch::new();
         let write_id = self.next_write_id + 1;
         let mut has_snapshot = false;
+        let mut round_entries = 0usize;
         let mut readies = Vec::with_capacity(ids.len());
         let mut events = Vec::new();
         for id in &ids {
@@ -2128,6 +2161,7 @@ impl StoreLoop {
                 self.ranges
                     .insert(p.region.start_key.clone(), p.region_id());
             }
+            round_entries += ready.entries().len();
             for e in ready.entries() {
                 p.avg_entry_bytes = 0.95 * p.avg_entry_bytes + 0.05 * e.data.len() as f64;
             }
@@ -2155,7 +2189,32 @@ impl StoreLoop {
             let persisted = ready.take_persisted_messages();
             readies.push((*id, ready, persisted));
         }
-        if has_snapshot {
+        self.entries_written += round_entries as u64;
+        // A leader that is its region's only voter commits on its own write alone. Under
+        // load (see `on_tick`), when every ready of the round is such a leader's, the loop
+        // waits for the write instead of running ahead: the rounds it would run meanwhile
+        // only queue small writes behind this one (which the writer merges anyway), each
+        // costing a wake-up and a pass over the readies. Single store, 64 clients: a
+        // quarter of the rounds, ~10% less CPU per put. At low load the write goes in the
+        // background, so that the next one is queued while it syncs (waiting costs 16
+        // clients ~10%). With other voters always in the background: a leader's followers
+        // can commit without its own write, and a follower serves its other regions.
+        let solo = self.solo_sync
+            && !batch.is_empty()
+            && readies.iter().all(|(id, _, _)| {
+                self.peers
+                    .get(id)
+                    .is_some_and(|p| p.is_leader() && p.raw.raft.prs().is_singleton())
+            });
+        if has_snapshot || solo {
+            if solo {
+                self.ctx
+                    .status
+                    .waited_writes
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // Messages (to learners) go out first, as they would with a write in flight.
+            self.flush_outbox();
             // Synchronous: behind every write in flight (the writer is FIFO), so all of
             // them are durable when this returns.
             self.ctx.log.write(batch, true)?;
