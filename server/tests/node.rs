@@ -29,17 +29,34 @@ fn open_log(dir: &Path) -> Arc<LogStore> {
 
 /// The node of store 1 of cluster 77 over `engine` and `log`.
 fn start_over(engine: Arc<Engine>, log: Arc<LogStore>) -> Node {
-    Node::start(
-        NodeConfig {
-            cluster_id: 77,
-            store_id: 1,
-            ..NodeConfig::default()
-        },
-        engine,
-        log,
-        Arc::new(NoTransport),
-    )
-    .unwrap()
+    start_with(engine, log, NodeConfig::default())
+}
+
+/// [`start_over`] with the rest of the configuration from `cfg`.
+fn start_with(engine: Arc<Engine>, log: Arc<LogStore>, cfg: NodeConfig) -> Node {
+    let cfg = NodeConfig {
+        cluster_id: 77,
+        store_id: 1,
+        ..cfg
+    };
+    Node::start(cfg, engine, log, Arc::new(NoTransport)).unwrap()
+}
+
+/// Runs `body(node, thread, i)` for `i` in 0..50 on each of 8 threads, and waits for them.
+fn eight_writers(node: &Arc<Node>, body: fn(&Node, usize, usize)) {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    body(&node, t, i);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
 }
 
 fn call(node: &Node, requests: Vec<Request>) -> RaftCmdResponse {
@@ -220,19 +237,9 @@ fn concurrent_writers_are_group_committed() {
     let dir = tempfile::tempdir().unwrap();
     let node = Arc::new(start(dir.path()));
     wait_leader(&node);
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let node = node.clone();
-            std::thread::spawn(move || {
-                for i in 0..50 {
-                    ok(&call(&node, vec![put(&format!("t{t}-{i}"), "v", false)]));
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    eight_writers(&node, |node, t, i| {
+        ok(&call(node, vec![put(&format!("t{t}-{i}"), "v", false)]));
+    });
     let r = call(&node, vec![range("t", "u", false)]);
     assert_eq!(r.responses[0].range.as_ref().unwrap().count, 400);
     assert_eq!(ok(&r).revision, 401);
@@ -246,45 +253,28 @@ fn concurrent_writers_are_group_committed() {
 fn a_lone_leader_that_waits_for_its_writes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(Engine::open(dir.path().join("engine"), Options::default()).unwrap());
-    let node = Arc::new(
-        Node::start(
-            NodeConfig {
-                cluster_id: 77,
-                store_id: 1,
-                tick_interval: std::time::Duration::from_millis(10),
-                lone_leader_wait_entries: 0,
-                ..NodeConfig::default()
-            },
-            engine,
-            open_log(dir.path()),
-            Arc::new(NoTransport),
-        )
-        .unwrap(),
-    );
+    let node = Arc::new(start_with(
+        engine,
+        open_log(dir.path()),
+        NodeConfig {
+            tick_interval: std::time::Duration::from_millis(10),
+            lone_leader_wait_entries: 0,
+            ..NodeConfig::default()
+        },
+    ));
     wait_leader(&node);
-    let threads: Vec<_> = (0..8)
-        .map(|t| {
-            let node = node.clone();
-            std::thread::spawn(move || {
-                for i in 0..50 {
-                    let r = call(
-                        &node,
-                        vec![put(&format!("t{t}-{i:02}"), &format!("{i}"), false)],
-                    );
-                    ok(&r);
-                    // Reads go on while writes are waited for.
-                    if i % 10 == 9 {
-                        let r = call(&node, vec![get(&format!("t{t}-{i:02}"))]);
-                        let g = r.responses[0].get.as_ref().unwrap();
-                        assert_eq!(g.value, format!("{i}").into_bytes());
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    eight_writers(&node, |node, t, i| {
+        ok(&call(
+            node,
+            vec![put(&format!("t{t}-{i:02}"), &format!("{i}"), false)],
+        ));
+        // Reads go on while writes are waited for.
+        if i % 10 == 9 {
+            let r = call(node, vec![get(&format!("t{t}-{i:02}"))]);
+            let g = r.responses[0].get.as_ref().unwrap();
+            assert_eq!(g.value, format!("{i}").into_bytes());
+        }
+    });
     let waited = node
         .status()
         .waited_writes
