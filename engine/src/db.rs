@@ -191,6 +191,21 @@ impl Drop for Snapshot {
     }
 }
 
+/// Longest key or value the engine stores: memtable nodes and table blocks hold 32-bit
+/// lengths.
+pub const MAX_ENTRY_LEN: usize = u32::MAX as usize;
+
+/// Rejects a key or value (or range bound) longer than [`MAX_ENTRY_LEN`].
+fn check_len(a: &[u8], b: &[u8]) -> Result<()> {
+    let longest = a.len().max(b.len());
+    if longest > MAX_ENTRY_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "a key or value of {longest} bytes is longer than the engine's limit of {MAX_ENTRY_LEN}"
+        )));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens (creating if needed) the engine in `dir` on the real file system.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Engine> {
@@ -320,6 +335,7 @@ impl Engine {
 
     /// Sets `key` to `value` in `cf` (a one-operation batch).
     pub fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<u64> {
+        check_len(key, value)?;
         let id = self.inner.cf_id(cf)?;
         self.inner
             .write_ops(1, std::iter::once((id, OpRef::Put(key, value))))
@@ -327,6 +343,7 @@ impl Engine {
 
     /// Deletes `key` from `cf` (a one-operation batch).
     pub fn delete(&self, cf: &str, key: &[u8]) -> Result<u64> {
+        check_len(key, b"")?;
         let id = self.inner.cf_id(cf)?;
         self.inner
             .write_ops(1, std::iter::once((id, OpRef::Delete(key))))
@@ -610,9 +627,18 @@ impl Inner {
             let mut ids = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
                 let cf: &str = match op {
-                    BatchOp::Put { cf, .. }
-                    | BatchOp::Delete { cf, .. }
-                    | BatchOp::DeleteRange { cf, .. } => cf,
+                    BatchOp::Put { cf, key, value } => {
+                        check_len(key, value)?;
+                        cf
+                    }
+                    BatchOp::Delete { cf, key } => {
+                        check_len(key, b"")?;
+                        cf
+                    }
+                    BatchOp::DeleteRange { cf, start, end } => {
+                        check_len(start, end)?;
+                        cf
+                    }
                 };
                 let id = match last {
                     Some((name, id)) if name == cf => id,

@@ -26,11 +26,12 @@ mod memtable;
 pub mod options;
 pub mod picker;
 pub mod range_del;
+mod skiplist;
 pub mod sstable;
 mod version;
 
 pub use batch::WriteBatch;
-pub use db::{Engine, Snapshot, Stats};
+pub use db::{Engine, Snapshot, Stats, MAX_ENTRY_LEN};
 pub use error::{Error, Result};
 pub use iterator::EngineIterator;
 pub use options::{IterOptions, Options};

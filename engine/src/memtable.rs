@@ -1,126 +1,45 @@
-//! The memtable: one concurrent skiplist shared by every column family.
+//! The memtable: one skiplist ([`crate::skiplist`]) shared by every column family.
 //!
 //! Entries are keyed by `(cf id, internal key)`. Sharing one structure across column families
 //! makes the flush atomic by construction: switching the memtable switches every column family
 //! at the same batch boundary.
 
-use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
-use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
 
 use crate::key::{self, ValueKind, MAX_SEQ};
 use crate::range_del::RangeTombstone;
+use crate::skiplist::{Entry, Probe, SkipList};
 use crate::sstable::hash64;
 
-/// Longest user key stored inline in a skiplist node (no second allocation).
-const INLINE_KEY: usize = 30;
-
-/// User-key bytes, inline when short: comparisons during a skiplist search then touch only
-/// the node itself, not a separate heap allocation.
-#[derive(Clone)]
-enum KeyBytes {
-    Inline { len: u8, buf: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
-}
-
-impl KeyBytes {
-    fn new(b: &[u8]) -> KeyBytes {
-        if b.len() <= INLINE_KEY {
-            let mut buf = [0u8; INLINE_KEY];
-            buf[..b.len()].copy_from_slice(b);
-            KeyBytes::Inline {
-                len: b.len() as u8,
-                buf,
-            }
-        } else {
-            KeyBytes::Heap(b.into())
-        }
-    }
-
-    #[inline]
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline { len, buf } => &buf[..*len as usize],
-            KeyBytes::Heap(b) => b,
-        }
-    }
-}
-
-/// A skiplist key: column family, user key, and the internal-key trailer
-/// `(seq << 8) | kind`. Orders by column family, then user key ascending, then trailer
-/// descending (newest first) — the internal-key order within each column family.
-#[derive(Clone)]
-pub(crate) struct MemKey {
-    cf: u32,
-    trailer: u64,
-    key: KeyBytes,
-}
-
-impl MemKey {
-    pub(crate) fn new(cf: u32, user_key: &[u8], seq: u64, kind: u8) -> MemKey {
-        MemKey {
+/// A skiplist probe for an internal key of `cf`; a short one can only be a bare user-key
+/// bound (seek targets), which probes before every version of that key.
+fn probe_of_ikey(cf: u32, ikey: &[u8]) -> Probe<'_> {
+    match key::parse(ikey) {
+        Some(p) => Probe {
             cf,
-            trailer: key::pack_trailer(seq, kind),
-            key: KeyBytes::new(user_key),
-        }
-    }
-
-    pub(crate) fn cf(&self) -> u32 {
-        self.cf
-    }
-
-    pub(crate) fn user_key(&self) -> &[u8] {
-        self.key.as_slice()
-    }
-
-    /// Appends the internal key (user key ++ trailer) to `buf`.
-    pub(crate) fn ikey_into(&self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(self.key.as_slice());
-        buf.extend_from_slice(&self.trailer.to_le_bytes());
-    }
-
-    /// The internal key as an owned vector.
-    pub(crate) fn ikey(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.key.as_slice().len() + key::TRAILER_LEN);
-        self.ikey_into(&mut v);
-        v
-    }
-
-    fn from_ikey(cf: u32, ikey: &[u8]) -> MemKey {
-        match key::parse(ikey) {
-            Some(p) => MemKey::new(cf, p.user_key, p.seq, p.kind),
-            // Internal keys handed in here come from this memtable or from seek targets;
-            // a short one can only be a bare user-key bound.
-            None => MemKey::new(cf, ikey, MAX_SEQ, key::KIND_SEEK),
-        }
+            key: p.user_key,
+            trailer: key::pack_trailer(p.seq, p.kind),
+        },
+        None => seek_probe(cf, ikey),
     }
 }
 
-impl PartialEq for MemKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+/// A probe before every version of `user_key` in `cf`.
+fn seek_probe(cf: u32, user_key: &[u8]) -> Probe<'_> {
+    Probe {
+        cf,
+        key: user_key,
+        trailer: key::pack_trailer(MAX_SEQ, key::KIND_SEEK),
     }
 }
 
-impl Eq for MemKey {}
-
-impl Ord for MemKey {
-    #[inline]
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.cf
-            .cmp(&other.cf)
-            .then_with(|| self.key.as_slice().cmp(other.key.as_slice()))
-            .then_with(|| other.trailer.cmp(&self.trailer))
-    }
-}
-
-impl PartialOrd for MemKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// Appends the internal key of `e` (user key ++ trailer) to `buf`.
+fn ikey_into(e: &Entry<'_>, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(e.user_key());
+    buf.extend_from_slice(&e.trailer().to_le_bytes());
 }
 
 /// What a memtable knows about one key at one sequence.
@@ -194,7 +113,7 @@ impl KeyFilter {
 
 /// One memtable. Writers are serialised by the engine; readers run concurrently.
 pub(crate) struct MemTable {
-    map: SkipMap<MemKey, Vec<u8>>,
+    list: SkipList,
     /// Filter over the user keys of point entries; `None` when disabled.
     filter: Option<KeyFilter>,
     range_dels: RwLock<Vec<(u32, RangeTombstone)>>,
@@ -208,7 +127,7 @@ impl MemTable {
     /// An empty memtable with a key filter of about `filter_bytes` (0: no filter).
     pub(crate) fn new(filter_bytes: usize) -> MemTable {
         MemTable {
-            map: SkipMap::new(),
+            list: SkipList::new(),
             filter: (filter_bytes > 0).then(|| KeyFilter::new(filter_bytes)),
             range_dels: RwLock::new(Vec::new()),
             has_range_dels: AtomicBool::new(false),
@@ -223,9 +142,11 @@ impl MemTable {
         if let Some(f) = &self.filter {
             f.insert(hash64(user_key));
         }
-        self.map.insert(
-            MemKey::new(cf, user_key, seq, ValueKind::Put as u8),
-            value.to_vec(),
+        self.list.insert(
+            cf,
+            user_key,
+            key::pack_trailer(seq, ValueKind::Put as u8),
+            value,
         );
     }
 
@@ -235,9 +156,11 @@ impl MemTable {
         if let Some(f) = &self.filter {
             f.insert(hash64(user_key));
         }
-        self.map.insert(
-            MemKey::new(cf, user_key, seq, ValueKind::Delete as u8),
-            Vec::new(),
+        self.list.insert(
+            cf,
+            user_key,
+            key::pack_trailer(seq, ValueKind::Delete as u8),
+            b"",
         );
     }
 
@@ -280,16 +203,19 @@ impl MemTable {
         if self.filter.as_ref().is_some_and(|f| !f.may_contain(hash)) {
             return Lookup::Absent;
         }
-        let target = MemKey::new(cf, user_key, seq, key::KIND_SEEK);
-        let Some(entry) = self.map.lower_bound(Bound::Included(&target)) else {
+        let target = Probe {
+            cf,
+            key: user_key,
+            trailer: key::pack_trailer(seq, key::KIND_SEEK),
+        };
+        let Some(e) = self.list.seek(&target) else {
             return Lookup::Absent;
         };
-        let k = entry.key();
-        if k.cf() != cf || k.user_key() != user_key {
+        if e.cf() != cf || e.user_key() != user_key {
             return Lookup::Absent;
         }
-        if (k.trailer & 0xFF) as u8 == ValueKind::Put as u8 {
-            Lookup::Value(k.trailer >> 8, entry.value().clone())
+        if (e.trailer() & 0xFF) as u8 == ValueKind::Put as u8 {
+            Lookup::Value(e.trailer() >> 8, e.value().to_vec())
         } else {
             Lookup::Deleted
         }
@@ -298,14 +224,14 @@ impl MemTable {
     /// Bytes of user keys and values of `cf` in `[start, end)` (`end` empty: no upper
     /// bound), every version counted.
     pub(crate) fn range_bytes(&self, cf: u32, start: &[u8], end: &[u8]) -> u64 {
-        let lo = MemKey::new(cf, start, MAX_SEQ, key::KIND_SEEK);
         let mut n = 0u64;
-        for e in self.map.range((Bound::Included(&lo), Bound::Unbounded)) {
-            let k = e.key();
-            if k.cf() != cf || (!end.is_empty() && k.user_key() >= end) {
+        let mut cur = self.list.seek(&seek_probe(cf, start));
+        while let Some(e) = cur {
+            if e.cf() != cf || (!end.is_empty() && e.user_key() >= end) {
                 break;
             }
-            n += (k.user_key().len() + e.value().len()) as u64;
+            n += (e.user_key().len() + e.value().len()) as u64;
+            cur = e.next();
         }
         n
     }
@@ -340,16 +266,15 @@ impl MemTable {
     /// Column family ids with any entry, in order.
     pub(crate) fn column_families(&self) -> Vec<u32> {
         let mut cfs: Vec<u32> = Vec::new();
-        let mut cursor = self.map.front();
+        let mut cursor = self.list.first();
         while let Some(e) = cursor {
-            let cf = e.key().cf();
+            let cf = e.cf();
             cfs.push(cf);
             // Jump past every key of this column family.
-            if cf == u32::MAX {
+            let Some(next) = cf.checked_add(1) else {
                 break;
-            }
-            let next = MemKey::new(cf + 1, b"", MAX_SEQ, key::KIND_SEEK);
-            cursor = self.map.lower_bound(Bound::Included(&next));
+            };
+            cursor = self.list.seek(&seek_probe(next, b""));
         }
         for (cf, _) in self.range_dels.read().iter() {
             if !cfs.contains(cf) {
@@ -370,55 +295,73 @@ impl MemTable {
         limit: usize,
         out: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) {
-        let wrap = |ik: &[u8]| MemKey::from_ikey(cf, ik);
-        // The whole column family: from (cf, "") at the newest sequence to the start of cf+1.
-        let cf_lo = MemKey::new(cf, b"", MAX_SEQ, key::KIND_SEEK);
-        let push = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, k: &MemKey, v: &Vec<u8>| {
-            out.push((k.ikey(), v.clone()));
+        let push = |out: &mut Vec<(Vec<u8>, Vec<u8>)>, e: &Entry<'_>| {
+            let mut k = Vec::with_capacity(e.user_key().len() + key::TRAILER_LEN);
+            ikey_into(e, &mut k);
+            out.push((k, e.value().to_vec()));
         };
         if !reverse {
-            let lo = match from {
-                Bound::Included(k) => Bound::Included(wrap(k)),
-                Bound::Excluded(k) => Bound::Excluded(wrap(k)),
-                Bound::Unbounded => Bound::Included(cf_lo),
+            let mut cur = match from {
+                Bound::Included(k) => self.list.seek(&probe_of_ikey(cf, k)),
+                Bound::Excluded(k) => {
+                    let p = probe_of_ikey(cf, k);
+                    self.list
+                        .seek(&p)
+                        .and_then(|e| if e.is_at(&p) { e.next() } else { Some(e) })
+                }
+                Bound::Unbounded => self.list.seek(&seek_probe(cf, b"")),
             };
-            for e in self.map.range((lo, Bound::Unbounded)) {
-                if e.key().cf() != cf || out.len() >= limit {
+            while let Some(e) = cur {
+                if e.cf() != cf || out.len() >= limit {
                     break;
                 }
-                push(out, e.key(), e.value());
+                push(out, &e);
+                cur = e.next();
             }
         } else {
-            let hi = match from {
-                Bound::Included(k) => Bound::Included(wrap(k)),
-                Bound::Excluded(k) => Bound::Excluded(wrap(k)),
+            let mut cur = match from {
+                Bound::Included(k) => {
+                    let p = probe_of_ikey(cf, k);
+                    match self.list.seek(&p) {
+                        Some(e) if e.is_at(&p) => Some(e),
+                        _ => self.list.seek_before(Some(&p)),
+                    }
+                }
+                Bound::Excluded(k) => self.list.seek_before(Some(&probe_of_ikey(cf, k))),
                 Bound::Unbounded => match cf.checked_add(1) {
-                    Some(n) => Bound::Excluded(MemKey::new(n, b"", MAX_SEQ, key::KIND_SEEK)),
-                    None => Bound::Unbounded,
+                    Some(n) => self.list.seek_before(Some(&seek_probe(n, b""))),
+                    None => self.list.seek_before(None),
                 },
             };
-            for e in self.map.range((Bound::Included(cf_lo), hi)).rev() {
-                if e.key().cf() != cf || out.len() >= limit {
+            // Stepping back is a search from the top for what precedes the current entry.
+            while let Some(e) = cur {
+                if e.cf() != cf || out.len() >= limit {
                     break;
                 }
-                push(out, e.key(), e.value());
+                push(out, &e);
+                cur = self.list.seek_before(Some(&Probe {
+                    cf,
+                    key: e.user_key(),
+                    trailer: e.trailer(),
+                }));
             }
         }
     }
 
     /// Every entry of `cf` in internal-key order (for flush).
     pub(crate) fn for_each_in_cf(&self, cf: u32, mut f: impl FnMut(&[u8], &[u8]) -> bool) {
-        let lo = MemKey::new(cf, b"", MAX_SEQ, key::KIND_SEEK);
         let mut ikey = Vec::new();
-        for e in self.map.range(lo..) {
-            if e.key().cf() != cf {
+        let mut cur = self.list.seek(&seek_probe(cf, b""));
+        while let Some(e) = cur {
+            if e.cf() != cf {
                 break;
             }
             ikey.clear();
-            e.key().ikey_into(&mut ikey);
+            ikey_into(&e, &mut ikey);
             if !f(&ikey, e.value()) {
                 break;
             }
+            cur = e.next();
         }
     }
 }

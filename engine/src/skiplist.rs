@@ -1,0 +1,634 @@
+//! The memtable's ordered index: a skiplist whose nodes live in an arena, after LevelDB's
+//! `SkipList` and RocksDB's `InlineSkipList`. One writer at a time (a mutex inside), any
+//! number of readers that never lock; nothing is ever removed, and all memory is freed at
+//! once when the list drops.
+//!
+//! Why not a general concurrent map: a put inserts into a memtable of ~10^5 entries at a
+//! random place, so an insert is a chain of dependent cache and TLB misses, one per node
+//! visited. Here a node (header, links and key) is one bump allocation in an arena that
+//! holds nothing else, so the nodes a search visits sit close together in few (huge)
+//! pages, and what a search reads of a node — header, low links, first bytes of the key —
+//! shares one cache line. Values live in a second arena: only reads and flushes touch
+//! them. No node carries a reference count or a deferred free.
+//!
+//! Node layout (8-aligned, inside a node-arena chunk):
+//!
+//! ```text
+//! trailer u64 | cf u32 | height u32 | key_len u32 | value_len u32 | value ptr   (header)
+//! next[0] .. next[height-1]   AtomicPtr<Node>, level 0 first
+//! key bytes
+//! ```
+//!
+//! Entries order by column family, then user key ascending, then trailer
+//! (`(seq << 8) | kind`) descending: the internal-key order within each column family.
+//! Towers grow with probability 1/2 per level (fewer nodes per search than 1/4 here,
+//! measured).
+//!
+//! Publication: the writer fills a node (and its value) completely, then links it
+//! bottom-up, each link a release store; readers follow links with acquire loads, so a node
+//! reached through a link is fully initialised. A reader may see a node at level 0 before it
+//! is linked higher up, which only makes its search visit a few more nodes.
+
+use std::alloc::{self, Layout};
+use std::cmp::Ordering;
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
+
+use parking_lot::Mutex;
+
+/// Tallest tower: searches stay logarithmic up to ~1M entries (a 64 MiB memtable of
+/// 64-byte entries) and degrade gently beyond.
+const MAX_HEIGHT: usize = 20;
+
+/// Fixed part of a node.
+#[repr(C)]
+struct Node {
+    trailer: u64,
+    cf: u32,
+    height: u32,
+    key_len: u32,
+    value_len: u32,
+    /// The value's bytes, in the list's value arena.
+    value: *const u8,
+}
+
+const HEADER: usize = std::mem::size_of::<Node>();
+const LINK: usize = std::mem::size_of::<AtomicPtr<Node>>();
+const _: () = assert!(HEADER.is_multiple_of(8) && LINK == 8 && std::mem::align_of::<Node>() == 8);
+
+/// Where a search probes: `(cf, user key, trailer)`, ordered like entries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Probe<'a> {
+    pub(crate) cf: u32,
+    pub(crate) key: &'a [u8],
+    pub(crate) trailer: u64,
+}
+
+// Node accessors. Each takes a pointer to a node that is initialised (the head, a node being
+// built by the writer after its header was written, or a node reached through a link); the
+// list keeps every node alive until it drops.
+impl Node {
+    /// Link `level` of `node`.
+    ///
+    /// # Safety
+    /// `node` is initialised (at least its header and tower), `level < node.height`, and
+    /// the node outlives `'a`.
+    #[inline]
+    unsafe fn link<'a>(node: *const Node, level: usize) -> &'a AtomicPtr<Node> {
+        // SAFETY: the tower directly follows the 8-aligned header and has `height`
+        // initialised links (caller's contract); atomics may be shared.
+        unsafe {
+            &*node
+                .cast::<u8>()
+                .add(HEADER + level * LINK)
+                .cast::<AtomicPtr<Node>>()
+        }
+    }
+
+    /// # Safety
+    /// `node` is initialised and outlives `'a`.
+    #[inline]
+    unsafe fn key<'a>(node: *const Node) -> &'a [u8] {
+        // SAFETY: the key follows the tower and was written before the node was published;
+        // it is never written again.
+        unsafe {
+            let h = (*node).height as usize;
+            std::slice::from_raw_parts(
+                node.cast::<u8>().add(HEADER + h * LINK),
+                (*node).key_len as usize,
+            )
+        }
+    }
+
+    /// # Safety
+    /// As for [`Node::key`].
+    #[inline]
+    unsafe fn value<'a>(node: *const Node) -> &'a [u8] {
+        // SAFETY: the value was written once before publication, in an arena chunk
+        // that lives as long as the node.
+        unsafe { std::slice::from_raw_parts((*node).value, (*node).value_len as usize) }
+    }
+
+    /// How `node` orders against `p`.
+    ///
+    /// # Safety
+    /// `node` is initialised and not the head.
+    #[inline]
+    unsafe fn cmp(node: *const Node, p: &Probe<'_>) -> Ordering {
+        // SAFETY: caller's contract.
+        unsafe {
+            (*node)
+                .cf
+                .cmp(&p.cf)
+                .then_with(|| Node::key(node).cmp(p.key))
+                .then_with(|| p.trailer.cmp(&(*node).trailer))
+        }
+    }
+}
+
+/// A cursor position: one entry of a list, valid while the list is borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    node: NonNull<Node>,
+    _list: PhantomData<&'a SkipList>,
+}
+
+impl<'a> Entry<'a> {
+    fn new(node: *mut Node) -> Option<Entry<'a>> {
+        NonNull::new(node).map(|node| Entry {
+            node,
+            _list: PhantomData,
+        })
+    }
+
+    pub(crate) fn cf(&self) -> u32 {
+        // SAFETY: entries are only made of published nodes of a borrowed list.
+        unsafe { (*self.node.as_ptr()).cf }
+    }
+
+    pub(crate) fn trailer(&self) -> u64 {
+        // SAFETY: as in `cf`.
+        unsafe { (*self.node.as_ptr()).trailer }
+    }
+
+    pub(crate) fn user_key(&self) -> &'a [u8] {
+        // SAFETY: as in `cf`; the list outlives 'a.
+        unsafe { Node::key(self.node.as_ptr()) }
+    }
+
+    pub(crate) fn value(&self) -> &'a [u8] {
+        // SAFETY: as in `user_key`.
+        unsafe { Node::value(self.node.as_ptr()) }
+    }
+
+    /// True if this entry is exactly at `p`.
+    pub(crate) fn is_at(&self, p: &Probe<'_>) -> bool {
+        // SAFETY: as in `cf`; an entry is never the head.
+        unsafe { Node::cmp(self.node.as_ptr(), p) == Ordering::Equal }
+    }
+
+    /// The next entry in order.
+    pub(crate) fn next(&self) -> Option<Entry<'a>> {
+        // SAFETY: every node has level 0.
+        Entry::new(unsafe { Node::link(self.node.as_ptr(), 0) }.load(AtomicOrdering::Acquire))
+    }
+}
+
+/// Bump allocator of chunks that double from 16 KiB to 2 MiB; 2 MiB chunks are aligned to
+/// 2 MiB and advised as huge pages (transparent huge pages in `madvise` mode), so that a
+/// memtable's nodes need a handful of TLB entries. Only the writer touches it.
+struct Arena {
+    chunks: Vec<(NonNull<u8>, Layout)>,
+    /// Current chunk, bytes used of it, and its size.
+    cur: *mut u8,
+    used: usize,
+    cap: usize,
+    /// Size of the next chunk (doubles up to `MAX_CHUNK`).
+    next_chunk: usize,
+}
+
+const FIRST_CHUNK: usize = 16 << 10;
+const MAX_CHUNK: usize = 2 << 20;
+const HUGE: usize = 2 << 20;
+const LINE: usize = 64;
+
+impl Arena {
+    fn new() -> Arena {
+        Arena {
+            chunks: Vec::new(),
+            cur: ptr::null_mut(),
+            used: 0,
+            cap: 0,
+            next_chunk: FIRST_CHUNK,
+        }
+    }
+
+    fn chunk(&mut self, size: usize) -> *mut u8 {
+        let align = if size >= HUGE { HUGE } else { LINE };
+        let layout = match Layout::from_size_align(size, align) {
+            Ok(l) => l,
+            // Only for sizes near isize::MAX, which no batch can carry.
+            Err(_) => panic!("memtable entry of {size} bytes"),
+        };
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc(layout) };
+        let Some(p) = NonNull::new(p) else {
+            alloc::handle_alloc_error(layout)
+        };
+        if size >= HUGE {
+            // SAFETY: advice on memory this arena owns; failure only means small pages.
+            unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_HUGEPAGE) };
+        }
+        self.chunks.push((p, layout));
+        p.as_ptr()
+    }
+
+    /// `size` bytes (a multiple of 8), 8-aligned; the first `hot` of them (at most a line)
+    /// within one cache line.
+    fn alloc(&mut self, size: usize, hot: usize) -> *mut u8 {
+        debug_assert!(size.is_multiple_of(8) && hot <= LINE);
+        let pad = |used: usize| {
+            let off = used % LINE;
+            if off + hot > LINE {
+                LINE - off
+            } else {
+                0
+            }
+        };
+        if self.cur.is_null() || self.used + pad(self.used) + size > self.cap {
+            if size > MAX_CHUNK / 4 {
+                // A large entry gets a chunk of its own; the current one stays in use.
+                return self.chunk(size);
+            }
+            let cap = self.next_chunk;
+            self.next_chunk = (cap * 2).min(MAX_CHUNK);
+            self.cur = self.chunk(cap);
+            self.used = 0;
+            self.cap = cap;
+        }
+        self.used += pad(self.used);
+        // SAFETY: `used + size <= cap`, inside the current chunk.
+        let p = unsafe { self.cur.add(self.used) };
+        self.used += size;
+        p
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for (p, layout) in self.chunks.drain(..) {
+            // SAFETY: allocated by `chunk` with this layout, freed once.
+            unsafe { alloc::dealloc(p.as_ptr(), layout) }
+        }
+    }
+}
+
+struct Writer {
+    /// Nodes (headers, links, keys), kept dense so that searches touch few pages.
+    arena: Arena,
+    /// Values, read only by point reads and scans.
+    values: Arena,
+    /// xorshift state for tower heights.
+    rng: u64,
+}
+
+impl Writer {
+    /// 1 plus the number of trailing zero bits of a random word: level `i + 1` with
+    /// probability 1/2 once at level `i`.
+    fn random_height(&mut self) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng.trailing_zeros() as usize + 1).min(MAX_HEIGHT)
+    }
+}
+
+/// An ordered, insert-only map from `(cf, user key, trailer)` to a value.
+pub(crate) struct SkipList {
+    head: NonNull<Node>,
+    /// Height of the tallest tower linked (1 when empty).
+    height: AtomicUsize,
+    /// Entries linked (tests check scans against it).
+    #[cfg(test)]
+    len: AtomicUsize,
+    writer: Mutex<Writer>,
+}
+
+// SAFETY: the list owns its arena; nodes are immutable after publication apart from their
+// links, which are atomics; the arena is touched only under the writer mutex.
+unsafe impl Send for SkipList {}
+// SAFETY: as above.
+unsafe impl Sync for SkipList {}
+// SAFETY: the arena's chunks are plain memory owned by it.
+unsafe impl Send for Arena {}
+
+impl SkipList {
+    pub(crate) fn new() -> SkipList {
+        let mut arena = Arena::new();
+        let size = HEADER + MAX_HEIGHT * LINK;
+        let head = arena.alloc(size, LINE).cast::<Node>();
+        // SAFETY: a fresh allocation of `size` bytes, 8-aligned, not yet shared.
+        unsafe {
+            head.write(Node {
+                trailer: 0,
+                cf: 0,
+                height: MAX_HEIGHT as u32,
+                key_len: 0,
+                value_len: 0,
+                value: ptr::NonNull::dangling().as_ptr(),
+            });
+            for i in 0..MAX_HEIGHT {
+                head.cast::<u8>()
+                    .add(HEADER + i * LINK)
+                    .cast::<AtomicPtr<Node>>()
+                    .write(AtomicPtr::new(ptr::null_mut()));
+            }
+        }
+        SkipList {
+            // SAFETY: `alloc` never returns null.
+            head: unsafe { NonNull::new_unchecked(head) },
+            height: AtomicUsize::new(1),
+            #[cfg(test)]
+            len: AtomicUsize::new(0),
+            writer: Mutex::new(Writer {
+                arena,
+                values: Arena::new(),
+                rng: 0x9E37_79B9_7F4A_7C15,
+            }),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(AtomicOrdering::Acquire)
+    }
+
+    /// Walks down from the head towards `p` (`None`: past every entry). Returns the last node
+    /// before `p` at level 0 (maybe the head) and records the last node before `p` on each
+    /// level in `preds`.
+    fn find(&self, p: Option<&Probe<'_>>, preds: &mut [*mut Node; MAX_HEIGHT]) -> *mut Node {
+        let mut x = self.head.as_ptr();
+        let mut level = self.height.load(AtomicOrdering::Relaxed) - 1;
+        loop {
+            // SAFETY: `x` is the head or a published node reached at `level`, so its tower
+            // is at least `level + 1` tall.
+            let next = unsafe { Node::link(x, level) }.load(AtomicOrdering::Acquire);
+            // SAFETY: `next` is a published node (never the head).
+            let before = !next.is_null() && p.is_none_or(|p| unsafe { Node::cmp(next, p) }.is_lt());
+            if before {
+                x = next;
+                continue;
+            }
+            preds[level] = x;
+            if level == 0 {
+                return x;
+            }
+            level -= 1;
+        }
+    }
+
+    /// The first entry at or after `p`.
+    pub(crate) fn seek(&self, p: &Probe<'_>) -> Option<Entry<'_>> {
+        let mut preds = [ptr::null_mut(); MAX_HEIGHT];
+        let x = self.find(Some(p), &mut preds);
+        // SAFETY: `x` is the head or a published node.
+        Entry::new(unsafe { Node::link(x, 0) }.load(AtomicOrdering::Acquire))
+    }
+
+    /// The last entry before `p` (`None`: the last entry).
+    pub(crate) fn seek_before(&self, p: Option<&Probe<'_>>) -> Option<Entry<'_>> {
+        let mut preds = [ptr::null_mut(); MAX_HEIGHT];
+        let x = self.find(p, &mut preds);
+        if x == self.head.as_ptr() {
+            None
+        } else {
+            Entry::new(x)
+        }
+    }
+
+    /// The first entry.
+    pub(crate) fn first(&self) -> Option<Entry<'_>> {
+        // SAFETY: the head is initialised with every level.
+        Entry::new(unsafe { Node::link(self.head.as_ptr(), 0) }.load(AtomicOrdering::Acquire))
+    }
+
+    /// Inserts an entry. Entries are never equal in the engine (every operation has its own
+    /// sequence number); an equal one would be placed before the existing one.
+    ///
+    /// # Panics
+    /// If the key or the value is 4 GiB or longer (the engine rejects such writes).
+    pub(crate) fn insert(&self, cf: u32, key: &[u8], trailer: u64, value: &[u8]) {
+        let (Ok(key_len), Ok(value_len)) = (u32::try_from(key.len()), u32::try_from(value.len()))
+        else {
+            panic!(
+                "memtable entry too long: key {} value {}",
+                key.len(),
+                value.len()
+            );
+        };
+        let mut w = self.writer.lock();
+        let height = w.random_height();
+        let links = HEADER + height * LINK;
+        let size = (links + key.len()).next_multiple_of(8);
+        let node = w
+            .arena
+            .alloc(size, (links + key.len().min(16)).min(LINE))
+            .cast::<Node>();
+        let vptr = if value.is_empty() {
+            ptr::NonNull::dangling().as_ptr()
+        } else {
+            w.values.alloc(value.len().next_multiple_of(8), 0)
+        };
+        // SAFETY: a fresh allocation of `size` bytes, 8-aligned, unreachable by readers until
+        // linked below; the writer mutex is held.
+        unsafe {
+            node.write(Node {
+                trailer,
+                cf,
+                height: height as u32,
+                key_len,
+                value_len,
+                value: vptr,
+            });
+            for i in 0..height {
+                node.cast::<u8>()
+                    .add(HEADER + i * LINK)
+                    .cast::<AtomicPtr<Node>>()
+                    .write(AtomicPtr::new(ptr::null_mut()));
+            }
+            ptr::copy_nonoverlapping(key.as_ptr(), node.cast::<u8>().add(links), key.len());
+            ptr::copy_nonoverlapping(value.as_ptr(), vptr, value.len());
+        }
+        let probe = Probe { cf, key, trailer };
+        let mut preds = [self.head.as_ptr(); MAX_HEIGHT];
+        self.find(Some(&probe), &mut preds);
+        // Levels above the list's height keep the head as their predecessor. Readers that
+        // see the new height before the head links there find a null link and descend.
+        if height > self.height.load(AtomicOrdering::Relaxed) {
+            self.height.store(height, AtomicOrdering::Relaxed);
+        }
+        for (level, &pred) in preds.iter().enumerate().take(height) {
+            // SAFETY: `pred` is the head or a published node at least `level + 1` tall;
+            // `node` was built above with `height` links. Only this writer stores links.
+            unsafe {
+                let next = Node::link(pred, level).load(AtomicOrdering::Relaxed);
+                Node::link(node, level).store(next, AtomicOrdering::Relaxed);
+                Node::link(pred, level).store(node, AtomicOrdering::Release);
+            }
+        }
+        // Release: whoever sees the new length sees the node linked.
+        #[cfg(test)]
+        self.len.fetch_add(1, AtomicOrdering::Release);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+
+    type Key = (u32, Vec<u8>, std::cmp::Reverse<u64>);
+
+    fn key_of(e: &Entry<'_>) -> Key {
+        (
+            e.cf(),
+            e.user_key().to_vec(),
+            std::cmp::Reverse(e.trailer()),
+        )
+    }
+
+    fn probe(k: &Key) -> Probe<'_> {
+        Probe {
+            cf: k.0,
+            key: &k.1,
+            trailer: k.2 .0,
+        }
+    }
+
+    fn rng(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    #[test]
+    fn an_empty_list_has_no_entries() {
+        let l = SkipList::new();
+        assert_eq!(l.len(), 0);
+        assert!(l.first().is_none());
+        assert!(l.seek_before(None).is_none());
+        let p = Probe {
+            cf: 0,
+            key: b"a",
+            trailer: 0,
+        };
+        assert!(l.seek(&p).is_none());
+        assert!(l.seek_before(Some(&p)).is_none());
+    }
+
+    #[test]
+    fn it_orders_and_finds_like_a_sorted_map() {
+        let l = SkipList::new();
+        let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
+        let mut seed = 7u64;
+        for i in 0..20_000u64 {
+            let r = rng(&mut seed);
+            let cf = (r % 3) as u32;
+            // Keys of 0..40 bytes, so some share a long prefix and some are empty.
+            let klen = (r >> 8) as usize % 41;
+            let key: Vec<u8> = (0..klen)
+                .map(|j| b'a' + ((r >> (j % 50)) % 3) as u8)
+                .collect();
+            let trailer = (i << 8) | (r >> 60);
+            // Values of 0..600 bytes, a few of them larger than a line.
+            let value = vec![(i % 251) as u8; (r >> 20) as usize % 600];
+            l.insert(cf, &key, trailer, &value);
+            model.insert((cf, key, std::cmp::Reverse(trailer)), value);
+        }
+        assert_eq!(l.len(), model.len());
+        // Full scan in order, keys and values intact.
+        let mut e = l.first();
+        for (k, v) in &model {
+            let got = e.unwrap();
+            assert_eq!(&key_of(&got), k);
+            assert_eq!(got.value(), &v[..]);
+            e = got.next();
+        }
+        assert!(e.is_none());
+        // Seeks at, before and after stored keys agree with the model.
+        let keys: Vec<&Key> = model.keys().collect();
+        for (i, k) in keys.iter().enumerate().step_by(7) {
+            let at = l.seek(&probe(k)).unwrap();
+            assert!(at.is_at(&probe(k)));
+            let before = l.seek_before(Some(&probe(k))).map(|e| key_of(&e));
+            assert_eq!(before.as_ref(), i.checked_sub(1).map(|j| keys[j]));
+            // Just after k (same cf and key, one lower trailer) is the next stored entry.
+            if k.2 .0 > 0 {
+                let after = (k.0, k.1.clone(), std::cmp::Reverse(k.2 .0 - 1));
+                let got = l.seek(&probe(&after)).map(|e| key_of(&e));
+                assert_eq!(got.as_ref(), keys.get(i + 1).copied());
+            }
+        }
+        assert_eq!(
+            l.seek_before(None).map(|e| key_of(&e)).as_ref(),
+            keys.last().copied()
+        );
+        // Past the last column family: nothing at or after, the last entry before.
+        let end = Probe {
+            cf: 3,
+            key: b"",
+            trailer: u64::MAX,
+        };
+        assert!(l.seek(&end).is_none());
+        assert_eq!(
+            l.seek_before(Some(&end)).map(|e| key_of(&e)).as_ref(),
+            keys.last().copied()
+        );
+    }
+
+    #[test]
+    fn large_entries_get_chunks_of_their_own() {
+        let l = SkipList::new();
+        let big = vec![9u8; MAX_CHUNK];
+        l.insert(0, b"b", 1, b"small");
+        l.insert(0, b"a", 2, &big);
+        l.insert(0, b"c", 3, b"small too");
+        let a = l.first().unwrap();
+        assert_eq!((a.user_key(), a.value().len()), (&b"a"[..], MAX_CHUNK));
+        assert!(a.value().iter().all(|&b| b == 9));
+        let b = a.next().unwrap();
+        assert_eq!(b.value(), b"small");
+        assert_eq!(b.next().unwrap().value(), b"small too");
+    }
+
+    #[test]
+    fn readers_see_a_consistent_list_while_one_writer_inserts() {
+        let l = Arc::new(SkipList::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, done) = (l.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut scans = 0;
+                    while !done.load(AtomicOrdering::Acquire) || scans == 0 {
+                        // Every scan is in strictly increasing order, every value matches
+                        // its key, and a scan sees at least what was there when it began.
+                        let before = l.len();
+                        let mut n = 0;
+                        let mut prev: Option<Key> = None;
+                        let mut e = l.first();
+                        while let Some(x) = e {
+                            let k = key_of(&x);
+                            assert_eq!(x.value(), &k.1[..], "value of {k:?}");
+                            if let Some(p) = &prev {
+                                assert!(p < &k, "{p:?} then {k:?}");
+                            }
+                            prev = Some(k);
+                            n += 1;
+                            e = x.next();
+                        }
+                        assert!(n >= before, "scan saw {n} of at least {before}");
+                        scans += 1;
+                    }
+                    scans
+                })
+            })
+            .collect();
+        let mut seed = 99u64;
+        for i in 0..50_000u64 {
+            let key = rng(&mut seed).to_be_bytes();
+            l.insert(1, &key, i << 8, &key);
+        }
+        done.store(true, AtomicOrdering::Release);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        assert_eq!(l.len(), 50_000);
+    }
+}
