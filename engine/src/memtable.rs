@@ -418,6 +418,70 @@ mod tests {
     }
 
     #[test]
+    fn scans_start_at_inclusive_and_exclusive_bounds_in_both_directions() {
+        let m = MemTable::new(0);
+        // cf 1: a@3 a@1 b@2 c@4 (internal-key order); cf 0 and cf 2 around it.
+        m.put(0, b"z", 9, b"cf0");
+        m.put(1, b"a", 1, b"a1");
+        m.put(1, b"b", 2, b"b2");
+        m.put(1, b"a", 3, b"a3");
+        m.delete(1, b"c", 4);
+        m.put(2, b"a", 5, b"cf2");
+        let ik = |k: &[u8], seq: u64, kind: ValueKind| key::encode(k, seq, kind as u8);
+        let scan = |from: Bound<&[u8]>, reverse: bool, limit: usize| {
+            let mut out = Vec::new();
+            m.scan(1, from, reverse, limit, &mut out);
+            out.into_iter()
+                .map(|(k, v)| {
+                    let p = key::parse(&k).unwrap();
+                    (p.user_key.to_vec(), p.seq, v)
+                })
+                .collect::<Vec<_>>()
+        };
+        let e = |k: &[u8], seq: u64, v: &[u8]| (k.to_vec(), seq, v.to_vec());
+        let all = vec![
+            e(b"a", 3, b"a3"),
+            e(b"a", 1, b"a1"),
+            e(b"b", 2, b"b2"),
+            e(b"c", 4, b""),
+        ];
+        assert_eq!(scan(Bound::Unbounded, false, 10), all);
+        let mut rev = all.clone();
+        rev.reverse();
+        assert_eq!(scan(Bound::Unbounded, true, 10), rev);
+        assert_eq!(scan(Bound::Unbounded, false, 2), all[..2].to_vec());
+        let a1 = ik(b"a", 1, ValueKind::Put);
+        assert_eq!(scan(Bound::Included(&a1), false, 10), all[1..].to_vec());
+        assert_eq!(scan(Bound::Excluded(&a1), false, 10), all[2..].to_vec());
+        assert_eq!(
+            scan(Bound::Included(&a1), true, 10),
+            vec![all[1].clone(), all[0].clone()]
+        );
+        assert_eq!(scan(Bound::Excluded(&a1), true, 10), vec![all[0].clone()]);
+        // A bare user key (a seek bound) sits before every version of that key.
+        assert_eq!(scan(Bound::Included(b"b"), false, 10), all[2..].to_vec());
+        assert_eq!(
+            scan(Bound::Included(b"b"), true, 10),
+            vec![all[1].clone(), all[0].clone()]
+        );
+        // Bounds outside the column family's keys.
+        assert_eq!(scan(Bound::Included(b"d"), false, 10), vec![]);
+        assert_eq!(
+            scan(Bound::Excluded(&ik(b"a", 3, ValueKind::Put)), true, 10),
+            vec![]
+        );
+        assert_eq!(m.column_families(), vec![0, 1, 2]);
+        assert_eq!(m.range_bytes(1, b"a", b"c"), 3 * 3);
+        let mut flushed = Vec::new();
+        m.for_each_in_cf(1, |k, v| {
+            flushed.push((k.to_vec(), v.to_vec()));
+            true
+        });
+        assert_eq!(flushed.len(), 4);
+        assert_eq!(flushed[3].0, ik(b"c", 4, ValueKind::Delete));
+    }
+
+    #[test]
     fn without_a_filter_every_read_searches() {
         let m = MemTable::new(0);
         assert!(m.filter.is_none());
