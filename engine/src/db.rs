@@ -329,6 +329,9 @@ impl Engine {
     ///
     /// Writers are slowed (1 ms per write) when L0 fills up and stopped while too many
     /// memtables wait for flush or L0 is full; each stall is counted in [`Stats`] and logged.
+    ///
+    /// Fails with [`Error::InvalidArgument`], writing nothing, if a key, value or range bound
+    /// is longer than [`MAX_ENTRY_LEN`].
     pub fn write(&self, batch: &WriteBatch) -> Result<u64> {
         self.inner.write(batch)
     }
