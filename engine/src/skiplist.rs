@@ -257,8 +257,9 @@ impl Arena {
                 // A large entry gets a chunk of its own; the current one stays in use.
                 return self.chunk(size);
             }
-            let cap = self.next_chunk;
-            self.next_chunk = (cap * 2).min(MAX_CHUNK);
+            // Big enough for this allocation and its padding whatever the doubling says.
+            let cap = self.next_chunk.max(size + LINE);
+            self.next_chunk = (self.next_chunk * 2).min(MAX_CHUNK);
             self.cur = self.chunk(cap);
             self.used = 0;
             self.cap = cap;
@@ -361,9 +362,16 @@ impl SkipList {
     }
 
     /// Walks down from the head towards `p` (`None`: past every entry). Returns the last node
-    /// before `p` at level 0 (maybe the head) and records the last node before `p` on each
-    /// level in `preds`.
-    fn find(&self, p: Option<&Probe<'_>>, preds: &mut [*mut Node; MAX_HEIGHT]) -> *mut Node {
+    /// before `p` at level 0 (maybe the head) and the node after it that the walk saw there
+    /// (null at the end), and records the last node before `p` on each level in `preds`.
+    ///
+    /// The pair is what one load saw: a reader must not load the predecessor's link again,
+    /// for a writer may have linked a newer entry (one that orders before `p`) there since.
+    fn find(
+        &self,
+        p: Option<&Probe<'_>>,
+        preds: &mut [*mut Node; MAX_HEIGHT],
+    ) -> (*mut Node, *mut Node) {
         let mut x = self.head.as_ptr();
         let mut level = self.height.load(AtomicOrdering::Relaxed) - 1;
         loop {
@@ -378,7 +386,7 @@ impl SkipList {
             }
             preds[level] = x;
             if level == 0 {
-                return x;
+                return (x, next);
             }
             level -= 1;
         }
@@ -387,15 +395,14 @@ impl SkipList {
     /// The first entry at or after `p`.
     pub(crate) fn seek(&self, p: &Probe<'_>) -> Option<Entry<'_>> {
         let mut preds = [ptr::null_mut(); MAX_HEIGHT];
-        let x = self.find(Some(p), &mut preds);
-        // SAFETY: `x` is the head or a published node.
-        Entry::new(unsafe { Node::link(x, 0) }.load(AtomicOrdering::Acquire))
+        let (_, next) = self.find(Some(p), &mut preds);
+        Entry::new(next)
     }
 
     /// The last entry before `p` (`None`: the last entry).
     pub(crate) fn seek_before(&self, p: Option<&Probe<'_>>) -> Option<Entry<'_>> {
         let mut preds = [ptr::null_mut(); MAX_HEIGHT];
-        let x = self.find(p, &mut preds);
+        let (x, _) = self.find(p, &mut preds);
         if x == self.head.as_ptr() {
             None
         } else {
@@ -630,6 +637,62 @@ mod tests {
         let b = a.next().unwrap();
         assert_eq!(b.value(), b"small");
         assert_eq!(b.next().unwrap().value(), b"small too");
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_next_chunk_gets_a_chunk_that_holds_it() {
+        // Larger than the first chunks, smaller than what gets a chunk of its own.
+        let l = SkipList::new();
+        let mid = vec![5u8; 3 * FIRST_CHUNK];
+        l.insert(0, b"m", 1, &mid);
+        l.insert(0, &[b'k'; 2 * FIRST_CHUNK], 2, b"long key");
+        l.insert(0, b"z", 3, b"after");
+        let e = l.first().unwrap();
+        assert_eq!(e.user_key(), &[b'k'; 2 * FIRST_CHUNK][..]);
+        let m = e.next().unwrap();
+        assert_eq!((m.user_key(), m.value()), (&b"m"[..], &mid[..]));
+        assert_eq!(m.next().unwrap().value(), b"after");
+    }
+
+    /// A seek for a key's newest version at a published sequence must return that version
+    /// even while the writer links newer versions (which order before it) in front of it.
+    #[test]
+    fn a_seek_racing_inserts_of_newer_versions_finds_the_published_one() {
+        use std::sync::atomic::AtomicU64;
+        const VERSIONS: u64 = 5_000;
+        for _ in 0..4 {
+            let l = SkipList::new();
+            let published = AtomicU64::new(0);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let mut seed = 11u64;
+                    for i in 1..=VERSIONS {
+                        // Other keys around it, so that towers and links keep changing.
+                        for _ in 0..3 {
+                            l.insert(0, &rng(&mut seed).to_be_bytes(), i << 8 | 1, b"v");
+                        }
+                        l.insert(3, b"apply", i << 8 | 1, &i.to_le_bytes());
+                        published.store(i, AtomicOrdering::Release);
+                    }
+                });
+                loop {
+                    let seq = published.load(AtomicOrdering::Acquire);
+                    if seq == 0 {
+                        continue;
+                    }
+                    let p = Probe {
+                        cf: 3,
+                        key: b"apply",
+                        trailer: seq << 8 | 0xFF,
+                    };
+                    let got = l.seek(&p).map(|e| (e.cf(), e.user_key(), e.trailer() >> 8));
+                    assert_eq!(got, Some((3, &b"apply"[..], seq)), "seek at {seq}");
+                    if seq == VERSIONS {
+                        break;
+                    }
+                }
+            });
+        }
     }
 
     #[test]
