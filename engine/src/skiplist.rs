@@ -21,13 +21,16 @@
 //!
 //! Entries order by column family, then user key ascending, then trailer
 //! (`(seq << 8) | kind`) descending: the internal-key order within each column family.
-//! Towers grow with probability 1/2 per level (fewer nodes per search than 1/4 here,
+//! Towers grow with probability 1/2 per level (faster searches than with 1/4 here,
 //! measured).
 //!
 //! Publication: the writer fills a node (and its value) completely, then links it
 //! bottom-up, each link a release store; readers follow links with acquire loads, so a node
 //! reached through a link is fully initialised. A reader may see a node at level 0 before it
-//! is linked higher up, which only makes its search visit a few more nodes.
+//! is linked higher up, which only makes its search visit a few more nodes. A reader answers
+//! with what its walk loaded and never loads a link it walked past again: a newer entry may
+//! have been linked there since (a seek that did so returned versions newer than the
+//! snapshot it served).
 
 use std::alloc::{self, Layout};
 use std::cmp::Ordering;
