@@ -6,8 +6,50 @@
 use std::net::{SocketAddr, TcpListener};
 use std::process::Child;
 
-/// A loopback address with a port free right now.
+/// A loopback address with a port free right now, taken below the kernel's ephemeral port
+/// range when it can be. A port picked here is often bound only later (a store started
+/// after the cluster is up), and a port of the ephemeral range may meanwhile become the
+/// local port of some outgoing connection (the tests open many), after which the bind
+/// fails. Below that range only another bind can take it, and no port is handed out twice
+/// by one test process.
 pub fn free_addr() -> SocketAddr {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let start = (low / 2).max(1024);
+    let span = u64::from(low.saturating_sub(start));
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    if span >= 1024 {
+        // A different sequence per process and per call (splitmix64 of pid, time, count).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut x =
+            nanos ^ (u64::from(std::process::id()) << 32) ^ CALLS.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..64 {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let port = start + (z % span) as u16;
+            if handed.contains(&port) {
+                continue;
+            }
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                handed.insert(port);
+                return l.local_addr().unwrap();
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
