@@ -72,6 +72,25 @@ pub(crate) struct Probe<'a> {
 // built by the writer after its header was written, or a node reached through a link); the
 // list keeps every node alive until it drops.
 impl Node {
+    /// Writes `header` at `node` and `header.height` null links after it.
+    ///
+    /// # Safety
+    /// `node` is 8-aligned, points at `HEADER + header.height * LINK` writable bytes, and no
+    /// reader can reach it yet.
+    unsafe fn init(node: *mut Node, header: Node) {
+        let height = header.height as usize;
+        // SAFETY: caller's contract: the header and the tower right after it are ours.
+        unsafe {
+            node.write(header);
+            for i in 0..height {
+                node.cast::<u8>()
+                    .add(HEADER + i * LINK)
+                    .cast::<AtomicPtr<Node>>()
+                    .write(AtomicPtr::new(ptr::null_mut()));
+            }
+        }
+    }
+
     /// Link `level` of `node`.
     ///
     /// # Safety
@@ -330,20 +349,17 @@ impl SkipList {
         let head = arena.alloc(size, LINE).cast::<Node>();
         // SAFETY: a fresh allocation of `size` bytes, 8-aligned, not yet shared.
         unsafe {
-            head.write(Node {
-                trailer: 0,
-                cf: 0,
-                height: MAX_HEIGHT as u32,
-                key_len: 0,
-                value_len: 0,
-                value: ptr::NonNull::dangling().as_ptr(),
-            });
-            for i in 0..MAX_HEIGHT {
-                head.cast::<u8>()
-                    .add(HEADER + i * LINK)
-                    .cast::<AtomicPtr<Node>>()
-                    .write(AtomicPtr::new(ptr::null_mut()));
-            }
+            Node::init(
+                head,
+                Node {
+                    trailer: 0,
+                    cf: 0,
+                    height: MAX_HEIGHT as u32,
+                    key_len: 0,
+                    value_len: 0,
+                    value: ptr::NonNull::dangling().as_ptr(),
+                },
+            );
         }
         SkipList {
             // SAFETY: `alloc` never returns null.
@@ -449,20 +465,17 @@ impl SkipList {
         // SAFETY: a fresh allocation of `size` bytes, 8-aligned, unreachable by readers until
         // linked below; the writer mutex is held.
         unsafe {
-            node.write(Node {
-                trailer,
-                cf,
-                height: height as u32,
-                key_len,
-                value_len,
-                value: vptr,
-            });
-            for i in 0..height {
-                node.cast::<u8>()
-                    .add(HEADER + i * LINK)
-                    .cast::<AtomicPtr<Node>>()
-                    .write(AtomicPtr::new(ptr::null_mut()));
-            }
+            Node::init(
+                node,
+                Node {
+                    trailer,
+                    cf,
+                    height: height as u32,
+                    key_len,
+                    value_len,
+                    value: vptr,
+                },
+            );
             ptr::copy_nonoverlapping(key.as_ptr(), node.cast::<u8>().add(links), key.len());
             ptr::copy_nonoverlapping(value.as_ptr(), vptr, value.len());
         }

@@ -13,10 +13,10 @@ use std::process::Child;
 /// fails. Below that range only another bind can take it, and no port is handed out twice
 /// by one test process.
 pub fn free_addr() -> SocketAddr {
-    use std::collections::HashSet;
+    use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -25,7 +25,6 @@ pub fn free_addr() -> SocketAddr {
     let start = (low / 2).max(1024);
     let span = u64::from(low.saturating_sub(start));
     let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    let handed = handed.get_or_insert_with(HashSet::new);
     if span >= 1024 {
         // A different sequence per process and per call (splitmix64 of pid, time, count).
         let nanos = std::time::SystemTime::now()
