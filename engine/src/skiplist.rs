@@ -640,6 +640,107 @@ mod tests {
         );
     }
 
+    /// Every level is a sorted chain, each a subsequence of the level below.
+    fn check_levels(l: &SkipList) {
+        let mut below: Option<Vec<*mut Node>> = None;
+        for level in 0..MAX_HEIGHT {
+            let mut chain = Vec::new();
+            // SAFETY: the head has every level; no writer runs.
+            let mut x = unsafe { Node::link(l.head.as_ptr(), level) }.load(AtomicOrdering::Acquire);
+            while !x.is_null() {
+                chain.push(x);
+                // SAFETY: `x` was reached on `level`, so it is at least `level + 1` tall.
+                x = unsafe { Node::link(x, level) }.load(AtomicOrdering::Acquire);
+            }
+            for w in chain.windows(2) {
+                let e = Entry::new(w[1]).unwrap();
+                let k = key_of(&e);
+                assert!(
+                    // SAFETY: a published node.
+                    unsafe { Node::cmp(w[0], &probe(&k)) }.is_lt(),
+                    "level {level} out of order"
+                );
+            }
+            if let Some(below) = &below {
+                let mut it = below.iter();
+                for x in &chain {
+                    assert!(it.any(|y| y == x), "level {level} node missing below");
+                }
+            }
+            below = Some(chain);
+        }
+    }
+
+    #[test]
+    fn inserts_in_any_order_link_every_level_in_order() {
+        let n = 5_000u64;
+        let key = |i: u64| (i * 7).to_be_bytes().to_vec();
+        let mut seed = 11u64;
+        let jittered: Vec<u64> = {
+            // Ascending with each window of 64 shuffled: concurrent clients' sequential keys.
+            let mut v: Vec<u64> = (0..n).collect();
+            for w in v.chunks_mut(64) {
+                for i in (1..w.len()).rev() {
+                    w.swap(i, (rng(&mut seed) % (i as u64 + 1)) as usize);
+                }
+            }
+            v
+        };
+        let orders: Vec<(&str, Vec<(u32, u64)>)> = vec![
+            ("ascending", (0..n).map(|i| (0, i)).collect()),
+            ("descending", (0..n).rev().map(|i| (0, i)).collect()),
+            ("jittered", jittered.iter().map(|&i| (0, i)).collect()),
+            // Two ascending streams, and a key of another cf after every 30: a round's
+            // puts and its apply state.
+            (
+                "interleaved",
+                (0..n)
+                    .map(|i| {
+                        if i % 31 == 30 {
+                            (1, i / 31)
+                        } else {
+                            (i as u32 % 2, i)
+                        }
+                    })
+                    .collect(),
+            ),
+            (
+                "random",
+                (0..n).map(|_| (0, rng(&mut seed) % (n * 4))).collect(),
+            ),
+            // Between existing keys, after a first pass.
+            (
+                "gaps",
+                (0..n)
+                    .map(|i| (0, i * 2))
+                    .chain((0..n).map(|i| (0, i * 2 + 1)))
+                    .collect(),
+            ),
+        ];
+        for (name, order) in orders {
+            let l = SkipList::new();
+            let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
+            for (seq, &(cf, i)) in order.iter().enumerate() {
+                let trailer = (seq as u64) << 8;
+                let value = i.to_le_bytes().to_vec();
+                l.insert(cf, &key(i), trailer, &value);
+                model.insert((cf, key(i), std::cmp::Reverse(trailer)), value);
+            }
+            check_levels(&l);
+            let mut e = l.first();
+            for (k, v) in &model {
+                let got = e.unwrap();
+                assert_eq!(&key_of(&got), k, "{name}");
+                assert_eq!(got.value(), &v[..], "{name}");
+                e = got.next();
+            }
+            assert!(e.is_none(), "{name}");
+            for k in model.keys().step_by(13) {
+                assert!(l.seek(&probe(k)).unwrap().is_at(&probe(k)), "{name}");
+            }
+        }
+    }
+
     #[test]
     fn large_entries_get_chunks_of_their_own() {
         let l = SkipList::new();

@@ -39,7 +39,7 @@ pub struct Config {
     /// write). The kernel runs ring fsyncs on an io-wq worker thread; on hosts where that
     /// hand-off is slow (measured ~150-200 µs per sync on a 2-vCPU VM, and in the append
     /// benchmark 268K vs 721K entries/s with 16 writers) it costs more than it saves, so by
-    /// default the sync is a plain `fdatasync` call from the writer thread. Default: false.
+    /// default the sync is a plain `fdatasync` call from the committing thread. Default: false.
     pub io_uring_sync: bool,
     /// `purge()` rewrites a stream forward when the oldest segment it needs is more than
     /// this many segments behind the active one. Default: 4.

@@ -2,9 +2,9 @@
 //!
 //! One set of segment files holds the raft entries, hard/conf states and small state
 //! records of thousands of streams (region peers). Writes are [`LogBatch`]es applied
-//! atomically; concurrent writers are merged into one write and one `fdatasync` by a
-//! writer thread that drives an io_uring ring (or `pwrite` + `fdatasync` where io_uring
-//! is unavailable). Reads come from an in-memory index (about 12 bytes per live entry
+//! atomically; concurrent writers are merged into one write and one `fdatasync` (group
+//! commit) through an io_uring ring (or `pwrite` + `fdatasync` where io_uring is
+//! unavailable), by a writer thread or by a lone blocking writer on its own thread. Reads come from an in-memory index (about 12 bytes per live entry
 //! plus 16 bytes per term change) and a bounded cache of recent entries. `purge()`
 //! deletes segments no stream needs, rewriting small idle streams forward. Recovery
 //! rebuilds the index by scanning the segments; see `FORMAT.md` for the bytes.

@@ -1,6 +1,7 @@
 //! Purge: deletes (or keeps for reuse) segments no stream needs, after rewriting small
-//! streams that pin old segments into the active one. Runs on the writer thread, so no
-//! user batch is applied between reading a stream and writing its rewritten copy.
+//! streams that pin old segments into the active one. Runs on the writer thread holding the
+//! writer's mutex, so no user batch is applied between reading a stream and writing its
+//! rewritten copy.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

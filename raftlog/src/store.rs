@@ -1,5 +1,6 @@
-//! [`LogStore`]: the public handle. Writes go through the writer thread (group commit);
-//! reads are served from the index, the entry cache, and positioned reads of segments.
+//! [`LogStore`]: the public handle. Writes are group-committed (see `writer.rs`: by the
+//! writer thread, or by a blocking writer itself); reads are served from the index, the
+//! entry cache, and positioned reads of segments.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use crate::log_batch::{Entry, LogBatch};
 use crate::memtable::Piece;
 use crate::purge::PurgeReport;
 use crate::recovery::recover;
-use crate::writer::{Done, Queue, Shared, Task, Writer};
+use crate::writer::{Committer, Done, Queue, Shared, Task, Writer};
 
 /// Counters of a store, for tests, benchmarks and metrics.
 #[derive(Debug, Clone, Default)]
@@ -39,17 +40,18 @@ pub struct Stats {
     pub io_uring: bool,
     /// Whether the active segment takes unbuffered (`O_DIRECT`) writes.
     pub direct_io: bool,
-    /// Time the writer thread spent in group writes and syncs, in microseconds.
+    /// Time spent in group writes and syncs, in microseconds.
     pub io_micros: u64,
 }
 
 /// A multi-stream raft log store in one directory.
 ///
-/// Thread-safe: share it with `Arc`. Concurrent [`LogStore::write`]s are merged by the
-/// writer thread into one write and one `fdatasync` (group commit).
+/// Thread-safe: share it with `Arc`. Concurrent [`LogStore::write`]s are merged into one
+/// write and one `fdatasync` (group commit).
 pub struct LogStore {
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    writer: Arc<Mutex<Writer>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -94,14 +96,22 @@ impl LogStore {
             direct_io: AtomicBool::new(false),
             io_nanos: AtomicU64::new(0),
         });
-        let writer = Writer::new(shared.clone(), rec.active, rec.free);
-        let handle = std::thread::Builder::new()
-            .name("raftlog-writer".into())
-            .spawn(move || writer.run())
-            .map_err(|e| Error::io(&shared.dir, e))?;
+        let writer = Arc::new(Mutex::new(Writer::new(
+            shared.clone(),
+            rec.active,
+            rec.free,
+        )));
+        let handle = {
+            let (w, s) = (writer.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("raftlog-writer".into())
+                .spawn(move || Writer::run(&w, &s))
+                .map_err(|e| Error::io(&shared.dir, e))?
+        };
         Ok(LogStore {
             shared,
-            writer: Some(handle),
+            writer,
+            thread: Some(handle),
         })
     }
 
@@ -116,6 +126,11 @@ impl LogStore {
     /// the batch becomes durable with the next synced write; an empty batch written with
     /// `sync` makes all earlier writes durable.
     ///
+    /// The write happens on the calling thread, together with the batches queued before
+    /// it (their `write_async` callbacks run here then), unless a commit is in progress or
+    /// other threads write this way at the same time: then the writer thread commits it
+    /// with the next group (see `writer.rs`).
+    ///
     /// Errors: `InvalidArgument` for a batch over 1 GiB; an I/O error if the write or
     /// sync failed, after which the store is poisoned and every later write returns
     /// `Poisoned` until it is reopened.
@@ -129,21 +144,39 @@ impl LogStore {
         let record = batch.into_record()?;
         let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
         let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(Task::Write {
-            record,
-            ops,
-            sync,
-            cache: true,
-            done: Done::Wait(tx),
-        });
+        let lead = {
+            let mut q = self.shared.queue.lock();
+            q.tasks.push(Task::Write {
+                record,
+                ops,
+                sync,
+                cache: true,
+                done: Done::Wait(tx),
+            });
+            let lead = !q.committing && q.last_group_waiters <= 1;
+            if lead {
+                q.committing = true;
+            } else {
+                self.shared.queue_cv.notify_one();
+            }
+            lead
+        };
+        if lead {
+            let _role = Committer {
+                shared: &self.shared,
+            };
+            self.writer.lock().drain(false);
+        }
         rx.recv().map_err(|_| Error::Closed)?
     }
 
-    /// Like [`LogStore::write`], without waiting: `done` runs on the writer thread once the
-    /// batch is visible to reads and, if `sync`, durable (or with the error that poisoned
-    /// the store). Batches become durable in the order they were submitted, mixed freely
-    /// with blocking writes, so a caller can keep several in flight and let group commit
-    /// merge them. `done` must be quick (it holds up the writer): send a message, no I/O.
+    /// Like [`LogStore::write`], without waiting: the writer thread commits it, and `done`
+    /// runs once the batch is visible to reads and, if `sync`, durable (or with the error
+    /// that poisoned the store), on the thread that committed it: the writer thread or one
+    /// blocked in [`LogStore::write`]. Batches become durable in the order they were
+    /// submitted, mixed freely with blocking writes, so a caller can keep several in
+    /// flight and let group commit merge them. `done` must be quick (it holds up the
+    /// committer) and must not block on the thread that writes: send a message, no I/O.
     ///
     /// Errors found before the batch is queued (poisoned store, oversized batch) are
     /// returned at once and `done` is not called.
@@ -280,7 +313,7 @@ impl LogStore {
         self.shared.mem.read().stream_ids()
     }
 
-    /// Write and purge requests queued for the writer thread and not yet picked up.
+    /// Write and purge requests queued and not yet picked up by a committer.
     pub fn pending_writes(&self) -> usize {
         self.shared.queue.lock().tasks.len()
     }
@@ -315,7 +348,7 @@ impl Drop for LogStore {
     fn drop(&mut self) {
         self.shared.queue.lock().shutdown = true;
         self.shared.queue_cv.notify_all();
-        if let Some(h) = self.writer.take() {
+        if let Some(h) = self.thread.take() {
             let _ = h.join();
         }
     }
