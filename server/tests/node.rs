@@ -245,10 +245,10 @@ fn concurrent_writers_are_group_committed() {
     assert_eq!(ok(&r).revision, 401);
 }
 
-/// Under load a store loop whose regions' only voter is its own leader waits for each
-/// raft-log write instead of running ahead of it (`NodeConfig::lone_leader_wait_entries`;
-/// 0 waits always, from the first tick that saw a write): the same answers, the same etcd
-/// metadata, and a restart (waiting off) replays the same state.
+/// A store loop whose regions' only voter is its own leader waits for each raft-log write
+/// instead of running ahead of it (`NodeConfig::lone_leader_wait_entries`: 0, the default,
+/// waits always): the same answers, the same etcd metadata; a restart with waiting off
+/// (every write in the background) replays the same state and goes on from it.
 #[test]
 fn a_lone_leader_that_waits_for_its_writes_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -286,7 +286,15 @@ fn a_lone_leader_that_waits_for_its_writes_loses_nothing() {
     // The writers are gone: this is the last reference, and dropping it stops the node.
     drop(Arc::try_unwrap(node).ok().unwrap());
 
-    let node = start(dir.path());
+    let engine = Arc::new(Engine::open(dir.path().join("engine"), Options::default()).unwrap());
+    let node = Arc::new(start_with(
+        engine,
+        open_log(dir.path()),
+        NodeConfig {
+            lone_leader_wait_entries: u64::MAX,
+            ..NodeConfig::default()
+        },
+    ));
     wait_leader(&node);
     let r = call(&node, vec![range("t", "u", false)]);
     let rr = r.responses[0].range.as_ref().unwrap();
@@ -296,6 +304,24 @@ fn a_lone_leader_that_waits_for_its_writes_loses_nothing() {
         .kvs
         .iter()
         .all(|kv| kv.version == 1 && kv.create_revision == kv.mod_revision));
+    let waited = |node: &Node| {
+        node.status()
+            .waited_writes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = waited(&node);
+    eight_writers(&node, |node, t, i| {
+        ok(&call(
+            node,
+            vec![put(&format!("t{t}-{i:02}"), &format!("{i}!"), false)],
+        ));
+    });
+    assert_eq!(waited(&node), before, "a write was waited for");
+    let r = call(&node, vec![range("t", "u", false)]);
+    let rr = r.responses[0].range.as_ref().unwrap();
+    assert_eq!(rr.count, 400);
+    assert_eq!(ok(&r).revision, 801);
+    assert!(rr.kvs.iter().all(|kv| kv.version == 2));
 }
 
 /// The engine loses everything it had not flushed (it has no WAL); the raft log is the WAL,
