@@ -4,10 +4,11 @@
 //! records of thousands of streams (region peers). Writes are [`LogBatch`]es applied
 //! atomically; concurrent writers are merged into one write and one `fdatasync` (group
 //! commit) through an io_uring ring (or `pwrite` + `fdatasync` where io_uring is
-//! unavailable), by a writer thread or by a lone blocking writer on its own thread. Reads come from an in-memory index (about 12 bytes per live entry
-//! plus 16 bytes per term change) and a bounded cache of recent entries. `purge()`
-//! deletes segments no stream needs, rewriting small idle streams forward. Recovery
-//! rebuilds the index by scanning the segments; see `FORMAT.md` for the bytes.
+//! unavailable), by a writer thread or by a lone blocking writer on its own thread. Reads
+//! come from an in-memory index (about 12 bytes per live entry plus 16 bytes per term
+//! change) and a bounded cache of recent entries. `purge()` deletes segments no stream
+//! needs, rewriting small idle streams forward. Recovery rebuilds the index by scanning the
+//! segments; see `FORMAT.md` for the bytes.
 #![deny(missing_docs, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
