@@ -439,8 +439,18 @@ impl Peer {
         })
     }
 
+    /// Answers everything waiting on this peer, which is going away (the store stops, or the
+    /// peer is replaced). A write it proposed may still be committed by the region's next
+    /// leader, so its answer says the outcome is unknown: a client that took it for a
+    /// refusal would send the write again and have it applied twice (the fault workload's
+    /// checker caught a shared key's put applied before and after another client's put).
     pub fn fail_all(&mut self, why: &str) {
-        self.fail_all_with(region_error(why), region_error(why));
+        self.fail_all_with(
+            region_error(format!(
+                "{why} while the write was in flight: the outcome is unknown"
+            )),
+            region_error(why),
+        );
     }
 
     /// Answers the writes waiting on this peer with `writes` and everything else with
