@@ -95,10 +95,10 @@ fn many_threads_real_files() {
     }
 }
 
-/// A blocking write commits on its caller's thread (with whatever was queued before it),
-/// async writes on the writer thread, and purges only ever on the writer thread: mixed
-/// from several threads at once, every batch lands, each stream's callbacks come in order,
-/// and everything is there after a crash.
+/// Blocking writes (committed on their callers' threads or, with other blocking writers
+/// about, by the writer thread), async writes and purges mixed from several threads at
+/// once: every batch lands, each thread's completions come in the order it wrote, and
+/// everything is there after a crash.
 #[test]
 fn blocking_async_and_purge_mixed() {
     let fs = MemFs::new();
