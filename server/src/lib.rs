@@ -23,6 +23,7 @@ mod peer;
 pub mod peer_net;
 pub mod peer_storage;
 pub mod region;
+pub mod reply;
 pub mod server;
 pub mod service;
 pub mod snapshot;

@@ -52,8 +52,7 @@ use pontoon_client::proto::raft_cmdpb;
 
 pub use crate::region::FIRST_REGION_ID;
 
-/// Where a reply goes.
-pub type Reply = tokio::sync::oneshot::Sender<RaftCmdResponse>;
+pub use crate::reply::Reply;
 
 /// Node settings. Every field says its default.
 #[derive(Debug, Clone)]
@@ -445,8 +444,8 @@ impl Node {
     }
 
     /// Queues a command; the answer arrives on `reply`. Returns false if the node stopped.
-    pub fn submit(&self, req: RaftCmdRequest, reply: Reply) -> bool {
-        self.tx.send(Msg::Cmd(Box::new(req), reply)).is_ok()
+    pub fn submit(&self, req: RaftCmdRequest, reply: impl Into<Reply>) -> bool {
+        self.tx.send(Msg::Cmd(Box::new(req), reply.into())).is_ok()
     }
 
     /// Hands a raft message from another store to the store loop. Returns false if the

@@ -6,8 +6,9 @@
 //! One io_uring runtime thread serves every connection. Each connection has a reader (this
 //! module's `serve_conn` / `serve_peer_conn` loops: decode frames, hand commands or raft
 //! messages to the store loop) and a writer task that coalesces every frame waiting into one
-//! `write_all`. Commands from all connections meet in the store loop, which group-commits
-//! them into one raft-log write.
+//! `write_all`; a client connection also has an answer task, which turns what the store loop
+//! queued for it ([`crate::reply::ConnAnswers`]) into frames. Commands from all connections
+//! meet in the store loop, which group-commits them into one raft-log write.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use crate::node::Node;
 use crate::peer_net::{ChunkAssembler, RaftSink};
+use crate::reply::{ConnAnswers, Reply};
 
 /// Serves clients on `listener` until `shutdown` turns true, then stops accepting, lets every
 /// connection finish the requests it has in flight (bounded by `drain`), and returns.
@@ -80,23 +82,28 @@ fn handshake_ack(cluster_id: u64, store_id: u64, limits: &Limits) -> FrameBody {
 
 fn send_body(out: &Outbox, body: &FrameBody, request_id: u64, limits: &Limits) {
     let mut buf = Vec::new();
-    match body.encode(request_id, limits.max_frame_size_bytes, &mut buf) {
-        Ok(()) => {
-            let _ = out.send(buf);
-        }
-        Err(e) => {
-            log::warn!("cannot encode a {:?} frame: {e}", body.frame_type());
-            let mut buf = Vec::new();
-            let err = FrameBody::error(
-                FrameErrorCode::Internal,
-                format!("cannot encode answer: {e}"),
-            );
-            if err
-                .encode(request_id, limits.max_frame_size_bytes, &mut buf)
-                .is_ok()
-            {
-                let _ = out.send(buf);
-            }
+    encode_body(&mut buf, body, request_id, limits);
+    if !buf.is_empty() {
+        let _ = out.send(buf);
+    }
+}
+
+/// Appends `body`'s frame to `buf`; one that cannot be encoded (too large) becomes an
+/// `Internal` error frame for the same request.
+fn encode_body(buf: &mut Vec<u8>, body: &FrameBody, request_id: u64, limits: &Limits) {
+    let start = buf.len();
+    if let Err(e) = body.encode(request_id, limits.max_frame_size_bytes, buf) {
+        buf.truncate(start);
+        log::warn!("cannot encode a {:?} frame: {e}", body.frame_type());
+        let err = FrameBody::error(
+            FrameErrorCode::Internal,
+            format!("cannot encode answer: {e}"),
+        );
+        if err
+            .encode(request_id, limits.max_frame_size_bytes, buf)
+            .is_err()
+        {
+            buf.truncate(start);
         }
     }
 }
@@ -118,9 +125,43 @@ async fn writer(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>)
     }
 }
 
+/// Writes the connection's answers as the store loop queues them: everything queued at a
+/// wake-up goes to the writer as one buffer. Returns once `closing` is set and nothing is
+/// queued.
+async fn answer_loop(
+    answers: Arc<ConnAnswers>,
+    out: Outbox,
+    limits: Limits,
+    in_flight: Rc<Cell<u32>>,
+    closing: Rc<Cell<bool>>,
+) {
+    let mut got = Vec::new();
+    loop {
+        answers.take(&mut got);
+        if got.is_empty() {
+            if closing.get() {
+                return;
+            }
+            answers.wait().await;
+            continue;
+        }
+        let mut buf = Vec::new();
+        for (request_id, resp) in got.drain(..) {
+            let body = match resp {
+                Some(resp) => FrameBody::Response(resp),
+                None => FrameBody::error(FrameErrorCode::ShuttingDown, "the store stopped"),
+            };
+            encode_body(&mut buf, &body, request_id, &limits);
+            in_flight.set(in_flight.get().saturating_sub(1));
+        }
+        let _ = out.send(buf);
+    }
+}
+
 /// Why a connection ends.
 enum Close {
-    /// The peer closed or the socket failed.
+    /// The peer closed, the socket failed, or the store loop stopped (the answer queue
+    /// answers what was in flight).
     Gone,
     /// A protocol error: send this frame, then close.
     Error(FrameErrorCode, String, u64),
@@ -136,7 +177,25 @@ async fn serve_conn(
     let (out, rx) = mpsc::unbounded_channel();
     let writer_task = tokio_uring::spawn(writer(stream.clone(), rx));
     let in_flight = Rc::new(Cell::new(0u32));
-    let close = read_loop(&stream, &node, &limits, &out, &in_flight, &mut shutdown).await;
+    let answers = ConnAnswers::new();
+    let closing = Rc::new(Cell::new(false));
+    let answer_task = tokio_uring::spawn(answer_loop(
+        answers.clone(),
+        out.clone(),
+        limits,
+        in_flight.clone(),
+        closing.clone(),
+    ));
+    let close = read_loop(
+        &stream,
+        &node,
+        &limits,
+        &out,
+        &answers,
+        &in_flight,
+        &mut shutdown,
+    )
+    .await;
     if let Close::Error(code, message, request_id) = close {
         log::info!("closing connection from {peer}: {message}");
         send_body(&out, &FrameBody::error(code, message), request_id, &limits);
@@ -146,6 +205,10 @@ async fn serve_conn(
     while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    closing.set(true);
+    answers.wake();
+    let _ = answer_task.await;
+    answers.close();
     drop(out);
     let _ = writer_task.await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -156,6 +219,7 @@ async fn read_loop(
     node: &Arc<Node>,
     limits: &Limits,
     out: &Outbox,
+    answers: &Arc<ConnAnswers>,
     in_flight: &Rc<Cell<u32>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Close {
@@ -203,32 +267,15 @@ async fn read_loop(
                         request_id,
                     );
                 }
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if !node.submit(req, tx) {
-                    return Close::Error(
-                        FrameErrorCode::ShuttingDown,
-                        "the store is stopping".into(),
-                        request_id,
-                    );
-                }
+                // Counted before the hand-off: the answer may be queued (and taken by the
+                // answer task, which counts it down) before `submit` returns.
                 in_flight.set(in_flight.get() + 1);
-                let out = out.clone();
-                let limits = *limits;
-                let in_flight = in_flight.clone();
-                tokio_uring::spawn(async move {
-                    match rx.await {
-                        Ok(resp) => {
-                            send_body(&out, &FrameBody::Response(resp), request_id, &limits)
-                        }
-                        Err(_) => send_body(
-                            &out,
-                            &FrameBody::error(FrameErrorCode::ShuttingDown, "the store stopped"),
-                            request_id,
-                            &limits,
-                        ),
-                    }
-                    in_flight.set(in_flight.get() - 1);
-                });
+                if !node.submit(req, Reply::conn(answers.clone(), request_id)) {
+                    // The store loop is gone; the dropped reply answered this request with
+                    // `ShuttingDown` through the answer queue, which is drained before the
+                    // connection closes.
+                    return Close::Gone;
+                }
             }
             FrameBody::Ping(p) => send_body(out, &FrameBody::Pong(p), request_id, limits),
             other => {

@@ -190,6 +190,60 @@ fn pipelined_requests_are_matched_by_id() {
     server.shutdown().unwrap();
 }
 
+/// A store loop stopping under a connection with requests in flight: every request the
+/// server read is answered exactly once (a response, or `ShuttingDown` for what the loop
+/// never took), the answered ones are a prefix of what was sent, and the connection closes.
+#[test]
+fn a_stopping_store_answers_every_request_it_read_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Limits::default());
+    wait_ready(&server);
+    let mut c = Conn::open(&server);
+    c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let n = 2000u64;
+    let mut seen = std::collections::HashMap::new();
+    for i in 1..=n {
+        // Sends may fail once the server closed the connection.
+        let mut buf = Vec::new();
+        FrameBody::Request(put(format!("s{i}").as_bytes(), b"v"))
+            .encode(i, 1 << 24, &mut buf)
+            .unwrap();
+        if c.s.write_all(&buf).is_err() {
+            break;
+        }
+        if i == 50 {
+            // The first answer: the loop runs; stop it with the rest on their way.
+            let (id, body) = c.recv_frame().unwrap();
+            assert!(matches!(body, FrameBody::Response(_)), "{body:?}");
+            seen.insert(id, "response");
+            server.node().stop();
+        }
+    }
+    let mut stopped = 0;
+    while let Some((id, body)) = c.recv_frame() {
+        let what = match body {
+            FrameBody::Response(_) => "response",
+            FrameBody::Error(e) if e.code == FrameErrorCode::ShuttingDown as i32 => {
+                stopped += 1;
+                "stopped"
+            }
+            other => panic!("unexpected frame for request {id}: {other:?}"),
+        };
+        assert!(
+            seen.insert(id, what).is_none(),
+            "request {id} was answered twice"
+        );
+    }
+    let k = seen.len() as u64;
+    assert!(
+        (1..=k).all(|i| seen.contains_key(&i)),
+        "the answered requests are not a prefix of those sent: {k} answers"
+    );
+    assert!(k < n, "the stopped store answered everything");
+    eprintln!("{k} answered, {stopped} of them ShuttingDown");
+    drop(server);
+}
+
 #[test]
 fn bad_input_gets_an_error_frame_and_others_keep_working() {
     let dir = tempfile::tempdir().unwrap();
