@@ -2,10 +2,12 @@
 //! receiving side needs to put chunked messages back together. Protocol:
 //! `docs/PROTOCOL.md`, section 7 (store to store).
 //!
-//! Sending ([`TcpTransport`]): the store loop calls [`Transport::send`], which only pushes
-//! the message into the destination store's bounded queue (`try_send`) and returns; a full
-//! queue or an unknown store drops the message at once and returns false, so a slow or dead
-//! peer costs raft a retry, never memory or a blocked store loop. Each peer store has ONE
+//! Sending ([`TcpTransport`]): the store loop calls [`Transport::send_batch`], which writes
+//! the batch to the connection itself (a non-blocking `send`, see `Direct`) while the
+//! connection's task has nothing to write, and otherwise pushes it into the destination
+//! store's bounded queue (`try_send`) and returns; a full queue or an unknown store drops
+//! the message at once and returns false, so a slow or dead peer costs raft a retry, never
+//! memory or a blocked store loop. Each peer store has ONE
 //! outgoing connection, owned by a task on the server's io_uring runtime ([`PeerDriver`]):
 //! it connects, handshakes as `Role::Store`, and then writes whatever is queued, many
 //! messages per `RaftMessage` frame (one syscall for many regions' messages). Raft
@@ -16,8 +18,10 @@
 //! [`RaftSink`] (the [`Node`]); [`ChunkAssembler`] rebuilds chunked messages.
 //!
 //! Threads: [`TcpTransport`] is `Send + Sync` and touches only a mutex-guarded map of
-//! `tokio::sync::mpsc` senders; everything that owns a socket lives on the single-threaded
-//! io_uring runtime (its tasks are `!Send`), reached through an unbounded spawn channel.
+//! `tokio::sync::mpsc` senders and, per peer, the `Direct` path (a duplicated socket
+//! descriptor behind a mutex); everything else that owns a socket lives on the
+//! single-threaded io_uring runtime (its tasks are `!Send`), reached through an unbounded
+//! spawn channel.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -169,6 +173,107 @@ struct PeerShared {
     queued_bytes: AtomicUsize,
     /// How many messages are queued.
     queued_messages: AtomicUsize,
+    /// The sending thread's own path to the connection (see [`Direct`]).
+    direct: Mutex<Direct>,
+}
+
+/// The sender's direct path to an established connection. Handing a batch to the
+/// connection task costs a wake-up of the network thread, and on a busy machine that
+/// wake-up is one of the longest waits on the way to a commit (a leader's appends, a
+/// follower's acks). So while the task has nothing to write (nothing queued, no write in
+/// flight) the sending thread encodes the batch and writes it itself, with a non-blocking
+/// `send` on a duplicate of the socket. What the socket does not take at once (its buffer is
+/// full: the peer is slow) goes to the queue as raw bytes, and the task writes from then on
+/// until it has caught up: bytes of one frame never interleave with another writer's, and
+/// batches leave in the order they were sent. The lock orders the two sides: senders queue
+/// under it, and the task hands the socket back (`task_writes = false`) only under it,
+/// after finding the queue empty.
+#[derive(Default)]
+struct Direct {
+    /// A duplicate of the connected socket's descriptor; `None` while not connected.
+    sock: Option<socket2::Socket>,
+    /// The frame size limit of the connection.
+    max_frame: u32,
+    /// Most payload bytes in one batch frame (as [`BatchWriter`]'s budget).
+    budget: usize,
+    /// The connection task writes (it has queued items or a write in flight); senders queue.
+    task_writes: bool,
+    /// Encoding buffer, kept between batches.
+    buf: Vec<u8>,
+}
+
+/// What a direct write came to.
+enum DirectWrite {
+    /// All of it is on the socket.
+    Done,
+    /// Not attempted (not connected, the task writes, or not a plain batch): queue it.
+    Queue(Vec<RaftMessage>),
+    /// The socket took part of the frame (or nothing): these bytes must follow first.
+    Rest(Vec<u8>),
+    /// The socket failed; the connection task finds out on its own.
+    Failed,
+}
+
+impl Direct {
+    /// Writes `msgs` as one frame if the direct path is open and they make a plain batch
+    /// (no snapshot, nothing to chunk, within one frame).
+    fn write(&mut self, msgs: Vec<RaftMessage>, chunk: usize) -> DirectWrite {
+        if self.task_writes || self.sock.is_none() {
+            return DirectWrite::Queue(msgs);
+        }
+        let mut total = 0usize;
+        for m in &msgs {
+            if m.message.len() > chunk || is_snapshot(&m.message) {
+                return DirectWrite::Queue(msgs);
+            }
+            let len = m.encoded_len();
+            total += 1 + pontoon_client::prost::length_delimiter_len(len) + len;
+        }
+        if total > self.budget {
+            return DirectWrite::Queue(msgs);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let body = FrameBody::RaftMessage(RaftMessageBatch { messages: msgs });
+        if let Err(e) = body.encode(0, self.max_frame, &mut buf) {
+            // The size check above keeps this from happening; raft resends.
+            log::warn!("dropping a batch of raft messages: {e}");
+            self.buf = buf;
+            return DirectWrite::Done;
+        }
+        let Some(sock) = &self.sock else {
+            return DirectWrite::Failed;
+        };
+        let mut sent = 0;
+        let outcome = loop {
+            match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                Ok(n) => {
+                    sent += n;
+                    if sent >= buf.len() {
+                        break DirectWrite::Done;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    break DirectWrite::Rest(buf[sent..].to_vec());
+                }
+                Err(e) => {
+                    log::debug!("direct write to a peer failed: {e}");
+                    break DirectWrite::Failed;
+                }
+            }
+        };
+        self.buf = buf;
+        outcome
+    }
+}
+
+/// An item of a peer's queue.
+enum Item {
+    /// A store-loop round's messages for the peer.
+    Batch(Vec<RaftMessage>),
+    /// The rest of a frame a direct write left unfinished; written before anything else.
+    Rest(Vec<u8>),
 }
 
 /// The queue holds batches: a store-loop round's messages for one store travel together
@@ -182,13 +287,13 @@ impl PeerShared {
 }
 
 struct PeerEntry {
-    tx: mpsc::Sender<Vec<RaftMessage>>,
+    tx: mpsc::Sender<Item>,
     shared: Arc<PeerShared>,
 }
 
 /// A new peer's queue on its way to the runtime, which spawns its connection task.
 struct PeerTask {
-    rx: mpsc::Receiver<Vec<RaftMessage>>,
+    rx: mpsc::Receiver<Item>,
     shared: Arc<PeerShared>,
 }
 
@@ -293,6 +398,7 @@ impl TcpTransport {
             wake: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             queued_messages: AtomicUsize::new(0),
+            direct: Mutex::new(Direct::default()),
         });
         if self
             .spawn
@@ -352,6 +458,32 @@ impl Transport for TcpTransport {
             log::debug!("no address for store {store_id}: dropping raft messages");
             return false;
         };
+        let mut direct = entry.shared.direct.lock();
+        let chunk = self.local.config.chunk_bytes;
+        let msgs = match direct.write(msgs, chunk) {
+            DirectWrite::Done => return true,
+            DirectWrite::Failed => {
+                // The connection task sees the failure on its reading side and reconnects.
+                direct.sock = None;
+                direct.task_writes = true;
+                return false;
+            }
+            DirectWrite::Rest(rest) => {
+                // The queue is empty (the task was not writing): this always fits.
+                direct.task_writes = true;
+                return match entry.tx.try_send(Item::Rest(rest)) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        // Only if the task is gone; the socket goes with it.
+                        direct.sock = None;
+                        false
+                    }
+                };
+            }
+            DirectWrite::Queue(msgs) => msgs,
+        };
+        // From here the task writes until it finds the queue empty again.
+        direct.task_writes = true;
         let len: usize = msgs.iter().map(|m| m.message.len()).sum();
         let count = msgs.len();
         let before = entry.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
@@ -373,7 +505,7 @@ impl Transport for TcpTransport {
         }
         // Batches hold at least one message each, so the channel (as long as the count
         // limit) is never what refuses one.
-        match entry.tx.try_send(msgs) {
+        match entry.tx.try_send(Item::Batch(msgs)) {
             Ok(()) => true,
             Err(e) => {
                 entry.shared.release(count, len);
@@ -504,11 +636,7 @@ impl PeerConn {
         }
     }
 
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Vec<RaftMessage>>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Item>, mut shutdown: watch::Receiver<bool>) {
         let cfg = self.local.config;
         let mut backoff = cfg.backoff_min;
         let id = self.peer.store_id;
@@ -690,14 +818,37 @@ impl PeerConn {
     async fn pump(
         &self,
         conn: Established,
-        rx: &mut mpsc::Receiver<Vec<RaftMessage>>,
+        rx: &mut mpsc::Receiver<Item>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Ended {
         let (end_tx, mut end_rx) = oneshot::channel();
         let reader = tokio_uring::spawn(read_remote(conn.stream.clone(), conn.decoder, end_tx));
         let mut w = BatchWriter::new(&self.local.config, conn.stream.clone(), conn.max_frame);
+        // The senders get the direct path; this task writes first (what queued meanwhile).
+        {
+            let mut d = self.peer.direct.lock();
+            d.sock = dup_socket(&conn.stream);
+            d.max_frame = conn.max_frame;
+            d.budget = w.budget;
+            d.task_writes = true;
+        }
         let ended = loop {
-            let first = tokio::select! {
+            // With nothing queued, hand the writing back to the senders (under the lock
+            // they queue under, so nothing slips in between the check and the hand-over).
+            let queued = {
+                let mut d = self.peer.direct.lock();
+                match rx.try_recv() {
+                    Ok(item) => Some(item),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        d.task_writes = false;
+                        None
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break Ended::Closed,
+                }
+            };
+            let first = match queued {
+                Some(item) => item,
+                None => tokio::select! {
                 m = rx.recv() => match m {
                     Some(m) => m,
                     None => break Ended::Closed,
@@ -715,11 +866,14 @@ impl PeerConn {
                 },
                 _ = stopped(shutdown) => break Ended::Shutdown,
                 _ = tokio::time::sleep(conn.ping_every) => {
+                    // The ping is this task's write: take the socket from the senders.
+                    self.peer.direct.lock().task_writes = true;
                     if let Err(why) = w.ping().await {
                         break Ended::Lost(why);
                     }
                     continue;
                 }
+                },
             };
             // A peer that stops reading must not hold up a shutdown for the write timeout;
             // a cancelled io_uring write keeps its buffer until the kernel lets go.
@@ -730,6 +884,11 @@ impl PeerConn {
                 _ = stopped(shutdown) => break Ended::Shutdown,
             }
         };
+        {
+            let mut d = self.peer.direct.lock();
+            d.sock = None;
+            d.task_writes = true;
+        }
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         // The shutdown above ends the reader's pending read.
         let _ = reader.await;
@@ -740,17 +899,22 @@ impl PeerConn {
     async fn write_queued(
         &self,
         w: &mut BatchWriter,
-        first: Vec<RaftMessage>,
-        rx: &mut mpsc::Receiver<Vec<RaftMessage>>,
+        first: Item,
+        rx: &mut mpsc::Receiver<Item>,
     ) -> Result<(), String> {
         let mut next = Some(first);
-        while let Some(batch) = next.take() {
-            // The whole batch leaves the queue's accounting now: if the connection fails
-            // half way, the rest is dropped with it (raft resends).
-            let bytes: usize = batch.iter().map(|m| m.message.len()).sum();
-            self.peer.release(batch.len(), bytes);
-            for m in batch {
-                w.push(m).await?;
+        while let Some(item) = next.take() {
+            match item {
+                Item::Batch(batch) => {
+                    // The whole batch leaves the queue's accounting now: if the connection
+                    // fails half way, the rest is dropped with it (raft resends).
+                    let bytes: usize = batch.iter().map(|m| m.message.len()).sum();
+                    self.peer.release(batch.len(), bytes);
+                    for m in batch {
+                        w.push(m).await?;
+                    }
+                }
+                Item::Rest(bytes) => w.push_raw(&bytes),
             }
             if w.pending() >= w.budget {
                 break;
@@ -864,6 +1028,13 @@ impl BatchWriter {
         Ok(())
     }
 
+    /// Appends bytes already encoded (the rest of a frame a direct write began), after
+    /// the open batch.
+    fn push_raw(&mut self, bytes: &[u8]) {
+        self.close_batch();
+        self.out.extend_from_slice(bytes);
+    }
+
     /// Encodes the open batch as one frame into `out`.
     fn close_batch(&mut self) {
         if self.batch.is_empty() {
@@ -947,6 +1118,24 @@ impl BatchWriter {
                 "a write made no progress for {:?}",
                 self.write_timeout
             )),
+        }
+    }
+}
+
+/// A duplicate of `stream`'s descriptor for the senders' direct writes, or `None` (then the
+/// connection task writes everything) if the process is out of descriptors.
+fn dup_socket(stream: &TcpStream) -> Option<socket2::Socket> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor is `stream`'s, open for as long as `stream` lives, which
+    // outlives this borrow; the duplicate made from it is a descriptor of its own.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    match fd.try_clone_to_owned() {
+        Ok(owned) => Some(socket2::Socket::from(owned)),
+        Err(e) => {
+            log::warn!(
+                "cannot duplicate a peer socket ({e}); its writes stay on the network thread"
+            );
+            None
         }
     }
 }

@@ -402,6 +402,83 @@ fn messages_arrive_in_order() {
     assert!(!tx.transport.send(heartbeat(1, 1, 0)));
 }
 
+/// A peer that does not read: the sender's direct writes fill the socket, the rest of a
+/// frame and everything after it queue, and once the peer reads, every accepted message
+/// arrives intact and in order (no frame torn by two writers), with the sender never
+/// blocked meanwhile.
+#[test]
+fn a_peer_that_stops_reading_gets_every_accepted_message_in_order() {
+    logs();
+    let (l, addr) = listen();
+    let tx = Sender::start(21, 78, &[(22, addr)], fast_config());
+    assert!(tx.transport.send(heartbeat(21, 22, 0)));
+    let (s, _) = l.accept().unwrap();
+    let mut c = Raw::wrap(s);
+    let (_, hello) = c.recv().unwrap();
+    assert!(matches!(hello, FrameBody::Handshake(_)), "{hello:?}");
+    c.send(
+        &FrameBody::HandshakeAck(HandshakeAck {
+            protocol_version: 1,
+            cluster_id: 78,
+            store_id: 22,
+            max_frame_size_bytes: 16 << 20,
+            max_in_flight_requests: 1024,
+            idle_timeout_ms: 60_000,
+        }),
+        0,
+    );
+    let mut expected = vec![0u64];
+    let mut got = Vec::new();
+    // The first message: the connection is up, the queue empty, writes go direct.
+    while got.is_empty() {
+        let (_, body) = c.recv().unwrap();
+        if let FrameBody::RaftMessage(b) = body {
+            got.extend(b.messages.iter().map(seq_of));
+        }
+    }
+    // 24 MiB in 16 KiB messages, one per send, while nothing reads.
+    let filler = pattern(16 << 10, 9);
+    for seq in 1..=1536u64 {
+        let mut m = eraftpb::Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.from = 21;
+        m.to = 22;
+        m.commit = seq;
+        let mut e = eraftpb::Entry::default();
+        e.set_data(Bytes::from(filler.clone()));
+        m.mut_entries().push(e);
+        if tx.transport.send(wrap(21, 22, m.write_to_bytes().unwrap())) {
+            expected.push(seq);
+        }
+    }
+    assert!(
+        tx.transport.queued(22).unwrap().bytes > 0,
+        "the socket took everything: the test did not fill it"
+    );
+    while got.len() < expected.len() {
+        let (_, body) = c.recv().expect("the connection stays up");
+        let FrameBody::RaftMessage(b) = body else {
+            panic!("{:?}", body.frame_type())
+        };
+        for m in &b.messages {
+            let raft = eraftpb::Message::parse_from_bytes(&m.message).unwrap();
+            assert!(raft.entries.iter().all(|e| e.data == filler[..]));
+            got.push(raft.commit);
+        }
+    }
+    assert_eq!(
+        got, expected,
+        "accepted messages arrive once each, in order"
+    );
+    // Caught up: the next message goes out again.
+    assert!(tx.transport.send(heartbeat(21, 22, 5000)));
+    let (_, body) = c.recv().unwrap();
+    let FrameBody::RaftMessage(b) = body else {
+        panic!("{:?}", body.frame_type())
+    };
+    assert_eq!(b.messages.iter().map(seq_of).collect::<Vec<_>>(), [5000]);
+}
+
 /// A connection with nothing to send pings under the receiver's idle timeout instead of
 /// being closed and reconnected.
 #[test]
