@@ -16,6 +16,7 @@
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod direct;
 pub mod meta;
 pub mod mvcc;
 pub mod node;

@@ -42,6 +42,7 @@ use raft::eraftpb::MessageType;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_uring::net::TcpStream;
 
+use crate::direct::{DirectSocket, Sent};
 use crate::node::Node;
 use crate::transport::Transport;
 
@@ -177,27 +178,18 @@ struct PeerShared {
     direct: Mutex<Direct>,
 }
 
-/// The sender's direct path to an established connection. Handing a batch to the
-/// connection task costs a wake-up of the network thread, and on a busy machine that
-/// wake-up is one of the longest waits on the way to a commit (a leader's appends, a
-/// follower's acks). So while the task has nothing to write (nothing queued, no write in
-/// flight) the sending thread encodes the batch and writes it itself, with a non-blocking
-/// `send` on a duplicate of the socket. What the socket does not take at once (its buffer is
-/// full: the peer is slow) goes to the queue as raw bytes, and the task writes from then on
-/// until it has caught up: bytes of one frame never interleave with another writer's, and
-/// batches leave in the order they were sent. The lock orders the two sides: senders queue
-/// under it, and the task hands the socket back (`task_writes = false`) only under it,
-/// after finding the queue empty.
+/// The sender's direct path to an established connection ([`crate::direct`]): while the
+/// connection task has nothing to write, the store loop encodes a round's batch as one
+/// frame and sends it itself. What the socket does not take at once (its buffer is full:
+/// the peer is slow) goes to the queue as raw bytes, and the task writes from then on
+/// until it has caught up.
 #[derive(Default)]
 struct Direct {
-    /// A duplicate of the connected socket's descriptor; `None` while not connected.
-    sock: Option<socket2::Socket>,
+    socket: DirectSocket,
     /// The frame size limit of the connection.
     max_frame: u32,
     /// Most payload bytes in one batch frame (as [`BatchWriter`]'s budget).
     budget: usize,
-    /// The connection task writes (it has queued items or a write in flight); senders queue.
-    task_writes: bool,
     /// Encoding buffer, kept between batches.
     buf: Vec<u8>,
 }
@@ -218,7 +210,7 @@ impl Direct {
     /// Writes `msgs` as one frame if the direct path is open and they make a plain batch
     /// (no snapshot, nothing to chunk, within one frame).
     fn write(&mut self, msgs: Vec<RaftMessage>, chunk: usize) -> DirectWrite {
-        if self.task_writes || self.sock.is_none() {
+        if !self.socket.is_open() {
             return DirectWrite::Queue(msgs);
         }
         let mut total = 0usize;
@@ -235,32 +227,16 @@ impl Direct {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let body = FrameBody::RaftMessage(RaftMessageBatch { messages: msgs });
-        if let Err(e) = body.encode(0, self.max_frame, &mut buf) {
-            // The size check above keeps this from happening; raft resends.
-            log::warn!("dropping a batch of raft messages: {e}");
-            self.buf = buf;
-            return DirectWrite::Done;
-        }
-        let Some(sock) = &self.sock else {
-            return DirectWrite::Failed;
-        };
-        let mut sent = 0;
-        let outcome = loop {
-            match sock.send_with_flags(&buf[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                Ok(n) => {
-                    sent += n;
-                    if sent >= buf.len() {
-                        break DirectWrite::Done;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    break DirectWrite::Rest(buf[sent..].to_vec());
-                }
-                Err(e) => {
-                    log::debug!("direct write to a peer failed: {e}");
-                    break DirectWrite::Failed;
-                }
+        let outcome = match body.encode(0, self.max_frame, &mut buf) {
+            Ok(()) => match self.socket.send(&buf) {
+                Sent::All => DirectWrite::Done,
+                Sent::From(at) => DirectWrite::Rest(buf[at..].to_vec()),
+                Sent::Failed => DirectWrite::Failed,
+            },
+            Err(e) => {
+                // The size check above keeps this from happening; raft resends.
+                log::warn!("dropping a batch of raft messages: {e}");
+                DirectWrite::Done
             }
         };
         self.buf = buf;
@@ -464,18 +440,17 @@ impl Transport for TcpTransport {
             DirectWrite::Done => return true,
             DirectWrite::Failed => {
                 // The connection task sees the failure on its reading side and reconnects.
-                direct.sock = None;
-                direct.task_writes = true;
+                direct.socket.close();
                 return false;
             }
             DirectWrite::Rest(rest) => {
                 // The queue is empty (the task was not writing): this always fits.
-                direct.task_writes = true;
+                direct.socket.task_writes = true;
                 return match entry.tx.try_send(Item::Rest(rest)) {
                     Ok(()) => true,
                     Err(_) => {
                         // Only if the task is gone; the socket goes with it.
-                        direct.sock = None;
+                        direct.socket.close();
                         false
                     }
                 };
@@ -483,7 +458,7 @@ impl Transport for TcpTransport {
             DirectWrite::Queue(msgs) => msgs,
         };
         // From here the task writes until it finds the queue empty again.
-        direct.task_writes = true;
+        direct.socket.task_writes = true;
         let len: usize = msgs.iter().map(|m| m.message.len()).sum();
         let count = msgs.len();
         let before = entry.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
@@ -827,10 +802,9 @@ impl PeerConn {
         // The senders get the direct path; this task writes first (what queued meanwhile).
         {
             let mut d = self.peer.direct.lock();
-            d.sock = dup_socket(&conn.stream);
+            d.socket.open(&conn.stream);
             d.max_frame = conn.max_frame;
             d.budget = w.budget;
-            d.task_writes = true;
         }
         let ended = loop {
             // With nothing queued, hand the writing back to the senders (under the lock
@@ -840,7 +814,7 @@ impl PeerConn {
                 match rx.try_recv() {
                     Ok(item) => Some(item),
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        d.task_writes = false;
+                        d.socket.task_writes = false;
                         None
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => break Ended::Closed,
@@ -867,7 +841,7 @@ impl PeerConn {
                 _ = stopped(shutdown) => break Ended::Shutdown,
                 _ = tokio::time::sleep(conn.ping_every) => {
                     // The ping is this task's write: take the socket from the senders.
-                    self.peer.direct.lock().task_writes = true;
+                    self.peer.direct.lock().socket.task_writes = true;
                     if let Err(why) = w.ping().await {
                         break Ended::Lost(why);
                     }
@@ -884,11 +858,7 @@ impl PeerConn {
                 _ = stopped(shutdown) => break Ended::Shutdown,
             }
         };
-        {
-            let mut d = self.peer.direct.lock();
-            d.sock = None;
-            d.task_writes = true;
-        }
+        self.peer.direct.lock().socket.close();
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         // The shutdown above ends the reader's pending read.
         let _ = reader.await;
@@ -1118,24 +1088,6 @@ impl BatchWriter {
                 "a write made no progress for {:?}",
                 self.write_timeout
             )),
-        }
-    }
-}
-
-/// A duplicate of `stream`'s descriptor for the senders' direct writes, or `None` (then the
-/// connection task writes everything) if the process is out of descriptors.
-fn dup_socket(stream: &TcpStream) -> Option<socket2::Socket> {
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    // SAFETY: the descriptor is `stream`'s, open for as long as `stream` lives, which
-    // outlives this borrow; the duplicate made from it is a descriptor of its own.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    match fd.try_clone_to_owned() {
-        Ok(owned) => Some(socket2::Socket::from(owned)),
-        Err(e) => {
-            log::warn!(
-                "cannot duplicate a peer socket ({e}); its writes stay on the network thread"
-            );
-            None
         }
     }
 }
