@@ -192,6 +192,9 @@ struct Direct {
     budget: usize,
     /// Encoding buffer, kept between batches.
     buf: Vec<u8>,
+    /// Counts the connections the direct path was opened on: the rest of a frame belongs
+    /// to the connection it was begun on, and is dropped if that one is gone.
+    connection: u64,
 }
 
 /// What a direct write came to.
@@ -248,8 +251,10 @@ impl Direct {
 enum Item {
     /// A store-loop round's messages for the peer.
     Batch(Vec<RaftMessage>),
-    /// The rest of a frame a direct write left unfinished; written before anything else.
-    Rest(Vec<u8>),
+    /// The rest of a frame a direct write left unfinished on connection `.0`; written
+    /// before anything else, and only on that connection (on a new one it would be a torn
+    /// frame; the messages in it are lost with the old connection, and raft resends).
+    Rest(u64, Vec<u8>),
 }
 
 /// The queue holds batches: a store-loop round's messages for one store travel together
@@ -446,7 +451,7 @@ impl Transport for TcpTransport {
             DirectWrite::Rest(rest) => {
                 // The queue is empty (the task was not writing): this always fits.
                 direct.socket.task_writes = true;
-                return match entry.tx.try_send(Item::Rest(rest)) {
+                return match entry.tx.try_send(Item::Rest(direct.connection, rest)) {
                     Ok(()) => true,
                     Err(_) => {
                         // Only if the task is gone; the socket goes with it.
@@ -800,12 +805,14 @@ impl PeerConn {
         let reader = tokio_uring::spawn(read_remote(conn.stream.clone(), conn.decoder, end_tx));
         let mut w = BatchWriter::new(&self.local.config, conn.stream.clone(), conn.max_frame);
         // The senders get the direct path; this task writes first (what queued meanwhile).
-        {
+        let connection = {
             let mut d = self.peer.direct.lock();
             d.socket.open(&conn.stream);
             d.max_frame = conn.max_frame;
             d.budget = w.budget;
-        }
+            d.connection += 1;
+            d.connection
+        };
         let ended = loop {
             // With nothing queued, hand the writing back to the senders (under the lock
             // they queue under, so nothing slips in between the check and the hand-over).
@@ -852,7 +859,7 @@ impl PeerConn {
             // A peer that stops reading must not hold up a shutdown for the write timeout;
             // a cancelled io_uring write keeps its buffer until the kernel lets go.
             tokio::select! {
-                r = self.write_queued(&mut w, first, rx) => if let Err(why) = r {
+                r = self.write_queued(&mut w, first, rx, connection) => if let Err(why) = r {
                     break Ended::Lost(why);
                 },
                 _ = stopped(shutdown) => break Ended::Shutdown,
@@ -871,6 +878,7 @@ impl PeerConn {
         w: &mut BatchWriter,
         first: Item,
         rx: &mut mpsc::Receiver<Item>,
+        connection: u64,
     ) -> Result<(), String> {
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -884,7 +892,8 @@ impl PeerConn {
                         w.push(m).await?;
                     }
                 }
-                Item::Rest(bytes) => w.push_raw(&bytes),
+                Item::Rest(on, bytes) if on == connection => w.push_raw(&bytes),
+                Item::Rest(..) => {}
             }
             if w.pending() >= w.budget {
                 break;

@@ -267,8 +267,7 @@ async fn read_loop(
                         request_id,
                     );
                 }
-                // Counted before the hand-off: the answer may be queued (and taken by the
-                // answer task, which counts it down) before `submit` returns.
+                // The answer task (on this thread) counts it down when the answer comes.
                 in_flight.set(in_flight.get() + 1);
                 if !node.submit(req, Reply::conn(answers.clone(), request_id)) {
                     // The store loop is gone; the dropped reply answered this request with

@@ -483,6 +483,81 @@ fn a_peer_that_stops_reading_gets_every_accepted_message_in_order() {
     assert_eq!(b.messages.iter().map(seq_of).collect::<Vec<_>>(), [5000]);
 }
 
+/// A peer that goes away while the sender's socket is full and its queue long (direct
+/// writes stopped half way through a frame, the connection task writing the rest): the next
+/// connection starts with whole frames (`Raw::recv` panics on one that does not decode),
+/// later messages keep their order, and new ones flow. (The rest of a half-written frame
+/// is tagged with its connection and dropped on any other; the window in which it could
+/// still be queued when its connection dies is too narrow to provoke here.)
+#[test]
+fn reconnecting_after_a_full_socket_starts_with_whole_frames() {
+    logs();
+    let (l, addr) = listen();
+    let tx = Sender::start(31, 79, &[(32, addr)], fast_config());
+    let ack = FrameBody::HandshakeAck(HandshakeAck {
+        protocol_version: 1,
+        cluster_id: 79,
+        store_id: 32,
+        max_frame_size_bytes: 16 << 20,
+        max_in_flight_requests: 1024,
+        idle_timeout_ms: 60_000,
+    });
+    let accept = |c: &mut Option<Raw>| {
+        let (s, _) = l.accept().unwrap();
+        let mut raw = Raw::wrap(s);
+        let (_, hello) = raw.recv().unwrap();
+        assert!(matches!(hello, FrameBody::Handshake(_)), "{hello:?}");
+        raw.send(&ack, 0);
+        *c = Some(raw);
+    };
+    assert!(tx.transport.send(heartbeat(31, 32, 0)));
+    let mut c = None;
+    accept(&mut c);
+    let first = c.as_mut().unwrap().recv().unwrap();
+    assert!(matches!(first.1, FrameBody::RaftMessage(_)));
+    // Fill the socket while nothing reads: a frame is left half written.
+    let filler = pattern(16 << 10, 11);
+    for seq in 1..=1536u64 {
+        let mut m = eraftpb::Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.from = 31;
+        m.to = 32;
+        m.commit = seq;
+        let mut e = eraftpb::Entry::default();
+        e.set_data(Bytes::from(filler.clone()));
+        m.mut_entries().push(e);
+        tx.transport.send(wrap(31, 32, m.write_to_bytes().unwrap()));
+    }
+    assert!(tx.transport.queued(32).unwrap().bytes > 0);
+    // The peer goes away without reading; the sender reconnects.
+    drop(c.take());
+    accept(&mut c);
+    let c = c.as_mut().unwrap();
+    let mut last = 0;
+    let mut marker = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker {
+        assert!(Instant::now() < deadline, "the marker never arrived");
+        // Raw::recv panics on a frame that does not decode: a torn frame would.
+        let (_, body) = c.recv().expect("the new connection stays up");
+        let FrameBody::RaftMessage(b) = body else {
+            panic!("{:?}", body.frame_type())
+        };
+        for m in &b.messages {
+            let seq = seq_of(m);
+            if seq == 9999 {
+                marker = true;
+                continue;
+            }
+            assert!(seq > last, "out of order: {seq} after {last}");
+            last = seq;
+        }
+        if !marker && tx.transport.queued(32).unwrap().messages == 0 {
+            assert!(tx.transport.send(heartbeat(31, 32, 9999)));
+        }
+    }
+}
+
 /// A connection with nothing to send pings under the receiver's idle timeout instead of
 /// being closed and reconnected.
 #[test]
