@@ -223,6 +223,20 @@ fn heartbeat(from: u64, to: u64, seq: u64) -> RaftMessage {
     wrap(from, to, m.write_to_bytes().unwrap())
 }
 
+/// An append from store `from` to store `to` carrying `seq` (as its commit index) and one
+/// entry of `data`.
+fn append(from: u64, to: u64, seq: u64, data: &[u8]) -> RaftMessage {
+    let mut m = eraftpb::Message::default();
+    m.set_msg_type(MessageType::MsgAppend);
+    m.from = from;
+    m.to = to;
+    m.commit = seq;
+    let mut e = eraftpb::Entry::default();
+    e.set_data(Bytes::from(data.to_vec()));
+    m.mut_entries().push(e);
+    wrap(from, to, m.write_to_bytes().unwrap())
+}
+
 fn wrap(from: u64, to: u64, message: Vec<u8>) -> RaftMessage {
     RaftMessage {
         region_id: 1,
@@ -443,15 +457,7 @@ fn a_peer_that_stops_reading_gets_every_accepted_message_in_order() {
     // 24 MiB in 16 KiB messages, one per send, while nothing reads.
     let filler = pattern(16 << 10, 9);
     for seq in 1..=1536u64 {
-        let mut m = eraftpb::Message::default();
-        m.set_msg_type(MessageType::MsgAppend);
-        m.from = 21;
-        m.to = 22;
-        m.commit = seq;
-        let mut e = eraftpb::Entry::default();
-        e.set_data(Bytes::from(filler.clone()));
-        m.mut_entries().push(e);
-        if tx.transport.send(wrap(21, 22, m.write_to_bytes().unwrap())) {
+        if tx.transport.send(append(21, 22, seq, &filler)) {
             expected.push(seq);
         }
     }
@@ -518,15 +524,7 @@ fn reconnecting_after_a_full_socket_starts_with_whole_frames() {
     // Fill the socket while nothing reads: a frame is left half written.
     let filler = pattern(16 << 10, 11);
     for seq in 1..=1536u64 {
-        let mut m = eraftpb::Message::default();
-        m.set_msg_type(MessageType::MsgAppend);
-        m.from = 31;
-        m.to = 32;
-        m.commit = seq;
-        let mut e = eraftpb::Entry::default();
-        e.set_data(Bytes::from(filler.clone()));
-        m.mut_entries().push(e);
-        tx.transport.send(wrap(31, 32, m.write_to_bytes().unwrap()));
+        tx.transport.send(append(31, 32, seq, &filler));
     }
     assert!(tx.transport.queued(32).unwrap().bytes > 0);
     // The peer goes away without reading; the sender reconnects.
