@@ -830,30 +830,30 @@ impl PeerConn {
             let first = match queued {
                 Some(item) => item,
                 None => tokio::select! {
-                m = rx.recv() => match m {
-                    Some(m) => m,
-                    None => break Ended::Closed,
-                },
-                end = &mut end_rx => break match end {
-                    Ok(ReaderEnd::Remote { code, .. })
-                        if code == FrameErrorCode::IdleTimeout as i32 => Ended::Idle,
-                    Ok(ReaderEnd::Remote { code, .. })
-                        if code == FrameErrorCode::ShuttingDown as i32 => Ended::Stopping,
-                    Ok(ReaderEnd::Remote { code, message }) => {
-                        Ended::Lost(format!("it sent {}: {message}", code_name(code)))
+                    m = rx.recv() => match m {
+                        Some(m) => m,
+                        None => break Ended::Closed,
+                    },
+                    end = &mut end_rx => break match end {
+                        Ok(ReaderEnd::Remote { code, .. })
+                            if code == FrameErrorCode::IdleTimeout as i32 => Ended::Idle,
+                        Ok(ReaderEnd::Remote { code, .. })
+                            if code == FrameErrorCode::ShuttingDown as i32 => Ended::Stopping,
+                        Ok(ReaderEnd::Remote { code, message }) => {
+                            Ended::Lost(format!("it sent {}: {message}", code_name(code)))
+                        }
+                        Ok(ReaderEnd::Closed(why)) => Ended::Lost(why),
+                        Err(_) => Ended::Lost("the reader stopped".into()),
+                    },
+                    _ = stopped(shutdown) => break Ended::Shutdown,
+                    _ = tokio::time::sleep(conn.ping_every) => {
+                        // The ping is this task's write: take the socket from the senders.
+                        self.peer.direct.lock().socket.task_writes = true;
+                        if let Err(why) = w.ping().await {
+                            break Ended::Lost(why);
+                        }
+                        continue;
                     }
-                    Ok(ReaderEnd::Closed(why)) => Ended::Lost(why),
-                    Err(_) => Ended::Lost("the reader stopped".into()),
-                },
-                _ = stopped(shutdown) => break Ended::Shutdown,
-                _ = tokio::time::sleep(conn.ping_every) => {
-                    // The ping is this task's write: take the socket from the senders.
-                    self.peer.direct.lock().socket.task_writes = true;
-                    if let Err(why) = w.ping().await {
-                        break Ended::Lost(why);
-                    }
-                    continue;
-                }
                 },
             };
             // A peer that stops reading must not hold up a shutdown for the write timeout;
