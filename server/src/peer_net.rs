@@ -190,6 +190,8 @@ struct Direct {
     max_frame: u32,
     /// Most payload bytes in one batch frame (as [`BatchWriter`]'s budget).
     budget: usize,
+    /// Messages larger than this travel as chunk streams (as [`BatchWriter`]'s chunk).
+    chunk: usize,
     /// Encoding buffer, kept between batches.
     buf: Vec<u8>,
     /// Counts the connections the direct path was opened on: the rest of a frame belongs
@@ -212,13 +214,13 @@ enum DirectWrite {
 impl Direct {
     /// Writes `msgs` as one frame if the direct path is open and they make a plain batch
     /// (no snapshot, nothing to chunk, within one frame).
-    fn write(&mut self, msgs: Vec<RaftMessage>, chunk: usize) -> DirectWrite {
+    fn write(&mut self, msgs: Vec<RaftMessage>) -> DirectWrite {
         if !self.socket.is_open() {
             return DirectWrite::Queue(msgs);
         }
         let mut total = 0usize;
         for m in &msgs {
-            if m.message.len() > chunk || is_snapshot(&m.message) {
+            if m.message.len() > self.chunk || is_snapshot(&m.message) {
                 return DirectWrite::Queue(msgs);
             }
             let len = m.encoded_len();
@@ -440,8 +442,7 @@ impl Transport for TcpTransport {
             return false;
         };
         let mut direct = entry.shared.direct.lock();
-        let chunk = self.local.config.chunk_bytes;
-        let msgs = match direct.write(msgs, chunk) {
+        let msgs = match direct.write(msgs) {
             DirectWrite::Done => return true,
             DirectWrite::Failed => {
                 // The connection task sees the failure on its reading side and reconnects.
@@ -810,6 +811,7 @@ impl PeerConn {
             d.socket.open(&conn.stream);
             d.max_frame = conn.max_frame;
             d.budget = w.budget;
+            d.chunk = w.chunk;
             d.connection += 1;
             d.connection
         };

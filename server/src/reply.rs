@@ -41,21 +41,21 @@ impl ConnAnswers {
     }
 
     /// Waits until something was queued since the last [`ConnAnswers::take`] found it empty
-    /// (or [`ConnAnswers::wake`] was called). May return without anything queued.
+    /// (or the connection was closed). May return without anything queued.
     pub async fn wait(&self) {
         self.notify.notified().await
     }
 
-    /// Wakes the waiting task (to let it see that the connection closes).
-    pub fn wake(&self) {
+    /// Marks the connection gone: answers from now on are dropped (and the store loop skips
+    /// abandoned reads); the waiting task wakes, takes what was queued before, and ends.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
     }
 
-    /// Marks the connection gone: its pending commands need no answer (the store loop
-    /// skips abandoned reads).
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.queue.lock().clear();
+    /// True once [`ConnAnswers::close`]d.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn push(&self, request_id: u64, resp: Option<RaftCmdResponse>) {
@@ -103,7 +103,7 @@ impl Reply {
     pub fn is_closed(&self) -> bool {
         match &self.to {
             Some(ReplyTo::Caller(tx)) => tx.is_closed(),
-            Some(ReplyTo::Conn(answers, _)) => answers.closed.load(Ordering::Acquire),
+            Some(ReplyTo::Conn(answers, _)) => answers.is_closed(),
             None => true,
         }
     }
@@ -113,7 +113,7 @@ impl Reply {
         match self.to.take() {
             Some(ReplyTo::Caller(tx)) => tx.send(resp).is_ok(),
             Some(ReplyTo::Conn(answers, id)) => {
-                if answers.closed.load(Ordering::Acquire) {
+                if answers.is_closed() {
                     return false;
                 }
                 answers.push(id, Some(resp));
@@ -133,7 +133,7 @@ impl From<oneshot::Sender<RaftCmdResponse>> for Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(ReplyTo::Conn(answers, id)) = self.to.take() {
-            if !answers.closed.load(Ordering::Acquire) {
+            if !answers.is_closed() {
                 answers.push(id, None);
             }
         }

@@ -126,20 +126,19 @@ async fn writer(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>)
 }
 
 /// Writes the connection's answers as the store loop queues them: everything queued at a
-/// wake-up goes to the writer as one buffer. Returns once `closing` is set and nothing is
-/// queued.
+/// wake-up goes to the writer as one buffer. Returns once the answers are closed and it has
+/// taken what was queued before.
 async fn answer_loop(
     answers: Arc<ConnAnswers>,
     out: Outbox,
     limits: Limits,
     in_flight: Rc<Cell<u32>>,
-    closing: Rc<Cell<bool>>,
 ) {
     let mut got = Vec::new();
     loop {
         answers.take(&mut got);
         if got.is_empty() {
-            if closing.get() {
+            if answers.is_closed() {
                 return;
             }
             answers.wait().await;
@@ -178,13 +177,11 @@ async fn serve_conn(
     let writer_task = tokio_uring::spawn(writer(stream.clone(), rx));
     let in_flight = Rc::new(Cell::new(0u32));
     let answers = ConnAnswers::new();
-    let closing = Rc::new(Cell::new(false));
     let answer_task = tokio_uring::spawn(answer_loop(
         answers.clone(),
         out.clone(),
         limits,
         in_flight.clone(),
-        closing.clone(),
     ));
     let close = read_loop(
         &stream,
@@ -205,10 +202,10 @@ async fn serve_conn(
     while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    closing.set(true);
-    answers.wake();
-    let _ = answer_task.await;
+    // Nothing in flight (or the wait ran out): the answer task writes what is queued and
+    // ends; later answers are dropped.
     answers.close();
+    let _ = answer_task.await;
     drop(out);
     let _ = writer_task.await;
     let _ = stream.shutdown(std::net::Shutdown::Both);

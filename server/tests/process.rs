@@ -80,9 +80,7 @@ impl Conn {
             }
             let mut buf = [0u8; 8192];
             match self.s.read(&mut buf) {
-                // The servers of this process use io_uring, whose completions can interrupt
-                // a blocking read of a thread that submitted work (the test thread opens
-                // the stores): a signal, not an end of the connection.
+                // A read interrupted by a signal is not the end of the connection.
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Ok(0) | Err(_) => return None,
                 Ok(n) => self.dec.feed(&buf[..n]),
