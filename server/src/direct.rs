@@ -22,6 +22,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use tokio_uring::net::TcpStream;
 
+/// A descriptor of `stream`'s socket of its own (closing it leaves `stream` open).
+pub(crate) fn duplicate(stream: &TcpStream) -> std::io::Result<socket2::Socket> {
+    // SAFETY: the descriptor is `stream`'s, open for as long as `stream` lives, which
+    // outlives this borrow; the duplicate made from it is a descriptor of its own.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    Ok(socket2::Socket::from(fd.try_clone_to_owned()?))
+}
+
 /// A connection's socket as the senders see it.
 #[derive(Default)]
 pub(crate) struct DirectSocket {
@@ -46,11 +54,8 @@ impl DirectSocket {
     /// Opens the direct path onto `stream` (the task writes first: `task_writes` is set).
     /// Without a descriptor to spare, the task keeps writing everything.
     pub(crate) fn open(&mut self, stream: &TcpStream) {
-        // SAFETY: the descriptor is `stream`'s, open for as long as `stream` lives, which
-        // outlives this borrow; the duplicate made from it is a descriptor of its own.
-        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-        self.sock = match fd.try_clone_to_owned() {
-            Ok(owned) => Some(socket2::Socket::from(owned)),
+        self.sock = match duplicate(stream) {
+            Ok(sock) => Some(sock),
             Err(e) => {
                 log::warn!(
                     "cannot duplicate a socket ({e}); its writes stay on the network thread"

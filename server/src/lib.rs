@@ -8,7 +8,8 @@
 //! - [`peer_storage`]: raft-rs's `Storage` over one stream of the raft-log store.
 //! - [`mvcc`]: etcd's revision/version rules over the engine.
 //! - [`snapshot`]: region snapshots for followers too far behind the leader's log.
-//! - [`transport`] and [`peer_net`]: raft messages between stores over TCP.
+//! - [`transport`] and [`peer_net`]: raft messages between stores over TCP; [`inbox`]: what
+//!   the store loop waits on (its channel, and the peer connections it reads itself).
 //! - [`service`] and [`server`]: the client and peer services on tokio-uring, and putting a
 //!   store together; the `pontoon` binary is `src/main.rs`.
 //!
@@ -17,6 +18,7 @@
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod direct;
+pub mod inbox;
 pub mod meta;
 pub mod mvcc;
 pub mod node;

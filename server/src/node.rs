@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,6 +40,7 @@ use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse};
 
+use crate::inbox::{AdoptedPeer, Inbox, LoopSender};
 use crate::mvcc::{self, ApplyState};
 use crate::peer::{
     self, cf_of, cmd_type, is_read, key_not_in_region, region_error, ApplyEvent, Ctx, Peer,
@@ -114,7 +115,8 @@ pub struct NodeConfig {
     /// Peer addresses of the initial members, for `member list` (stores added later bring
     /// theirs in `ChangePeer`). Default: empty.
     pub initial_addresses: Vec<(u64, String)>,
-    /// Bytes of raft messages from other stores that may wait for the store loop. Past it,
+    /// Bytes of raft messages handed over with [`Node::step`] that may wait for the store
+    /// loop (the loop reads TCP peer connections itself: those wait in the socket). Past it,
     /// arriving messages are dropped (raft resends what matters; the drops are counted in
     /// [`NodeStatus::raft_messages_dropped`]), so a store loop that falls behind does not
     /// grow memory without limit. A message is always taken while nothing waits, so one
@@ -281,6 +283,8 @@ enum Msg {
     Persisted(u64, Option<String>),
     /// A region's size was measured: (region, version measured at, bytes, split key).
     SizeChecked(u64, u64, u64, Option<Vec<u8>>),
+    /// A peer connection whose reading moves to the loop.
+    Adopt(Box<AdoptedPeer>),
     Stop,
 }
 
@@ -298,7 +302,7 @@ struct InflightWrite {
 /// A running store loop. Commands are submitted with [`Node::submit`]; every one gets
 /// exactly one reply (unless the node is stopped first, which drops the reply sender).
 pub struct Node {
-    tx: mpsc::Sender<Msg>,
+    tx: LoopSender<Msg>,
     inbound: Arc<InboundBudget>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The size-check thread; it ends when the store loop (its only sender) is gone.
@@ -320,7 +324,7 @@ impl Node {
         let ids = IdAllocator::open(log.clone(), cfg.store_id)?;
         crate::meta::ensure_cf(&engine)?;
         let status = Arc::new(NodeStatus::default());
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crate::inbox::channel(cfg.store_id).map_err(Error::Spawn)?;
         let mut ctx = Ctx {
             cfs: engine.cf_names(),
             engine,
@@ -368,6 +372,7 @@ impl Node {
             ranges: BTreeMap::new(),
             tombstones: IdMap::default(),
             rx,
+            received: Vec::new(),
             self_tx: tx.clone(),
             inflight: VecDeque::new(),
             next_write_id: 0,
@@ -485,6 +490,12 @@ impl Node {
             );
         }
         false
+    }
+
+    /// Hands the reading of a peer connection to the store loop (see [`crate::inbox`]).
+    /// If the loop has stopped, the connection is dropped, which closes it.
+    pub fn adopt(&self, peer: Box<AdoptedPeer>) {
+        let _ = self.tx.send(Msg::Adopt(peer));
     }
 
     /// Status published by the store loop.
@@ -630,12 +641,7 @@ fn rehome_entries(msg: &mut raft::eraftpb::Message) {
 /// read) and scans the region only when that passes `max` (0: always): a region under the
 /// limit, the common case, costs no scan, and a region over it gets its exact size and
 /// split key from one.
-fn size_checker(
-    engine: Arc<Engine>,
-    rx: mpsc::Receiver<SizeCheck>,
-    tx: mpsc::Sender<Msg>,
-    max: u64,
-) {
+fn size_checker(engine: Arc<Engine>, rx: mpsc::Receiver<SizeCheck>, tx: LoopSender<Msg>, max: u64) {
     while let Ok((id, version, start, end)) = rx.recv() {
         if max > 0 {
             match engine.approximate_size("default", &start, &end) {
@@ -736,9 +742,12 @@ struct StoreLoop {
     /// Regions this store's peer was removed from: region id -> conf_ver at removal.
     /// Messages of that or an older configuration do not bring the peer back.
     tombstones: IdMap<u64>,
-    rx: mpsc::Receiver<Msg>,
+    /// The loop's channel and the peer connections it reads.
+    rx: Inbox<Msg>,
+    /// Raft messages read off peer connections this round.
+    received: Vec<RaftMessage>,
     /// The loop's own channel, for the raft-log writer's completions.
-    self_tx: mpsc::Sender<Msg>,
+    self_tx: LoopSender<Msg>,
     /// Raft-log writes not yet durable, oldest first.
     inflight: VecDeque<InflightWrite>,
     next_write_id: u64,
@@ -855,17 +864,21 @@ impl StoreLoop {
         let mut last_tick = Instant::now();
         let mut stopping = false;
         while !stopping {
-            let wait = self.ctx.tick_interval.saturating_sub(last_tick.elapsed());
-            match self.rx.recv_timeout(wait) {
-                Ok(msg) => {
-                    stopping |= self.on_msg(msg);
-                    // Take everything else already queued: one raft-log write for all of it.
-                    while let Ok(msg) = self.rx.try_recv() {
+            // Take everything queued and everything the peer connections have: one
+            // raft-log write for all of it. With nothing there, sleep until something comes.
+            let mut any = self.take_queued(&mut stopping);
+            any |= self.take_received();
+            if !any && !stopping {
+                let wait = self.ctx.tick_interval.saturating_sub(last_tick.elapsed());
+                match self.rx.wait(wait) {
+                    Ok(Some(msg)) => {
                         stopping |= self.on_msg(msg);
+                        self.take_queued(&mut stopping);
                     }
+                    Ok(None) => {}
+                    Err(_) => stopping = true,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stopping = true,
+                self.take_received();
             }
             if last_tick.elapsed() >= self.ctx.tick_interval {
                 last_tick = Instant::now();
@@ -902,6 +915,41 @@ impl StoreLoop {
         );
     }
 
+    /// Handles every message queued on the channel; true if there was one.
+    fn take_queued(&mut self, stopping: &mut bool) -> bool {
+        let mut any = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(msg) => {
+                    any = true;
+                    *stopping |= self.on_msg(msg);
+                }
+                Err(mpsc::TryRecvError::Empty) => return any,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    *stopping = true;
+                    return any;
+                }
+            }
+        }
+    }
+
+    /// Reads the peer connections and steps what they brought; true if there was any.
+    fn take_received(&mut self) -> bool {
+        let mut msgs = std::mem::take(&mut self.received);
+        self.rx.read(&mut msgs);
+        let any = !msgs.is_empty();
+        for m in msgs.drain(..) {
+            if self.fatal.is_some() {
+                break;
+            }
+            if let Err(e) = self.on_raft_message(m) {
+                self.fatal = Some(e);
+            }
+        }
+        self.received = msgs;
+        any
+    }
+
     /// Hands the round's raft messages to the transport, one batch per store, and tells
     /// each sending peer what became of them.
     fn flush_outbox(&mut self) {
@@ -933,6 +981,7 @@ impl StoreLoop {
 
     fn on_tick(&mut self) {
         self.ticks += 1;
+        self.rx.close_idle(Instant::now());
         // Entries per group write since the last tick: many mean the loop is busy and
         // waiting for its (solo) writes saves rounds; few mean latency matters more.
         let groups = self.ctx.log.stats().group_writes;
@@ -1626,6 +1675,15 @@ impl StoreLoop {
             }
             Msg::SizeChecked(id, version, size, key) => {
                 self.on_size_checked(id, version, size, key);
+                false
+            }
+            Msg::Adopt(peer) => {
+                log::debug!(
+                    "the store loop reads the connection from store {} ({}) from now on",
+                    peer.store,
+                    peer.addr
+                );
+                self.rx.adopt(*peer);
                 false
             }
         }

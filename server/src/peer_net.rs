@@ -14,8 +14,10 @@
 //! snapshots and messages too large for a batch go out as `SnapshotChunk` streams on the
 //! same connection, in queue order. Lost connections are retried with exponential backoff.
 //!
-//! Receiving: `service::serve_peers` accepts those connections and hands every message to a
-//! [`RaftSink`] (the [`Node`]); [`ChunkAssembler`] rebuilds chunked messages.
+//! Receiving: `service::serve_peers` accepts those connections, checks the handshake, and
+//! hands the connection's reading to a [`RaftSink`] that reads connections itself (the
+//! [`Node`]'s store loop, see [`crate::inbox`]), or else reads it and hands every message
+//! to the sink; [`ChunkAssembler`] rebuilds chunked messages either way.
 //!
 //! Threads: [`TcpTransport`] is `Send + Sync` and touches only a mutex-guarded map of
 //! `tokio::sync::mpsc` senders and, per peer, the `Direct` path (a duplicated socket
@@ -43,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_uring::net::TcpStream;
 
 use crate::direct::{DirectSocket, Sent};
+use crate::inbox::AdoptedPeer;
 use crate::node::Node;
 use crate::transport::Transport;
 
@@ -133,6 +136,11 @@ pub trait RaftSink: Send + Sync + 'static {
     fn step_batch(&self, msgs: Vec<RaftMessage>) -> bool {
         msgs.into_iter().all(|m| self.step(m))
     }
+    /// Takes over reading a handshaken connection (see [`crate::inbox`]), or gives it back
+    /// (the default): the network thread then goes on reading it and stepping its messages.
+    fn adopt(&self, peer: Box<AdoptedPeer>) -> Result<(), Box<AdoptedPeer>> {
+        Err(peer)
+    }
 }
 
 impl RaftSink for Node {
@@ -150,6 +158,11 @@ impl RaftSink for Node {
 
     fn step_batch(&self, msgs: Vec<RaftMessage>) -> bool {
         Node::step_batch(self, msgs)
+    }
+
+    fn adopt(&self, peer: Box<AdoptedPeer>) -> Result<(), Box<AdoptedPeer>> {
+        Node::adopt(self, peer);
+        Ok(())
     }
 }
 

@@ -8,7 +8,10 @@
 //! messages to the store loop) and a writer task that coalesces every frame waiting into one
 //! `write_all`; a client connection also has an answer task, which turns what the store loop
 //! queued for it ([`crate::reply::ConnAnswers`]) into frames. Commands from all connections
-//! meet in the store loop, which group-commits them into one raft-log write.
+//! meet in the store loop, which group-commits them into one raft-log write. A peer
+//! connection's reading moves to the store loop itself once it has handshaken, if the sink
+//! takes it ([`RaftSink::adopt`], see [`crate::inbox`]); its task then only writes, and waits
+//! to hear why the connection ended.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -19,9 +22,10 @@ use std::time::Duration;
 use pontoon_client::proto::framepb::{FrameErrorCode, Handshake, HandshakeAck, Role};
 use pontoon_client::proto::raft_serverpb::RaftMessage;
 use pontoon_client::{FrameBody, FrameDecoder, Limits, PROTOCOL_VERSION};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_uring::net::{TcpListener, TcpStream};
 
+use crate::inbox::AdoptedPeer;
 use crate::node::Node;
 use crate::peer_net::{ChunkAssembler, RaftSink};
 use crate::reply::{ConnAnswers, Reply};
@@ -66,7 +70,7 @@ pub async fn serve(
 }
 
 /// Frames waiting to be written, coalesced by the writer task.
-type Outbox = mpsc::UnboundedSender<Vec<u8>>;
+pub type Outbox = mpsc::UnboundedSender<Vec<u8>>;
 
 /// The answer to an accepted handshake: who we are and the limits the connection runs under.
 fn handshake_ack(cluster_id: u64, store_id: u64, limits: &Limits) -> FrameBody {
@@ -158,7 +162,7 @@ async fn answer_loop(
 }
 
 /// Why a connection ends.
-enum Close {
+pub enum Close {
     /// The peer closed, the socket failed, or the store loop stopped (the answer queue
     /// answers what was in flight).
     Gone,
@@ -508,64 +512,136 @@ async fn peer_read_loop(
             send_body(out, &ack, request_id, limits);
             log::info!("store {} connected from {}", h.store_id, remote.addr);
             remote.store = Some(h.store_id);
+            let handed = hand_over(
+                stream,
+                sink,
+                h.store_id,
+                remote.addr,
+                &mut reader,
+                out,
+                limits,
+                max_snapshot_bytes,
+            );
+            if let Some(closed) = handed {
+                return tokio::select! {
+                    why = closed => why.unwrap_or_else(|_| stopping()),
+                    _ = shutdown.changed() => stopping(),
+                };
+            }
             continue;
         };
-        match body {
-            FrameBody::RaftMessage(batch) => {
-                if !deliver_batch(sink, store, batch.messages) {
-                    return Close::Error(
-                        FrameErrorCode::ShuttingDown,
-                        "the store is stopping".into(),
-                        request_id,
-                    );
-                }
-            }
-            FrameBody::SnapshotChunk(chunk) => match chunks.push(request_id, chunk) {
-                Ok(Some(m)) => {
-                    if !deliver(sink, store, m) {
-                        return Close::Error(
-                            FrameErrorCode::ShuttingDown,
-                            "the store is stopping".into(),
-                            request_id,
-                        );
-                    }
-                }
-                Ok(None) => {}
-                // The stream is lost, the connection is not: raft sends the snapshot again.
-                Err(e) => log::warn!("store {store}: dropping a snapshot chunk stream: {e}"),
-            },
-            FrameBody::Ping(p) => send_body(out, &FrameBody::Pong(p), request_id, limits),
-            other => {
-                return Close::Error(
-                    FrameErrorCode::UnexpectedFrame,
-                    format!(
-                        "a store may not send {:?} on the peer port",
-                        other.frame_type()
-                    ),
-                    request_id,
-                )
-            }
+        let msgs = match on_peer_frame(
+            sink.store_id(),
+            store,
+            request_id,
+            body,
+            &mut chunks,
+            out,
+            limits,
+        ) {
+            Ok(msgs) => msgs,
+            Err(close) => return close,
+        };
+        let mut msgs = msgs;
+        let delivered = match msgs.len() {
+            0 => true,
+            1 => msgs.pop().is_none_or(|m| sink.step(m)),
+            _ => sink.step_batch(msgs),
+        };
+        if !delivered {
+            return Close::Error(
+                FrameErrorCode::ShuttingDown,
+                "the store is stopping".into(),
+                request_id,
+            );
         }
     }
 }
 
-/// Steps `m` (from store `from`) into the sink; false if the sink stopped. A message for
-/// another store is dropped here: it can only come from a misrouted address.
-fn deliver(sink: &dyn RaftSink, from: u64, m: RaftMessage) -> bool {
-    let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
-    if to != sink.store_id() {
-        log::debug!(
-            "store {from} sent a raft message for store {to} to store {}; dropped",
-            sink.store_id()
-        );
-        return true;
+/// Hands the reading of a handshaken connection from store `store` to the sink (the store
+/// loop reads it from then on, see `crate::inbox`). Returns where the sink will say why the
+/// connection ended, or `None` if the sink does not read connections (or no descriptor can
+/// be spared): the connection is then read here, with the decoder's bytes left as they were.
+#[allow(clippy::too_many_arguments)]
+fn hand_over(
+    stream: &TcpStream,
+    sink: &dyn RaftSink,
+    store: u64,
+    addr: SocketAddr,
+    reader: &mut FrameReader,
+    out: &Outbox,
+    limits: &Limits,
+    max_snapshot_bytes: u64,
+) -> Option<oneshot::Receiver<Close>> {
+    let sock = match crate::direct::duplicate(stream) {
+        Ok(sock) => sock,
+        Err(e) => {
+            log::warn!("cannot duplicate a socket ({e}); the network thread reads it");
+            return None;
+        }
+    };
+    let (closed, rx) = oneshot::channel();
+    let decoder = std::mem::replace(&mut reader.decoder, FrameDecoder::new(limits));
+    let peer = Box::new(AdoptedPeer {
+        sock,
+        store,
+        addr,
+        decoder,
+        out: out.clone(),
+        limits: *limits,
+        max_snapshot_bytes,
+        closed,
+    });
+    match sink.adopt(peer) {
+        Ok(()) => Some(rx),
+        Err(peer) => {
+            reader.decoder = peer.decoder;
+            None
+        }
     }
-    sink.step(m)
 }
 
-/// [`deliver`] for the messages of one batch frame: one hand-over for all of them.
-fn deliver_batch(sink: &dyn RaftSink, from: u64, mut msgs: Vec<RaftMessage>) -> bool {
-    let me = sink.store_id();
+/// Handles one frame of a handshaken peer connection from store `from`: returns the raft
+/// messages for this store `me` that it completes (a batch's, or a chunk stream's last),
+/// answers a ping, or says why the connection closes.
+pub(crate) fn on_peer_frame(
+    me: u64,
+    from: u64,
+    request_id: u64,
+    body: FrameBody,
+    chunks: &mut ChunkAssembler,
+    out: &Outbox,
+    limits: &Limits,
+) -> Result<Vec<RaftMessage>, Close> {
+    match body {
+        FrameBody::RaftMessage(batch) => Ok(for_store(me, from, batch.messages)),
+        FrameBody::SnapshotChunk(chunk) => match chunks.push(request_id, chunk) {
+            Ok(Some(m)) => Ok(for_store(me, from, vec![m])),
+            Ok(None) => Ok(Vec::new()),
+            // The stream is lost, the connection is not: raft sends the snapshot again.
+            Err(e) => {
+                log::warn!("store {from}: dropping a snapshot chunk stream: {e}");
+                Ok(Vec::new())
+            }
+        },
+        FrameBody::Ping(p) => {
+            send_body(out, &FrameBody::Pong(p), request_id, limits);
+            Ok(Vec::new())
+        }
+        other => Err(Close::Error(
+            FrameErrorCode::UnexpectedFrame,
+            format!(
+                "a store may not send {:?} on the peer port",
+                other.frame_type()
+            ),
+            request_id,
+        )),
+    }
+}
+
+/// The messages of `msgs` (from store `from`) addressed to store `me`. A message for
+/// another store can only come from a misrouted address; it is dropped.
+fn for_store(me: u64, from: u64, mut msgs: Vec<RaftMessage>) -> Vec<RaftMessage> {
     msgs.retain(|m| {
         let to = m.to_peer.as_ref().map_or(0, |p| p.store_id);
         if to != me {
@@ -573,11 +649,16 @@ fn deliver_batch(sink: &dyn RaftSink, from: u64, mut msgs: Vec<RaftMessage>) -> 
         }
         to == me
     });
-    match msgs.len() {
-        0 => true,
-        1 => msgs.pop().is_none_or(|m| sink.step(m)),
-        _ => sink.step_batch(msgs),
-    }
+    msgs
+}
+
+/// Why a connection closes when the store stops.
+fn stopping() -> Close {
+    Close::Error(
+        FrameErrorCode::ShuttingDown,
+        "the store is stopping".into(),
+        0,
+    )
 }
 
 fn check_peer_handshake(

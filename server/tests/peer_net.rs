@@ -14,17 +14,20 @@ mod proc;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pontoon_client::proto::framepb::{FrameErrorCode, Handshake, HandshakeAck, Role};
+use pontoon_client::proto::framepb::{
+    FrameErrorCode, Handshake, HandshakeAck, RaftMessageBatch, Role,
+};
 use pontoon_client::proto::metapb;
 use pontoon_client::proto::raft_cmdpb::{self, CmdType, RaftCmdRequest, Request};
 use pontoon_client::proto::raft_serverpb::{RaftMessage, SnapshotChunk};
 use pontoon_client::{FrameBody, FrameDecoder, FrameType, Limits};
+use pontoon_server::inbox::{self, AdoptedPeer, LoopSender};
 use pontoon_server::peer_net::{PeerDriver, PeerNetConfig, RaftSink, TcpTransport};
 use pontoon_server::server::{Server, ServerConfig};
 use pontoon_server::transport::Transport;
@@ -85,6 +88,11 @@ struct Recorder {
     cluster_id: u64,
     store_id: u64,
     got: Mutex<Vec<RaftMessage>>,
+    /// For a recorder that reads its connections on a loop thread of its own, as a store
+    /// loop does (`pontoon_server::inbox`): where the service hands them over.
+    reader: Option<LoopSender<Box<AdoptedPeer>>>,
+    /// Stops that loop (as a store's loop stops with its store).
+    stop_reading: Arc<AtomicBool>,
 }
 
 impl RaftSink for Recorder {
@@ -97,6 +105,12 @@ impl RaftSink for Recorder {
     fn step(&self, msg: RaftMessage) -> bool {
         self.got.lock().unwrap().push(msg);
         true
+    }
+    fn adopt(&self, peer: Box<AdoptedPeer>) -> Result<(), Box<AdoptedPeer>> {
+        match &self.reader {
+            Some(tx) => tx.send(peer).map_err(|e| e.0),
+            None => Err(peer),
+        }
     }
 }
 
@@ -151,12 +165,49 @@ impl Drop for PeerService {
     }
 }
 
+/// A recorder whose connections the peer service reads.
 fn recorder(cluster_id: u64, store_id: u64) -> Arc<Recorder> {
     Arc::new(Recorder {
         cluster_id,
         store_id,
         got: Mutex::new(Vec::new()),
+        reader: None,
+        stop_reading: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// A recorder that reads its connections on a loop thread, as a store loop does: the
+/// service hands each one over after the handshake. The loop ends when the recorder is
+/// dropped or `stop_reading` is set.
+fn loop_recorder(cluster_id: u64, store_id: u64) -> Arc<Recorder> {
+    let (tx, mut inbox) = inbox::channel::<Box<AdoptedPeer>>(store_id).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rec = Arc::new(Recorder {
+        cluster_id,
+        store_id,
+        got: Mutex::new(Vec::new()),
+        reader: Some(tx),
+        stop_reading: stop.clone(),
+    });
+    let weak = Arc::downgrade(&rec);
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            match inbox.wait(Duration::from_millis(20)) {
+                Ok(Some(peer)) => inbox.adopt(*peer),
+                Ok(None) => {}
+                Err(_) => return,
+            }
+            while let Ok(peer) = inbox.try_recv() {
+                inbox.adopt(*peer);
+            }
+            inbox.read(&mut got);
+            inbox.close_idle(Instant::now());
+            let Some(rec) = weak.upgrade() else { return };
+            rec.got.lock().unwrap().append(&mut got);
+        }
+    });
+    rec
 }
 
 /// A transport with its driver running on its own io_uring runtime thread; the driver
@@ -399,9 +450,18 @@ fn listen() -> (TcpListener, SocketAddr) {
 /// (a) Messages sent through the transport arrive in order, across many batches.
 #[test]
 fn messages_arrive_in_order() {
+    messages_arrive_in_order_at(recorder(7, 2));
+}
+
+/// The same when a loop reads the connection, as a store loop does.
+#[test]
+fn messages_arrive_in_order_when_a_loop_reads() {
+    messages_arrive_in_order_at(loop_recorder(7, 2));
+}
+
+fn messages_arrive_in_order_at(rec: Arc<Recorder>) {
     logs();
     let (l, addr) = listen();
-    let rec = recorder(7, 2);
     let _svc = PeerService::start(l, rec.clone(), Limits::default());
     let tx = Sender::start(1, 7, &[(2, addr)], fast_config());
     const N: u64 = 20_000;
@@ -560,22 +620,81 @@ fn reconnecting_after_a_full_socket_starts_with_whole_frames() {
 /// being closed and reconnected.
 #[test]
 fn idle_connections_stay_up() {
+    idle_connections_stay_up_at(recorder(7, 52), 51);
+}
+
+/// The same when a loop reads the connection (it answers the pings).
+#[test]
+fn idle_connections_stay_up_when_a_loop_reads() {
+    idle_connections_stay_up_at(loop_recorder(7, 52), 53);
+}
+
+fn idle_connections_stay_up_at(rec: Arc<Recorder>, from: u64) {
     logs();
     let (l, addr) = listen();
-    let rec = recorder(7, 52);
     let limits = Limits {
         idle_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
     let _svc = PeerService::start(l, rec.clone(), limits);
-    let tx = Sender::start(51, 7, &[(52, addr)], fast_config());
-    assert!(tx.transport.send(heartbeat(51, 52, 1)));
+    let tx = Sender::start(from, 7, &[(52, addr)], fast_config());
+    assert!(tx.transport.send(heartbeat(from, 52, 1)));
     rec.wait_for(1, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(tx.transport.send(heartbeat(51, 52, 2)));
+    assert!(tx.transport.send(heartbeat(from, 52, 2)));
     rec.wait_for(2, Duration::from_secs(10));
-    assert_eq!(logged(log::Level::Info, &["store 51 connected"]).len(), 1);
-    assert!(logged(log::Level::Info, &["idle timeout"]).is_empty());
+    let connected = format!("store {from} connected");
+    assert_eq!(logged(log::Level::Info, &[&connected]).len(), 1);
+    let closed = format!("peer connection from store {from}");
+    assert!(logged(log::Level::Info, &[&closed, "idle timeout"]).is_empty());
+}
+
+/// A loop reading a connection (as a store loop does) answers pings, steps the messages of
+/// a batch frame, and ends the connection with an error frame on a frame a store may not
+/// send, when the connection idles past its timeout, and when the loop stops.
+#[test]
+fn a_loop_reading_a_connection_answers_pings_and_closes_it_with_an_error_frame() {
+    logs();
+    let (l, addr) = listen();
+    let rec = loop_recorder(9, 62);
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let _svc = PeerService::start(l, rec.clone(), limits);
+
+    let (mut c, _) = Raw::handshake_as_store(addr, 9, 61);
+    c.ping(1);
+    let batch = |seqs: &[u64]| {
+        FrameBody::RaftMessage(RaftMessageBatch {
+            messages: seqs.iter().map(|s| heartbeat(61, 62, *s)).collect(),
+        })
+    };
+    c.send(&batch(&[1, 2, 3]), 0);
+    // A message for another store is dropped, the rest of its frame is not.
+    let mut mixed = vec![heartbeat(61, 62, 4), heartbeat(61, 63, 99)];
+    mixed.push(heartbeat(61, 62, 5));
+    c.send(
+        &FrameBody::RaftMessage(RaftMessageBatch { messages: mixed }),
+        0,
+    );
+    rec.wait_for(5, Duration::from_secs(10));
+    let got: Vec<u64> = rec.got.lock().unwrap().iter().map(seq_of).collect();
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    c.ping(2);
+    c.send(&store_hello(9, 61), 7);
+    c.expect_error(FrameErrorCode::UnexpectedFrame, "may not send Handshake");
+
+    // Quiet past the idle timeout: closed with a reason.
+    let (mut c, _) = Raw::handshake_as_store(addr, 9, 64);
+    std::thread::sleep(Duration::from_millis(700));
+    c.expect_error(FrameErrorCode::IdleTimeout, "idle timeout");
+
+    // The loop stops: its connections are told the store is stopping.
+    let (mut c, _) = Raw::handshake_as_store(addr, 9, 65);
+    c.ping(3);
+    rec.stop_reading.store(true, Ordering::Release);
+    c.expect_error(FrameErrorCode::ShuttingDown, "stopping");
 }
 
 /// Byte-level check against a hand-written receiver: the handshake the transport sends,
@@ -668,9 +787,18 @@ fn queued_messages_share_a_frame_and_snapshots_are_chunked() {
 /// peer service, in order with the small messages around them.
 #[test]
 fn large_messages_arrive_intact_via_chunks() {
+    large_messages_arrive_intact_via_chunks_at(recorder(7, 22));
+}
+
+/// The same when a loop reads the connection (and reassembles the chunk streams).
+#[test]
+fn large_messages_arrive_intact_via_chunks_when_a_loop_reads() {
+    large_messages_arrive_intact_via_chunks_at(loop_recorder(7, 22));
+}
+
+fn large_messages_arrive_intact_via_chunks_at(rec: Arc<Recorder>) {
     logs();
     let (l, addr) = listen();
-    let rec = recorder(7, 22);
     let _svc = PeerService::start(l, rec.clone(), Limits::default());
     let tx = Sender::start(21, 7, &[(22, addr)], fast_config());
     let data = pattern(5 << 20, 9);
