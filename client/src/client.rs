@@ -33,9 +33,14 @@
 //! after the client was made) is looked up in the cluster metadata (admin `StoreList`, at
 //! most once per [`ClientOptions::region_refresh_min_interval`]) and its client address
 //! added to the endpoints. When a connection fails or an attempt times out, the endpoint is skipped
-//! for [`ClientOptions::endpoint_backoff`] and the call is retried on the next one.
-//! Retries are bounded by [`ClientOptions::max_attempts`] and by the whole call's
-//! [`ClientOptions::request_timeout`].
+//! for [`ClientOptions::endpoint_backoff`] and the call is retried on the next one, with
+//! one exception: a command that changes data and was already sent is not retried (a
+//! retry could apply it twice: `version` and `mod_revision` would move twice for one put);
+//! the call fails with [`Error::Indeterminate`], whose outcome the caller finds out by
+//! reading, as with etcd's client, which does not retry a mutation once sent either.
+//! [`ClientOptions::retry_sent_writes`] retries those too (at least once instead of at
+//! most once). Retries are bounded by [`ClientOptions::max_attempts`] and by the whole
+//! call's [`ClientOptions::request_timeout`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), pontoon_client::client::Error> {
@@ -47,9 +52,6 @@
 //! let all = client.range(b"a", RangeOptions { range_end: b"z".to_vec(), ..Default::default() }).await?;
 //! # let _ = all; Ok(()) }
 //! ```
-//!
-//! Writes retried after a timeout or a lost connection may have been applied once already
-//! (at-least-once, as with etcd's clients).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -126,6 +128,21 @@ pub enum Error {
     /// The client was given no endpoint.
     #[error("no endpoints given")]
     NoEndpoints,
+    /// A command that changes data was sent, and its answer was lost (the attempt timed
+    /// out, the connection closed, the store stopped): it may or may not have been
+    /// applied. Such a command is not retried, since a retry could apply it twice (as
+    /// etcd's client does not retry a mutation once sent); read to find out. The inner
+    /// error says what happened.
+    #[error("outcome unknown, the command may or may not have been applied: {0}")]
+    Indeterminate(Box<Error>),
+}
+
+/// A failed attempt of a call on one connection.
+#[derive(Debug)]
+pub(crate) struct Attempt {
+    pub(crate) error: Error,
+    /// The frame was handed to the connection: the store may have it.
+    pub(crate) sent: bool,
 }
 
 fn region_error_text(e: &errorpb::Error) -> String {
@@ -194,6 +211,13 @@ pub struct ClientOptions {
     pub client_name: String,
     /// Largest frame payload the client accepts from the store.
     pub max_frame_size_bytes: u32,
+    /// Retry a command that changes data (put, delete, admin changes) on another endpoint
+    /// also after it was sent and its answer was lost (timeout, connection closed): the
+    /// call then succeeds once any store applies it, but a change may be applied twice
+    /// (`version` and `mod_revision` move twice for one put). Default false: such a call
+    /// fails with [`Error::Indeterminate`], as etcd's client does not retry a mutation
+    /// once sent. Reads, and commands that never left the client, are retried either way.
+    pub retry_sent_writes: bool,
 }
 
 impl Default for ClientOptions {
@@ -209,6 +233,7 @@ impl Default for ClientOptions {
             region_refresh_min_interval: Duration::from_millis(100),
             client_name: "pontoon-client".into(),
             max_frame_size_bytes: crate::Limits::DEFAULT_MAX_FRAME_SIZE_BYTES,
+            retry_sent_writes: false,
         }
     }
 }
@@ -555,35 +580,65 @@ impl Connection {
         &self,
         encode: impl FnOnce(u64, u32, &mut Vec<u8>) -> Result<(), EncodeError>,
         timeout: Duration,
-    ) -> Result<Frame, Error> {
+    ) -> Result<Frame, Attempt> {
+        let unsent = |error| Attempt { error, sent: false };
         let deadline = tokio::time::Instant::now() + timeout;
         let _permit = match tokio::time::timeout_at(deadline, self.in_flight.acquire()).await {
             Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(Error::Closed),
-            Err(_) => return Err(Error::Timeout),
+            Ok(Err(_)) => return Err(unsent(Error::Closed)),
+            Err(_) => return Err(unsent(Error::Timeout)),
         };
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = Vec::new();
-        encode(id, self.shared.max_frame_size_bytes, &mut buf)?;
+        encode(id, self.shared.max_frame_size_bytes, &mut buf).map_err(|e| unsent(e.into()))?;
         let (tx, rx) = oneshot::channel();
         {
             let mut p = self.shared.lock();
             if let Some(e) = &p.closed {
-                return Err(e.clone());
+                return Err(unsent(e.clone()));
             }
             p.waiting.insert(id, tx);
         }
         if self.tx.send(buf).is_err() {
             self.shared.lock().waiting.remove(&id);
-            return Err(Error::Closed);
+            return Err(unsent(Error::Closed));
         }
+        // From here on the store may have the frame.
+        let sent = |error| Attempt { error, sent: true };
         match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(Error::Closed),
+            Ok(Ok(answer)) => answer.map_err(sent),
+            Ok(Err(_)) => Err(sent(Error::Closed)),
             Err(_) => {
                 self.shared.lock().waiting.remove(&id);
-                Err(Error::Timeout)
+                Err(sent(Error::Timeout))
             }
+        }
+    }
+
+    /// Sends one command and waits for its answer; a failure says whether the command was
+    /// handed to the connection (and so may have reached the store).
+    pub(crate) async fn call_once(
+        &self,
+        req: &RaftCmdRequest,
+        timeout: Duration,
+    ) -> Result<RaftCmdResponse, Attempt> {
+        let frame = self
+            .round_trip(
+                |id, max, buf| encode_message(FrameType::Request, id, req, max, buf),
+                timeout,
+            )
+            .await?;
+        let sent = |error| Attempt { error, sent: true };
+        match FrameBody::decode(&frame).map_err(|e| sent(e.into()))? {
+            FrameBody::Response(r) => Ok(r),
+            FrameBody::Error(e) => Err(sent(Error::Server {
+                code: FrameErrorCode::try_from(e.code).unwrap_or(FrameErrorCode::Unspecified),
+                message: e.message,
+            })),
+            other => Err(sent(Error::UnexpectedResponse(format!(
+                "{} frame answering a Request",
+                other.frame_type().name()
+            )))),
         }
     }
 
@@ -594,23 +649,7 @@ impl Connection {
         req: &RaftCmdRequest,
         timeout: Duration,
     ) -> Result<RaftCmdResponse, Error> {
-        let frame = self
-            .round_trip(
-                |id, max, buf| encode_message(FrameType::Request, id, req, max, buf),
-                timeout,
-            )
-            .await?;
-        match FrameBody::decode(&frame)? {
-            FrameBody::Response(r) => Ok(r),
-            FrameBody::Error(e) => Err(Error::Server {
-                code: FrameErrorCode::try_from(e.code).unwrap_or(FrameErrorCode::Unspecified),
-                message: e.message,
-            }),
-            other => Err(Error::UnexpectedResponse(format!(
-                "{} frame answering a Request",
-                other.frame_type().name()
-            ))),
-        }
+        self.call_once(req, timeout).await.map_err(|a| a.error)
     }
 
     /// Sends a Ping and waits for its Pong; returns the round-trip time.
@@ -622,7 +661,8 @@ impl Connection {
                 |id, max, buf| encode_frame(FrameType::Ping, id, &payload, max, buf),
                 timeout,
             )
-            .await?;
+            .await
+            .map_err(|a| a.error)?;
         match frame.frame_type {
             FrameType::Pong => Ok(start.elapsed()),
             FrameType::Error => match FrameBody::decode(&frame)? {

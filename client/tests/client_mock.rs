@@ -267,11 +267,13 @@ async fn silent_store_times_out() {
     .await;
     let o = ClientOptions {
         request_timeout: Duration::from_millis(300),
+        // Unrouted: the commands themselves go out at once (no region lookup first).
+        region_id: 1,
         ..opts()
     };
     let c = Client::connect(&[m.addr.to_string()], o).await.unwrap();
     let start = Instant::now();
-    match c.put(b"k", b"v", false).await {
+    match c.get(b"k").await {
         Err(Error::Timeout) => {}
         other => panic!("expected Timeout, got {other:?}"),
     }
@@ -280,10 +282,19 @@ async fn silent_store_times_out() {
         took >= Duration::from_millis(290) && took < Duration::from_secs(2),
         "{took:?}"
     );
+    // A put that was sent and never answered may have been applied: said so, not hidden
+    // behind a plain timeout.
+    match c.put(b"k", b"v", false).await {
+        Err(Error::Indeterminate(e)) if matches!(*e, Error::Timeout) => {}
+        other => panic!("expected Indeterminate(Timeout), got {other:?}"),
+    }
 }
 
+/// A read that times out on one endpoint is retried on another; a put is not (it may have
+/// been applied where it timed out, and a retry could apply it twice): the caller learns
+/// that its outcome is unknown.
 #[tokio::test]
-async fn timed_out_endpoint_fails_over_to_a_live_one() {
+async fn timed_out_endpoint_fails_over_for_reads_and_for_writes_only_when_asked() {
     let silent = mock(MockConfig {
         silent: true,
         ..Default::default()
@@ -296,13 +307,43 @@ async fn timed_out_endpoint_fails_over_to_a_live_one() {
     .await;
     let o = ClientOptions {
         attempt_timeout: Duration::from_millis(200),
+        // Unrouted: every command goes to the first endpoint not marked down.
+        region_id: 1,
         ..opts()
     };
-    let c = Client::connect(&[silent.addr.to_string(), live.addr.to_string()], o)
-        .await
-        .unwrap();
+    let endpoints = [silent.addr.to_string(), live.addr.to_string()];
+    let c = Client::connect(&endpoints, o.clone()).await.unwrap();
+    let r = c.get(b"k").await.unwrap();
+    assert_eq!(r.header.member_id, 2);
+    assert_eq!(silent.commands.load(Ordering::SeqCst), 1);
+
+    // A fresh client (the first one skips the silent endpoint for a while) puts.
+    let c = Client::connect(&endpoints, o.clone()).await.unwrap();
+    let live_before = live.commands.load(Ordering::SeqCst);
+    match c.put(b"k", b"v", false).await {
+        Err(Error::Indeterminate(e)) if matches!(*e, Error::Timeout) => {}
+        other => panic!("expected Indeterminate(Timeout), got {other:?}"),
+    }
+    assert_eq!(
+        silent.commands.load(Ordering::SeqCst),
+        2,
+        "the put reached the silent store once"
+    );
+    assert_eq!(
+        live.commands.load(Ordering::SeqCst),
+        live_before,
+        "the put was not retried elsewhere"
+    );
+
+    // Asked to, the client retries it there (at the risk of applying it twice).
+    let o = ClientOptions {
+        retry_sent_writes: true,
+        ..o
+    };
+    let c = Client::connect(&endpoints, o).await.unwrap();
     let p = c.put(b"k", b"v", false).await.unwrap();
     assert_eq!(p.header.member_id, 2);
+    assert_eq!(silent.commands.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

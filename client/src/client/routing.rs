@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 
 use super::{admin_command, admin_of, status_of, status_request, Client, Error};
 use crate::proto::errorpb;
+use crate::proto::framepb::FrameErrorCode;
 use crate::proto::metapb;
 use crate::proto::pontoonpb::{RegionStatus, StoreListRequest};
 use crate::proto::raft_cmdpb::{
@@ -75,6 +76,35 @@ fn is_cluster_command(req: &RaftCmdRequest) -> bool {
             Ok(AdminCmdType::StoreList | AdminCmdType::SetStoreState)
         )
     })
+}
+
+/// True if `req` may change data or cluster state: it is not a read (`Get`, `Snap`,
+/// `Range`) nor a store's local report (`Status`, `StoreList`).
+fn mutates(req: &RaftCmdRequest) -> bool {
+    if let Some(a) = &req.admin_request {
+        return !matches!(
+            AdminCmdType::try_from(a.cmd_type),
+            Ok(AdminCmdType::Status | AdminCmdType::StoreList)
+        );
+    }
+    req.requests.iter().any(|r| {
+        !matches!(
+            CmdType::try_from(r.cmd_type),
+            Ok(CmdType::Get | CmdType::Snap | CmdType::Range | CmdType::Invalid)
+        )
+    })
+}
+
+/// True for an error with which a store refuses a connection without reading what was
+/// sent on it any further (it closed an idle connection): nothing sent there was executed.
+fn refused_unread(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Server {
+            code: FrameErrorCode::IdleTimeout,
+            ..
+        }
+    )
 }
 
 /// What to do after a region error.
@@ -188,6 +218,9 @@ impl Client {
                 None => self.pick_except(&unable),
             };
             let left = deadline.saturating_duration_since(Instant::now());
+            // Whether a failure may leave a change applied: the command changes data and
+            // reached the connection.
+            let mut uncertain = false;
             let result = match tokio::time::timeout(left, self.connection(i)).await {
                 Err(_) => Err(Error::Timeout),
                 Ok(Err(e)) => Err(e),
@@ -196,9 +229,16 @@ impl Client {
                     let req =
                         self.with_route(build(route.as_ref().map(|r| &r.region)), &route, store_id);
                     let left = deadline.saturating_duration_since(Instant::now());
-                    conn.call(&req, left.min(opts.attempt_timeout))
-                        .await
-                        .map(|resp| (resp, store_id))
+                    match conn.call_once(&req, left.min(opts.attempt_timeout)).await {
+                        Ok(resp) => Ok((resp, store_id)),
+                        Err(a) => {
+                            uncertain = a.sent
+                                && !opts.retry_sent_writes
+                                && mutates(&req)
+                                && !refused_unread(&a.error);
+                            Err(a.error)
+                        }
+                    }
                 }
             };
             let (err, store_id) = match result {
@@ -214,6 +254,10 @@ impl Client {
                     Some(err) => (err, store_id),
                 },
                 Err(e) if e.is_connection_failure() => {
+                    if uncertain {
+                        // A retry could apply the change twice.
+                        return Err(Error::Indeterminate(Box::new(e)));
+                    }
                     if let Some(ep) = self.eps().get(i) {
                         ep.mark_down(opts.endpoint_backoff);
                     }
