@@ -362,7 +362,7 @@ impl FrameReader {
             let read = tokio::select! {
                 r = tokio::time::timeout(timeout, stream.read(buf)) => r,
                 _ = shutdown.changed() => {
-                    return Err(Close::Error(FrameErrorCode::ShuttingDown, "the store is stopping".into(), 0));
+                    return Err(stopping(0));
                 }
             };
             let (res, buf) = match read {
@@ -524,13 +524,13 @@ async fn peer_read_loop(
             );
             if let Some(closed) = handed {
                 return tokio::select! {
-                    why = closed => why.unwrap_or_else(|_| stopping()),
-                    _ = shutdown.changed() => stopping(),
+                    why = closed => why.unwrap_or_else(|_| stopping(0)),
+                    _ = shutdown.changed() => stopping(0),
                 };
             }
             continue;
         };
-        let msgs = match on_peer_frame(
+        let mut msgs = match on_peer_frame(
             sink.store_id(),
             store,
             request_id,
@@ -542,18 +542,13 @@ async fn peer_read_loop(
             Ok(msgs) => msgs,
             Err(close) => return close,
         };
-        let mut msgs = msgs;
         let delivered = match msgs.len() {
             0 => true,
             1 => msgs.pop().is_none_or(|m| sink.step(m)),
             _ => sink.step_batch(msgs),
         };
         if !delivered {
-            return Close::Error(
-                FrameErrorCode::ShuttingDown,
-                "the store is stopping".into(),
-                request_id,
-            );
+            return stopping(request_id);
         }
     }
 }
@@ -652,12 +647,12 @@ fn for_store(me: u64, from: u64, mut msgs: Vec<RaftMessage>) -> Vec<RaftMessage>
     msgs
 }
 
-/// Why a connection closes when the store stops.
-fn stopping() -> Close {
+/// Why a connection closes when the store stops (at the frame `request_id`, 0 for none).
+fn stopping(request_id: u64) -> Close {
     Close::Error(
         FrameErrorCode::ShuttingDown,
         "the store is stopping".into(),
-        0,
+        request_id,
     )
 }
 

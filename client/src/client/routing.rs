@@ -254,14 +254,15 @@ impl Client {
                     Some(err) => (err, store_id),
                 },
                 Err(e) if e.is_connection_failure() => {
-                    if uncertain {
-                        // A retry could apply the change twice.
-                        return Err(Error::Indeterminate(Box::new(e)));
-                    }
                     if let Some(ep) = self.eps().get(i) {
                         ep.mark_down(opts.endpoint_backoff);
                     }
                     self.advance_from(i);
+                    if uncertain {
+                        // A retry could apply the change twice. Later calls still go
+                        // elsewhere while the endpoint is marked down.
+                        return Err(Error::Indeterminate(Box::new(e)));
+                    }
                     last = e;
                     // Another endpoint may answer at once; if all are down, wait a little.
                     pause = self.all_down();
