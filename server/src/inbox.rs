@@ -371,3 +371,104 @@ fn read_conn(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A message sent while the loop sleeps wakes it (through the eventfd), long before its
+    /// timeout; one sent before it sleeps is returned without sleeping.
+    #[test]
+    fn a_send_wakes_a_sleeping_loop_and_none_is_missed() {
+        let (tx, mut inbox) = channel::<u32>(1).unwrap();
+        tx.send(1).unwrap();
+        assert_eq!(inbox.wait(Duration::from_secs(30)).unwrap(), Some(1));
+        for round in 0..200u32 {
+            let tx = tx.clone();
+            let sender = std::thread::spawn(move || {
+                if round % 2 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                tx.send(round).unwrap();
+            });
+            let started = Instant::now();
+            let mut got = None;
+            while got.is_none() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "round {round}: the send never woke the loop"
+                );
+                got = inbox.wait(Duration::from_secs(30)).unwrap();
+            }
+            assert_eq!(got, Some(round));
+            sender.join().unwrap();
+        }
+        drop(tx);
+        assert!(
+            inbox.wait(Duration::from_millis(1)).is_err(),
+            "disconnected"
+        );
+    }
+
+    /// Bytes arriving on an adopted connection wake the loop; a closed connection is
+    /// reported to its task and dropped.
+    #[test]
+    fn an_adopted_connection_wakes_the_loop_and_its_close_is_reported() {
+        use std::io::Write;
+        let (_tx, mut inbox) = channel::<u32>(2).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, addr) = listener.accept().unwrap();
+        let (out, _out_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (closed, mut closed_rx) = oneshot::channel();
+        inbox.adopt(AdoptedPeer {
+            sock: socket2::Socket::from(server),
+            store: 3,
+            addr,
+            decoder: FrameDecoder::new(&Limits::default()),
+            out,
+            limits: Limits::default(),
+            max_snapshot_bytes: 1 << 20,
+            closed,
+        });
+        assert_eq!(inbox.connections(), 1);
+        let mut got = Vec::new();
+        inbox.read(&mut got);
+        assert!(got.is_empty());
+        let heartbeat = RaftMessage {
+            region_id: 9,
+            to_peer: Some(pontoon_client::proto::metapb::Peer {
+                id: 2,
+                store_id: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut frame = Vec::new();
+        FrameBody::RaftMessage(pontoon_client::proto::framepb::RaftMessageBatch {
+            messages: vec![heartbeat],
+        })
+        .encode(0, 1 << 20, &mut frame)
+        .unwrap();
+        client.write_all(&frame).unwrap();
+        let started = Instant::now();
+        while got.is_empty() {
+            assert!(started.elapsed() < Duration::from_secs(20), "never read");
+            assert_eq!(inbox.wait(Duration::from_secs(30)).unwrap(), None);
+            inbox.read(&mut got);
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].region_id, 9);
+        drop(client);
+        while inbox.connections() > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "close not seen"
+            );
+            let _ = inbox.wait(Duration::from_secs(30)).unwrap();
+            inbox.read(&mut got);
+        }
+        assert!(matches!(closed_rx.try_recv(), Ok(Close::Gone)));
+    }
+}
