@@ -26,6 +26,7 @@ use crate::DEFAULT_CFS;
 /// One operation of a write, borrowed from the caller.
 enum OpRef<'a> {
     Put(&'a [u8], &'a [u8]),
+    PutInPlace(&'a [u8], &'a [u8]),
     Delete(&'a [u8]),
     DeleteRange(&'a [u8], &'a [u8]),
 }
@@ -168,7 +169,11 @@ impl Snapshot {
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let id = self.inner.cf_id(cf)?;
         let sv = self.inner.sv.read().clone();
-        self.inner.get_at(&sv, id, key, self.seq)
+        // A snapshot never retries: slots were settled when it was taken.
+        Ok(self
+            .inner
+            .get_at(&sv, id, key, self.seq, false)?
+            .unwrap_or_default())
     }
 
     /// Iterates column family `cf` as of the snapshot.
@@ -355,14 +360,31 @@ impl Engine {
     /// Reads the newest value of `key` in `cf`.
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let id = self.inner.cf_id(cf)?;
-        let (sv, seq) = self.inner.read_view();
-        self.inner.get_at(&sv, id, key, seq)
+        loop {
+            let (sv, seq) = self.inner.read_view();
+            match self.inner.get_at(&sv, id, key, seq, true)? {
+                Some(found) => return Ok(found),
+                // An in-place write of this key, newer than `seq`, is being published.
+                None => std::thread::yield_now(),
+            }
+        }
     }
 
     /// Iterates `cf` at the current sequence within `opts`' bounds.
     pub fn iter(&self, cf: &str, opts: IterOptions) -> Result<EngineIterator> {
         let id = self.inner.cf_id(cf)?;
         let (sv, seq) = self.inner.read_view();
+        if !sv.mem.has_slots_in(id) {
+            return self.inner.iter_at(sv, id, seq, opts);
+        }
+        // Iterators read the skiplist only: settle the slots of `cf` first and take the view
+        // before any other write can fill one again.
+        let (sv, seq) = {
+            let _w = self.inner.write_mu.lock();
+            let view = self.inner.read_view();
+            view.0.mem.settle();
+            view
+        };
         self.inner.iter_at(sv, id, seq, opts)
     }
 
@@ -400,6 +422,10 @@ impl Engine {
 
     /// Pins the current state for consistent reads.
     pub fn snapshot(&self) -> Snapshot {
+        // In-place slots hold only their newest value: settle them (with writes held off) so
+        // that what the snapshot sees stays in the skiplist whatever is written later.
+        let _w = self.inner.write_mu.lock();
+        self.inner.sv.read().mem.settle();
         let mut snaps = self.inner.snapshots.lock();
         let seq = self.inner.last_seq.load(Ordering::Acquire);
         *snaps.entry(seq).or_insert(0) += 1;
@@ -630,7 +656,7 @@ impl Inner {
             let mut ids = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
                 let cf: &str = match op {
-                    BatchOp::Put { cf, key, value } => {
+                    BatchOp::Put { cf, key, value } | BatchOp::PutInPlace { cf, key, value } => {
                         check_len(key, value)?;
                         cf
                     }
@@ -657,6 +683,7 @@ impl Inner {
         let ops = batch.ops.iter().zip(ids).map(|(op, cf)| {
             let op = match op {
                 BatchOp::Put { key, value, .. } => OpRef::Put(key, value),
+                BatchOp::PutInPlace { key, value, .. } => OpRef::PutInPlace(key, value),
                 BatchOp::Delete { key, .. } => OpRef::Delete(key),
                 BatchOp::DeleteRange { start, end, .. } => OpRef::DeleteRange(start, end),
             };
@@ -688,6 +715,7 @@ impl Inner {
             count += 1;
             match op {
                 OpRef::Put(key, value) => mem.put(cf, key, seq, value),
+                OpRef::PutInPlace(key, value) => mem.put_in_place(cf, key, seq, value),
                 OpRef::Delete(key) => mem.delete(cf, key, seq),
                 OpRef::DeleteRange(start, end) => {
                     if start < end {
@@ -752,6 +780,8 @@ impl Inner {
         if sv.mem.is_empty() {
             return;
         }
+        // An immutable memtable holds everything in its skiplist (flush reads only that).
+        sv.mem.settle();
         let mut imms = Vec::with_capacity(sv.imms.len() + 1);
         imms.push(sv.mem.clone());
         imms.extend(sv.imms.iter().cloned());
@@ -764,19 +794,29 @@ impl Inner {
 
     // ---- reads ----------------------------------------------------------------------------
 
-    fn get_at(&self, sv: &SuperVersion, cf: u32, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+    /// Reads `key` at `seq`; `latest` for a read of the newest state, which may be told to
+    /// retry (`Ok(None)`, see [`MemTable::get`]).
+    fn get_at(
+        &self,
+        sv: &SuperVersion,
+        cf: u32,
+        key: &[u8],
+        seq: u64,
+        latest: bool,
+    ) -> Result<Option<Option<Vec<u8>>>> {
         let mut tomb = 0u64;
         let hash = crate::sstable::hash64(key);
         for mem in std::iter::once(&sv.mem).chain(sv.imms.iter()) {
             tomb = tomb.max(mem.max_covering_tombstone(cf, key, seq));
-            match mem.get(cf, key, hash, seq) {
-                Lookup::Value(s, v) => return Ok((s > tomb).then_some(v)),
-                Lookup::Deleted => return Ok(None),
+            match mem.get(cf, key, hash, seq, latest) {
+                Lookup::Value(s, v) => return Ok(Some((s > tomb).then_some(v))),
+                Lookup::Deleted => return Ok(Some(None)),
                 Lookup::Absent => {}
+                Lookup::Retry => return Ok(None),
             }
         }
         let Some(tree) = sv.version.cfs.get(&cf) else {
-            return Ok(None);
+            return Ok(Some(None));
         };
         for (level, files) in tree.levels.iter().enumerate() {
             let candidates: &[Arc<TableFile>] = if level == 0 {
@@ -813,10 +853,10 @@ impl Inner {
             }
             if let Some((s, kind, v)) = found {
                 let live = kind == crate::key::ValueKind::Put as u8 && s > tomb;
-                return Ok(live.then_some(v));
+                return Ok(Some(live.then_some(v)));
             }
         }
-        Ok(None)
+        Ok(Some(None))
     }
 
     fn iter_at(

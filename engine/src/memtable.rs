@@ -3,11 +3,20 @@
 //! Entries are keyed by `(cf id, internal key)`. Sharing one structure across column families
 //! makes the flush atomic by construction: switching the memtable switches every column family
 //! at the same batch boundary.
+//!
+//! Beside the skiplist, a memtable keeps *in-place slots*: values written with
+//! [`WriteBatch::put_in_place`](crate::WriteBatch::put_in_place) wait in a slot per key, each
+//! write replacing the last, until something needs them ordered among the other entries (a
+//! snapshot, an iterator over their column family, the memtable's switch to immutable), when
+//! [`MemTable::settle`] moves them into the skiplist with their own sequence numbers. A key
+//! rewritten by nearly every batch (a region's applied index) then costs a hash-map update per
+//! write instead of a skiplist node, and the memtable holds one version of it, not thousands.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::key::{self, ValueKind, MAX_SEQ};
 use crate::range_del::RangeTombstone;
@@ -50,6 +59,9 @@ pub(crate) enum Lookup {
     Deleted,
     /// No version of the key at or below the sequence.
     Absent,
+    /// An in-place write newer than the sequence replaced the value at it: read again at a
+    /// newer sequence.
+    Retry,
 }
 
 /// Probes per key in the memtable's key filter.
@@ -111,6 +123,9 @@ impl KeyFilter {
     }
 }
 
+/// The in-place slots of one column family: user key -> `(sequence, value)`.
+type Slots = HashMap<Vec<u8>, (u64, Vec<u8>)>;
+
 /// One memtable. Writers are serialised by the engine; readers run concurrently.
 pub(crate) struct MemTable {
     list: SkipList,
@@ -121,6 +136,12 @@ pub(crate) struct MemTable {
     approximate_bytes: AtomicUsize,
     /// Sequence of the newest batch inserted (0 if none).
     last_seq: AtomicU64,
+    /// In-place slots not yet settled into the skiplist, by column family and user key:
+    /// `(sequence, value)` of the newest write.
+    slots: Mutex<HashMap<u32, Slots>>,
+    /// True while `slots` may hold anything (set before a slot is filled, so a reader that
+    /// sees a slot's sequence published sees this too).
+    has_slots: AtomicBool,
 }
 
 impl MemTable {
@@ -133,7 +154,74 @@ impl MemTable {
             has_range_dels: AtomicBool::new(false),
             approximate_bytes: AtomicUsize::new(0),
             last_seq: AtomicU64::new(0),
+            slots: Mutex::new(HashMap::new()),
+            has_slots: AtomicBool::new(false),
         }
+    }
+
+    /// Writes `value` into the in-place slot of `user_key` in `cf`, replacing what an earlier
+    /// in-place write left there. Reads see it as a put at `seq`.
+    pub(crate) fn put_in_place(&self, cf: u32, user_key: &[u8], seq: u64, value: &[u8]) {
+        if let Some(f) = &self.filter {
+            f.insert(hash64(user_key));
+        }
+        self.has_slots.store(true, AtomicOrdering::Release);
+        let mut slots = self.slots.lock();
+        let keys = slots.entry(cf).or_default();
+        match keys.get_mut(user_key) {
+            Some(slot) => {
+                slot.0 = seq;
+                slot.1.clear();
+                slot.1.extend_from_slice(value);
+            }
+            None => {
+                self.approximate_bytes
+                    .fetch_add(user_key.len() + value.len() + 48, AtomicOrdering::Relaxed);
+                keys.insert(user_key.to_vec(), (seq, value.to_vec()));
+            }
+        }
+    }
+
+    /// True if an in-place slot of `cf` waits to be settled.
+    pub(crate) fn has_slots_in(&self, cf: u32) -> bool {
+        self.has_slots.load(AtomicOrdering::Acquire)
+            && self.slots.lock().get(&cf).is_some_and(|k| !k.is_empty())
+    }
+
+    /// Moves every in-place slot into the skiplist as a put at its sequence. The engine
+    /// calls it with its write lock held, before taking a snapshot or an iterator that must
+    /// see the slots in order, and before the memtable becomes immutable. A reader looking
+    /// at the same time finds the value in the slot or in the skiplist (slots are emptied
+    /// only after their entries are linked).
+    pub(crate) fn settle(&self) {
+        if !self.has_slots.load(AtomicOrdering::Acquire) {
+            return;
+        }
+        let mut slots = self.slots.lock();
+        for (&cf, keys) in slots.iter() {
+            for (key, (seq, value)) in keys {
+                self.list.insert(
+                    cf,
+                    key,
+                    key::pack_trailer(*seq, ValueKind::Put as u8),
+                    value,
+                );
+            }
+        }
+        slots.clear();
+        self.has_slots.store(false, AtomicOrdering::Release);
+    }
+
+    /// The unsettled in-place value of `user_key` in `cf`, if any, as `(sequence, value)`.
+    fn slot(&self, cf: u32, user_key: &[u8]) -> Option<(u64, Vec<u8>)> {
+        if !self.has_slots.load(AtomicOrdering::Acquire) {
+            return None;
+        }
+        self.slots
+            .lock()
+            .get(&cf)
+            .and_then(|k| k.get(user_key))
+            .map(|(seq, v)| (*seq, v.clone()))
     }
 
     pub(crate) fn put(&self, cf: u32, user_key: &[u8], seq: u64, value: &[u8]) {
@@ -198,26 +286,55 @@ impl MemTable {
     }
 
     /// Newest version of `user_key` in `cf` with sequence <= `seq`; `hash` is
-    /// `hash64(user_key)`.
-    pub(crate) fn get(&self, cf: u32, user_key: &[u8], hash: u64, seq: u64) -> Lookup {
+    /// `hash64(user_key)`. An in-place slot written after `seq` hides the value it replaced,
+    /// which is what a read at `seq` should see: for a read of the newest state (`latest`)
+    /// that is [`Lookup::Retry`] (read again at a newer sequence, once that write is
+    /// published); a snapshot or iterator ignores it, because taking one settles the slots,
+    /// so everything at its sequence is in the skiplist.
+    pub(crate) fn get(
+        &self,
+        cf: u32,
+        user_key: &[u8],
+        hash: u64,
+        seq: u64,
+        latest: bool,
+    ) -> Lookup {
         if self.filter.as_ref().is_some_and(|f| !f.may_contain(hash)) {
             return Lookup::Absent;
         }
+        // The slot first: `settle` links an entry before emptying its slot, so a value that
+        // leaves the slot after this look is in the skiplist for the search below.
+        let slot = match self.slot(cf, user_key) {
+            Some((s, _)) if s > seq && latest => return Lookup::Retry,
+            Some((s, v)) if s <= seq => Some((s, v)),
+            _ => None,
+        };
+        match (slot, self.list_get(cf, user_key, seq)) {
+            (Some((s, v)), Some((ls, _))) if s > ls => Lookup::Value(s, v),
+            (Some((s, v)), None) => Lookup::Value(s, v),
+            (_, Some((ls, Some(v)))) => Lookup::Value(ls, v),
+            (_, Some((_, None))) => Lookup::Deleted,
+            (None, None) => Lookup::Absent,
+        }
+    }
+
+    /// The newest skiplist version of `user_key` with sequence <= `seq`: its sequence and
+    /// its value (`None`: a tombstone).
+    fn list_get(&self, cf: u32, user_key: &[u8], seq: u64) -> Option<(u64, Option<Vec<u8>>)> {
         let target = Probe {
             cf,
             key: user_key,
             trailer: key::pack_trailer(seq, key::KIND_SEEK),
         };
-        let Some(e) = self.list.seek(&target) else {
-            return Lookup::Absent;
-        };
+        let e = self.list.seek(&target)?;
         if e.cf() != cf || e.user_key() != user_key {
-            return Lookup::Absent;
+            return None;
         }
+        let s = e.trailer() >> 8;
         if (e.trailer() & 0xFF) as u8 == ValueKind::Put as u8 {
-            Lookup::Value(e.trailer() >> 8, e.value().to_vec())
+            Some((s, Some(e.value().to_vec())))
         } else {
-            Lookup::Deleted
+            Some((s, None))
         }
     }
 
@@ -374,7 +491,7 @@ mod tests {
     fn value_of(l: Lookup) -> Option<Vec<u8>> {
         match l {
             Lookup::Value(_, v) => Some(v),
-            Lookup::Deleted | Lookup::Absent => None,
+            Lookup::Deleted | Lookup::Absent | Lookup::Retry => None,
         }
     }
 
@@ -392,7 +509,7 @@ mod tests {
         }
         for i in 0..2_000u32 {
             let k = format!("key-{i}");
-            let got = m.get(1, k.as_bytes(), hash64(k.as_bytes()), MAX_SEQ);
+            let got = m.get(1, k.as_bytes(), hash64(k.as_bytes()), MAX_SEQ, false);
             if i % 3 == 0 {
                 assert!(matches!(got, Lookup::Deleted), "tombstone of {k} found");
             } else {
@@ -482,16 +599,77 @@ mod tests {
     }
 
     #[test]
+    fn in_place_slots_read_like_puts_and_settle_into_the_list() {
+        let m = MemTable::new(4 << 10);
+        m.put(3, b"applied", 1, b"v1");
+        m.put_in_place(3, b"applied", 2, b"v2");
+        m.put_in_place(3, b"applied", 4, b"v4");
+        m.put(3, b"other", 5, b"o5");
+        let h = hash64(b"applied");
+        // One slot, newest value; an older list version below it.
+        assert_eq!(m.slots.lock()[&3].len(), 1);
+        assert_eq!(
+            value_of(m.get(3, b"applied", h, 5, true)),
+            Some(b"v4".to_vec())
+        );
+        assert_eq!(
+            value_of(m.get(3, b"applied", h, 4, false)),
+            Some(b"v4".to_vec())
+        );
+        // Below the slot's sequence its value (v2 was replaced) is unknown: a newest-state
+        // read retries, a snapshot-style read falls to the list (callers settle first).
+        assert!(matches!(m.get(3, b"applied", h, 3, true), Lookup::Retry));
+        assert_eq!(
+            value_of(m.get(3, b"applied", h, 3, false)),
+            Some(b"v1".to_vec())
+        );
+        assert!(m.has_slots_in(3));
+        assert!(!m.has_slots_in(0));
+        // A later tombstone in the list hides the slot; a later slot write shows again.
+        m.delete(3, b"applied", 6);
+        assert!(matches!(m.get(3, b"applied", h, 6, true), Lookup::Deleted));
+        m.put_in_place(3, b"applied", 7, b"v7");
+        assert_eq!(
+            value_of(m.get(3, b"applied", h, 7, true)),
+            Some(b"v7".to_vec())
+        );
+        m.settle();
+        assert!(!m.has_slots_in(3));
+        assert!(m.slots.lock().is_empty());
+        assert_eq!(
+            value_of(m.get(3, b"applied", h, 7, true)),
+            Some(b"v7".to_vec())
+        );
+        assert!(matches!(m.get(3, b"applied", h, 6, false), Lookup::Deleted));
+        // The flush sees the settled entry with its own sequence, newest first.
+        let mut seqs = Vec::new();
+        m.for_each_in_cf(3, |k, _| {
+            let p = key::parse(k).unwrap();
+            if p.user_key == b"applied" {
+                seqs.push(p.seq);
+            }
+            true
+        });
+        assert_eq!(seqs, vec![7, 6, 1]);
+    }
+
+    #[test]
     fn without_a_filter_every_read_searches() {
         let m = MemTable::new(0);
         assert!(m.filter.is_none());
         m.put(0, b"a", 1, b"1");
         assert_eq!(
-            value_of(m.get(0, b"a", hash64(b"a"), 1)),
+            value_of(m.get(0, b"a", hash64(b"a"), 1, false)),
             Some(b"1".to_vec())
         );
-        assert!(matches!(m.get(0, b"b", hash64(b"b"), 1), Lookup::Absent));
+        assert!(matches!(
+            m.get(0, b"b", hash64(b"b"), 1, false),
+            Lookup::Absent
+        ));
         // The sequence still bounds what a read sees.
-        assert!(matches!(m.get(0, b"a", hash64(b"a"), 0), Lookup::Absent));
+        assert!(matches!(
+            m.get(0, b"a", hash64(b"a"), 0, false),
+            Lookup::Absent
+        ));
     }
 }

@@ -102,6 +102,93 @@ fn readers_see_all_of_a_batch_or_none_of_it() {
     assert!(reader.join().unwrap() > 0);
 }
 
+/// In-place puts keep batch atomicity for every kind of reader: a writer puts `data/i` and
+/// sets the in-place `applied` to `i` in one batch; whoever sees `applied == i` must see
+/// `data/i`, and must not see `data/i+1`.
+#[test]
+fn in_place_puts_are_seen_with_their_batch_by_reads_snapshots_and_iterators() {
+    let fs = FaultFs::new();
+    let engine = Arc::new(open(&fs, small_options()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let data = |i: u32| format!("data/{i:06}").into_bytes();
+    let applied = |v: Option<Vec<u8>>| v.map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let readers: Vec<_> = (0..3)
+        .map(|kind| {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    match kind {
+                        // Newest-state reads: `applied` first, then its data must be there.
+                        0 => {
+                            if let Some(i) = applied(engine.get("write", b"applied").unwrap()) {
+                                assert!(engine.get("default", &data(i)).unwrap().is_some(), "{i}");
+                            }
+                        }
+                        // A snapshot agrees with itself on both.
+                        1 => {
+                            let snap = engine.snapshot();
+                            let i = applied(snap.get("write", b"applied").unwrap());
+                            if let Some(i) = i {
+                                assert!(snap.get("default", &data(i)).unwrap().is_some(), "{i}");
+                                assert!(snap.get("default", &data(i + 1)).unwrap().is_none());
+                            }
+                        }
+                        // An iterator over the in-place key's column family sees it too.
+                        _ => {
+                            let snap = engine.snapshot();
+                            let rows: Vec<_> = engine
+                                .iter("write", IterOptions::default())
+                                .unwrap()
+                                .map(|r| r.unwrap())
+                                .collect();
+                            let i = applied(
+                                rows.iter()
+                                    .find(|(k, _)| k == b"applied")
+                                    .map(|(_, v)| v.clone()),
+                            );
+                            let before = applied(snap.get("write", b"applied").unwrap());
+                            assert!(i >= before, "an iterator went back: {i:?} < {before:?}");
+                            if let Some(i) = i {
+                                assert!(engine.get("default", &data(i)).unwrap().is_some(), "{i}");
+                            }
+                        }
+                    }
+                    checks += 1;
+                }
+                checks
+            })
+        })
+        .collect();
+    for i in 0..3000u32 {
+        let mut b = WriteBatch::new();
+        b.put("default", &data(i), b"x");
+        // Now and then an ordinary put of the same key, so the list holds versions too.
+        if i % 7 == 0 {
+            b.put("write", b"applied", &i.to_le_bytes());
+        } else {
+            b.put_in_place("write", b"applied", &i.to_le_bytes());
+        }
+        engine.write(&b).unwrap();
+        if i.is_multiple_of(500) {
+            engine.flush().unwrap();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    // Only the newest value reaches the tables, and it survives a reopen.
+    let engine = Arc::into_inner(engine).unwrap();
+    engine.close().unwrap();
+    let engine = open(&fs, small_options());
+    assert_eq!(
+        applied(engine.get("write", b"applied").unwrap()),
+        Some(2999)
+    );
+}
+
 #[test]
 fn snapshot_reads_are_stable_across_flush_and_compaction() {
     let fs = FaultFs::new();

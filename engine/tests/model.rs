@@ -1,5 +1,5 @@
-//! Model-based test: random operation sequences (writes across column families, range
-//! deletes, snapshots, bounded iterators in both directions, flushes, compactions, reopen)
+//! Model-based test: random operation sequences (writes across column families, in-place
+//! puts, range deletes, snapshots, bounded iterators in both directions, flushes, compactions, reopen)
 //! against a `BTreeMap` oracle.
 
 #![allow(clippy::unwrap_used)]
@@ -19,10 +19,12 @@ const CFS: [&str; 2] = ["default", "write"];
 #[derive(Debug, Clone)]
 enum Op {
     Put(usize, u8, u16),
+    /// A put through the memtable's in-place slot, on the few keys that get them.
+    PutInPlace(usize, u8, u16),
     Delete(usize, u8),
     DeleteRange(usize, u8, u8),
-    /// Several ops as one batch.
-    Batch(Vec<(usize, u8, Option<u16>)>),
+    /// Several ops as one batch (`true`: a put in place).
+    Batch(Vec<(usize, u8, Option<u16>, bool)>),
     Snapshot,
     DropSnapshot,
     CheckSnapshot,
@@ -49,9 +51,11 @@ fn op() -> impl Strategy<Value = Op> {
     let k = 0u8..60;
     prop_oneof![
         30 => (cf.clone(), k.clone(), any::<u16>()).prop_map(|(c, k, v)| Op::Put(c, k, v)),
+        // Keys 0..6 are rewritten often, mostly in place (as an applied index is).
+        12 => (cf.clone(), 0u8..6, any::<u16>()).prop_map(|(c, k, v)| Op::PutInPlace(c, k, v)),
         8 => (cf.clone(), k.clone()).prop_map(|(c, k)| Op::Delete(c, k)),
         2 => (cf.clone(), k.clone(), k.clone()).prop_map(|(c, a, b)| Op::DeleteRange(c, a.min(b), a.max(b))),
-        6 => prop::collection::vec((cf.clone(), k.clone(), prop::option::of(any::<u16>())), 1..6).prop_map(Op::Batch),
+        6 => prop::collection::vec((cf.clone(), k.clone(), prop::option::of(any::<u16>()), any::<bool>()), 1..6).prop_map(Op::Batch),
         2 => Just(Op::Snapshot),
         1 => Just(Op::DropSnapshot),
         3 => Just(Op::CheckSnapshot),
@@ -107,6 +111,12 @@ fn run_with(ops: Vec<Op>, opts: pontoon_engine::Options) {
                 engine.put(CFS[c], &key(k), &value(k, v)).unwrap();
                 model[c].insert(key(k), value(k, v));
             }
+            Op::PutInPlace(c, k, v) => {
+                let mut batch = WriteBatch::new();
+                batch.put_in_place(CFS[c], &key(k), &value(k, v));
+                engine.write(&batch).unwrap();
+                model[c].insert(key(k), value(k, v));
+            }
             Op::Delete(c, k) => {
                 engine.delete(CFS[c], &key(k)).unwrap();
                 model[c].remove(&key(k));
@@ -125,10 +135,14 @@ fn run_with(ops: Vec<Op>, opts: pontoon_engine::Options) {
             }
             Op::Batch(items) => {
                 let mut batch = WriteBatch::new();
-                for (c, k, v) in items {
+                for (c, k, v, in_place) in items {
                     match v {
                         Some(v) => {
-                            batch.put(CFS[c], &key(k), &value(k, v));
+                            if in_place {
+                                batch.put_in_place(CFS[c], &key(k), &value(k, v));
+                            } else {
+                                batch.put(CFS[c], &key(k), &value(k, v));
+                            }
                             model[c].insert(key(k), value(k, v));
                         }
                         None => {
@@ -154,7 +168,7 @@ fn run_with(ops: Vec<Op>, opts: pontoon_engine::Options) {
                             .map(|r| r.unwrap())
                             .collect();
                         assert_eq!(got, model_pairs(&m[c]), "snapshot {} cf {cf}", snap.seq());
-                        for k in [0u8, 7, 33, 59] {
+                        for k in [0u8, 3, 7, 33, 59] {
                             assert_eq!(snap.get(cf, &key(k)).unwrap(), m[c].get(&key(k)).cloned());
                         }
                     }
@@ -182,7 +196,7 @@ fn run_with(ops: Vec<Op>, opts: pontoon_engine::Options) {
         }
         // Point reads of a few keys after every step.
         for (c, cf) in CFS.iter().enumerate() {
-            for k in [1u8, 30, 58] {
+            for k in [1u8, 4, 30, 58] {
                 assert_eq!(
                     engine.get(cf, &key(k)).unwrap(),
                     model[c].get(&key(k)).cloned(),

@@ -123,13 +123,15 @@ impl ApplyState {
         }
     }
 
-    /// Stages the state into `batch`.
+    /// Stages the state into `batch`, as an in-place put: every apply of every region
+    /// rewrites its state, and the memtable keeps one slot per region instead of a version
+    /// per apply (with 64 busy regions, about one skiplist insert in two was an apply state).
     pub fn stage(&self, batch: &mut WriteBatch, region: u64) {
         let mut b = Vec::with_capacity(24);
         b.extend_from_slice(&self.applied_index.to_le_bytes());
         b.extend_from_slice(&self.applied_term.to_le_bytes());
         b.extend_from_slice(&(self.revision as u64).to_le_bytes());
-        batch.put(RAFT_CF, &apply_key(region), &b);
+        batch.put_in_place(RAFT_CF, &apply_key(region), &b);
     }
 }
 
