@@ -17,6 +17,7 @@
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod append_check;
 mod direct;
 pub mod inbox;
 pub mod meta;

@@ -2041,6 +2041,21 @@ impl StoreLoop {
         };
         rehome_entries(&mut msg);
         let rid = m.region_id;
+        match crate::append_check::check_incoming(&mut msg) {
+            crate::append_check::Incoming::Fine => {}
+            crate::append_check::Incoming::Trimmed => log::debug!(
+                "region {rid}: trimmed an append whose entries began at or before its index {}",
+                msg.index
+            ),
+            crate::append_check::Incoming::Malformed => {
+                log::warn!(
+                    "region {rid}: dropping a malformed append from peer {} (index {}, entries not following it)",
+                    msg.from,
+                    msg.index
+                );
+                return Ok(());
+            }
+        }
         if !self.peers.contains_key(&rid) && !self.maybe_create_peer(&m, &msg)? {
             return Ok(());
         }

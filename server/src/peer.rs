@@ -476,8 +476,25 @@ impl Peer {
     /// lost on the way the follower rejects the next append and raft sends a new one). A
     /// peer whose store is unknown is reported unreachable at once.
     pub fn send_messages(&mut self, ctx: &Ctx, msgs: Vec<raft::eraftpb::Message>) {
-        for m in msgs {
+        for mut m in msgs {
             let to = m.to;
+            let raft_log = &self.raw.raft.raft_log;
+            if crate::append_check::repair_outgoing(&mut m, |i| {
+                // Index 0 is the empty log's anchor, of term 0; elsewhere raft-rs answers 0
+                // for an index it no longer (or does not yet) hold.
+                if i == 0 {
+                    Some(0)
+                } else {
+                    raft_log.term(i).ok().filter(|&t| t > 0)
+                }
+            }) {
+                log::debug!(
+                    "region {}: re-anchored a batched append to peer {to} at {}/{}",
+                    self.region.id,
+                    m.index,
+                    m.log_term
+                );
+            }
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
             let store = self.store_of(to);
             if store == 0 {
