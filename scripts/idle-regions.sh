@@ -5,8 +5,9 @@
 #   scripts/idle-regions.sh [REGIONS] [SECONDS]     default: 10000 20
 #
 # Starts a fresh cluster (PONTOON_CONFIG is passed on, e.g. a file with
-# `hibernate_regions = false` to compare), splits it into REGIONS regions, waits 10 s for them
-# to go quiet, then prints the stores' CPU over SECONDS and how many regions hibernate.
+# `hibernate_regions = false` to compare), splits it into REGIONS regions, waits until the
+# regions go quiet (every store holds them all and 99% hibernate; at most SETTLE_MAX s),
+# then prints the stores' CPU over SECONDS and how many regions hibernate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PONTOON_CLUSTER_DIR=${PONTOON_CLUSTER_DIR:-./data/idle-regions}
@@ -19,7 +20,24 @@ rm -rf "$PONTOON_CLUSTER_DIR"
 scripts/local-cluster.sh start 3 >/dev/null
 sleep 2
 "${CARGO_TARGET_DIR:-./target}"/release/pontoon-bench --endpoints $EP split --regions "$R" --key-size 8 --key-space-size 1000000
-sleep 10
+# Wait (up to SETTLE_MAX seconds, default 180) until every store holds all REGIONS and at
+# most 1% of them are awake: after a split this size the lagging store is still applying
+# splits and the placement still moving leaders for a while.
+status() {
+    "${CARGO_TARGET_DIR:-./target}"/release/pontoonctl --endpoints $EP --command-timeout 5s endpoint status -w json 2>/dev/null |
+        python3 -c 'import json, sys
+print(" ".join("%d/%d" % (e["Status"].get("regions", 0), e["Status"].get("hibernatingRegions", 0)) for e in json.load(sys.stdin)))' 2>/dev/null
+}
+settled=""
+for _ in $(seq 1 $(( ${SETTLE_MAX:-180} / 5 ))); do
+    sleep 5
+    st=$(status || true)
+    if [ -n "$st" ] && python3 -c 'import sys; r=int(sys.argv[1]); p=[tuple(map(int, x.split("/"))) for x in sys.argv[2].split()]; sys.exit(0 if len(p) == 3 and all(n == r and h >= 0.99 * r for n, h in p) else 1)' "$R" "$st"; then
+        settled=1
+        break
+    fi
+done
+[ -n "$settled" ] || echo "not settled after ${SETTLE_MAX:-180} s (regions/hibernating per store: ${st:-?}); measuring anyway"
 pids=$(cat "$PONTOON_CLUSTER_DIR"/s*/pid)
 before=$(ticks $pids)
 sleep "$S"

@@ -323,7 +323,13 @@ impl LogStore {
         self.shared.poisoned.load(Ordering::SeqCst)
     }
 
-    /// Current counters.
+    /// Group writes so far (the `group_writes` of [`LogStore::stats`], without its walk
+    /// over every stream's index).
+    pub fn group_writes(&self) -> u64 {
+        self.shared.group_writes.load(Ordering::Relaxed)
+    }
+
+    /// Current counters (walks every stream's index: not for a hot path).
     pub fn stats(&self) -> Stats {
         let mem = self.shared.mem.read();
         let (index_entries, index_bytes) = mem.index_size();

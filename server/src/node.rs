@@ -395,9 +395,9 @@ impl Node {
             },
             max_store_down_time: cfg.max_store_down_time,
             schedule_ticks: cfg.schedule_ticks.max(1),
+            schedule_runs: 0,
             placement: cfg.placement,
             lone_leader_wait_entries: cfg.lone_leader_wait_entries,
-            stale_check_ticks: cfg.stale_check_ticks.max(1),
             put_store_sent: IdMap::default(),
             started: Instant::now(),
             next_incarnation: 0,
@@ -407,6 +407,11 @@ impl Node {
             solo_mark: (0, 0),
             last_seen: HashMap::new(),
             heartbeat_stores: BTreeSet::new(),
+            awake: IdSet::default(),
+            asleep: IdMap::default(),
+            asleep_leaders: 0,
+            probe_wheel: vec![Vec::new(); cfg.stale_check_ticks.max(1)],
+            quiet_stores: Vec::new(),
             stores_dirty: true,
         };
         for st in states {
@@ -770,8 +775,9 @@ struct StoreLoop {
     own_store: metapb::Store,
     max_store_down_time: Duration,
     schedule_ticks: usize,
+    /// Placement runs so far.
+    schedule_runs: u64,
     placement: bool,
-    stale_check_ticks: usize,
     /// When region 1's leader here last proposed `PutStore` for a store.
     put_store_sent: IdMap<Instant>,
     /// When the loop started (a store never heard from counts as down from then).
@@ -795,6 +801,19 @@ struct StoreLoop {
     heartbeat_stores: BTreeSet<u64>,
     /// Regions came or went since `heartbeat_stores` was computed.
     stores_dirty: bool,
+    /// Regions whose peers tick: every region but the hibernating ones. A tick walks these
+    /// only, so 10,000 sleeping regions cost nothing per tick.
+    awake: IdSet,
+    /// Hibernating regions: whether the peer led its region (for the leader count of store
+    /// heartbeats; a heartbeat stepped into a sleeping peer may change that).
+    asleep: IdMap<bool>,
+    /// Leaders among `asleep`.
+    asleep_leaders: u64,
+    /// Hibernating regions by the tick (modulo [`NodeConfig::stale_check_ticks`]) at which a sleeping
+    /// follower asks its leader whether it still leads, spread by region id.
+    probe_wheel: Vec<Vec<u64>>,
+    /// Stores found quiet at the last tick.
+    quiet_stores: Vec<u64>,
 }
 
 impl StoreLoop {
@@ -852,12 +871,25 @@ impl StoreLoop {
         self.next_incarnation += 1;
         p.incarnation = self.next_incarnation;
         self.dirty.insert(p.region_id());
+        self.wake(p.region_id());
         self.stores_dirty = true;
         if p.is_initialized() {
             self.ranges
                 .insert(p.region.start_key.clone(), p.region_id());
         }
         self.peers.insert(p.region_id(), p);
+    }
+
+    /// Makes region `id`'s peer tick again (a message or a command for it came, or it is
+    /// new). Its place in the probe wheel goes at that wheel slot's next turn.
+    fn wake(&mut self, id: u64) {
+        if let Some(led) = self.asleep.remove(&id) {
+            self.asleep_leaders -= u64::from(led);
+        }
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.idle_ticks = 0;
+        }
+        self.awake.insert(id);
     }
 
     fn run(&mut self) {
@@ -984,7 +1016,7 @@ impl StoreLoop {
         self.rx.close_idle(Instant::now());
         // Entries per group write since the last tick: many mean the loop is busy and
         // waiting for its (solo) writes saves rounds; few mean latency matters more.
-        let groups = self.ctx.log.stats().group_writes;
+        let groups = self.ctx.log.group_writes();
         let (entries0, groups0) = self.solo_mark;
         if groups > groups0 {
             self.solo_sync = self.entries_written - entries0
@@ -1021,35 +1053,46 @@ impl StoreLoop {
             self.heartbeat_stores.clear();
             self.stores_dirty = false;
         }
-        let mut sleeping = 0u64;
-        let mut leaders = 0u64;
-        for (id, p) in self.peers.iter_mut() {
-            if p.is_leader() {
-                leaders += 1;
-            }
-            if refresh {
+        if refresh {
+            for p in self.peers.values() {
                 self.heartbeat_stores
                     .extend(p.region.peers.iter().map(|q| q.store_id));
             }
-            if p.idle_ticks > sleep_after {
-                let leader_quiet = !quiet.is_empty()
-                    && p.leader_peer().is_some_and(|l| quiet.contains(&l.store_id));
-                if !leader_quiet {
-                    // Hibernating: no ticks, so no heartbeats and no election timer. Any
-                    // message other than a heartbeat, any command, or its leader's store
-                    // going quiet wakes it.
-                    sleeping += 1;
-                    p.slept += 1;
-                    // Spread over the interval by region id, so probes do not bunch up.
-                    if !p.is_leader()
-                        && (p.slept as u64 + *id).is_multiple_of(self.stale_check_ticks as u64)
-                    {
-                        p.probe_leader(&self.ctx);
-                    }
-                    continue;
-                }
-                p.slept = 0;
-                p.idle_ticks = 0;
+        }
+        // Sleeping followers whose leader's store just went quiet wake up (and can
+        // campaign). A follower does not fall asleep while its leader's store is quiet.
+        let newly_quiet: Vec<u64> = quiet
+            .iter()
+            .filter(|s| !self.quiet_stores.contains(s))
+            .copied()
+            .collect();
+        if !newly_quiet.is_empty() {
+            let wake: Vec<u64> = self
+                .asleep
+                .keys()
+                .filter(|id| {
+                    self.peers
+                        .get(id)
+                        .and_then(|p| p.leader_peer())
+                        .is_some_and(|l| newly_quiet.contains(&l.store_id))
+                })
+                .copied()
+                .collect();
+            for id in wake {
+                self.wake(id);
+            }
+        }
+        self.quiet_stores = quiet;
+        let mut leaders = 0u64;
+        let mut fell_asleep: Vec<(u64, bool)> = Vec::new();
+        let ticking: Vec<u64> = self.awake.iter().copied().collect();
+        for id in ticking {
+            let Some(p) = self.peers.get_mut(&id) else {
+                self.awake.remove(&id);
+                continue;
+            };
+            if p.is_leader() {
+                leaders += 1;
             }
             let leader_alive = p.leader_peer().is_some_and(|l| {
                 l.store_id == self.ctx.store_id
@@ -1068,11 +1111,14 @@ impl StoreLoop {
                 p.serve_reads(&self.ctx);
             }
             if p.idle_ticks > sleep_after {
-                sleeping += 1;
+                // Hibernating: no ticks, so no heartbeats and no election timer. Any
+                // message other than a heartbeat, any command, or its leader's store
+                // going quiet wakes it.
+                fell_asleep.push((id, p.is_leader()));
                 continue;
             }
             p.raw.tick();
-            self.dirty.insert(*id);
+            self.dirty.insert(id);
             if compact {
                 p.maybe_propose_compact_log(&self.ctx);
             }
@@ -1096,13 +1142,41 @@ impl StoreLoop {
             }
             p.check_transfer(&self.ctx);
         }
+        let wheel = self.probe_wheel.len();
+        for (id, led) in fell_asleep {
+            self.awake.remove(&id);
+            self.asleep.insert(id, led);
+            self.asleep_leaders += u64::from(led);
+            self.probe_wheel[(id as usize).wrapping_add(self.ticks) % wheel].push(id);
+        }
+        // This tick's share of the sleepers: followers ask their leader whether it still
+        // leads (each about every `stale_check_ticks`, the wheel's length); woken or removed ones leave the wheel.
+        let slot = self.ticks % wheel;
+        let mut due = std::mem::take(&mut self.probe_wheel[slot]);
+        due.retain(|id| {
+            let Some(&led) = self.asleep.get(id) else {
+                return false;
+            };
+            if !led {
+                if let Some(p) = self.peers.get_mut(id) {
+                    p.probe_leader(&self.ctx);
+                }
+            }
+            true
+        });
+        self.probe_wheel[slot] = due;
+        leaders += self.asleep_leaders;
         self.ctx
             .status
             .hibernating
-            .store(sleeping, Ordering::Release);
+            .store(self.asleep.len() as u64, Ordering::Release);
         if heartbeat {
             self.send_store_heartbeats(leaders);
-            for p in self.peers.values_mut() {
+            // Peers with removed members to tell do not sleep (see `Peer::can_sleep`).
+            for id in &self.awake {
+                let Some(p) = self.peers.get_mut(id) else {
+                    continue;
+                };
                 if p.removed_peers.is_empty() {
                     continue;
                 }
@@ -1414,10 +1488,12 @@ impl StoreLoop {
             .iter()
             .map(|(s, (_, l, _))| (*s, *l))
             .collect();
-        leaders.insert(
-            me,
-            self.peers.values().filter(|p| p.is_leader()).count() as u64,
-        );
+        let awake_leaders = self
+            .awake
+            .iter()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.is_leader()))
+            .count() as u64;
+        leaders.insert(me, awake_leaders + self.asleep_leaders);
         // Balancing moves at most one replica per run, so that the counts the next run sees
         // (from store heartbeats, every heartbeat tick) have caught up with it. Leaderships
         // move faster, up to 4 per run while this store leads more than the average of the
@@ -1434,12 +1510,56 @@ impl StoreLoop {
             .sum();
         let average = live_leaders / (live.len().max(1) as u64);
         let mut leader_moves = mine_now.saturating_sub(average).clamp(1, 4) as usize;
+        // No move can happen this run when this store leads at most one more region than
+        // the live store leading fewest, and no store holds more than two regions more than
+        // the emptiest candidate: then a healthy region needs no look beyond its peer list.
+        let fewest_leaders = live
+            .iter()
+            .map(|s| leaders.get(s).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        if mine_now <= fewest_leaders + 1 {
+            leader_moves = 0;
+        }
+        let fewest_regions = candidates.first().map_or(0, |c| c.0);
+        let most_regions = meta
+            .stores
+            .iter()
+            .map(|s| regions_of(s.id))
+            .max()
+            .unwrap_or(0);
+        if most_regions <= fewest_regions + 2 {
+            replica_moves = 0;
+        }
+        let leaving = bad.contains(&me);
         // Regions a change was proposed in (their readies must be handled).
         let mut touched: Vec<u64> = Vec::new();
-        for (rid, p) in self.peers.iter_mut() {
-            if touched.len() >= 8 {
+        // Regions that sleep need nothing unless a store is bad or a move is due; they are
+        // still all looked at every tenth run (a store that joined may be owed replicas).
+        // A pass that is there only for moves ends when they are used up. (Region ids from
+        // `ranges`, a compact B-tree: collecting them costs far less than walking the peer
+        // map, whose entries are large; peers not in it are uninitialized and skipped.)
+        self.schedule_runs += 1;
+        let visit_all = leaving || !bad.is_empty() || self.schedule_runs.is_multiple_of(10);
+        let full = visit_all || leader_moves > 0 || replica_moves > 0;
+        let ids: Vec<u64> = if full {
+            // From a different place each run, so that moves spread over the key space
+            // instead of always taking the first regions.
+            let mut ids: Vec<u64> = self.ranges.values().copied().collect();
+            let len = ids.len().max(1);
+            ids.rotate_left((self.schedule_runs.wrapping_mul(7919) as usize) % len);
+            ids
+        } else {
+            self.awake.iter().copied().collect()
+        };
+        for rid in ids {
+            if touched.len() >= 8 || (full && !visit_all && leader_moves == 0 && replica_moves == 0)
+            {
                 break;
             }
+            let Some(p) = self.peers.get_mut(&rid) else {
+                continue;
+            };
             if !p.is_leader()
                 || !p.is_initialized()
                 || p.raw.raft.has_pending_conf()
@@ -1447,6 +1567,20 @@ impl StoreLoop {
                 || p.raw.raft.lead_transferee.is_some()
             {
                 continue;
+            }
+            if !leaving && leader_moves == 0 && replica_moves == 0 {
+                let mut voters = 0usize;
+                let mut healthy = true;
+                for q in &p.region.peers {
+                    if q.role == metapb::PeerRole::Learner as i32 || bad.contains(&q.store_id) {
+                        healthy = false;
+                        break;
+                    }
+                    voters += 1;
+                }
+                if healthy && voters == max {
+                    continue;
+                }
             }
             let voters: Vec<metapb::Peer> = p
                 .region
@@ -1470,7 +1604,7 @@ impl StoreLoop {
                         t.store_id
                     );
                     p.raw.transfer_leader(t.id);
-                    touched.push(*rid);
+                    touched.push(rid);
                 }
                 continue;
             }
@@ -1511,7 +1645,7 @@ impl StoreLoop {
             if !bad_voters.is_empty() || good_voters.len() < max {
                 if good_voters.len() < max {
                     if add(p, &mut self.ctx) {
-                        touched.push(*rid);
+                        touched.push(rid);
                     }
                     continue;
                 }
@@ -1520,7 +1654,7 @@ impl StoreLoop {
                     .all(|q| q.id == me_peer || p.caught_up(q.id));
                 if let Some(q) = bad_voters.first().copied() {
                     if ready && remove(p, &q, "its store is leaving or down") {
-                        touched.push(*rid);
+                        touched.push(rid);
                     }
                 }
                 continue;
@@ -1539,7 +1673,7 @@ impl StoreLoop {
                 });
                 if let Some(q) = busiest.filter(|_| ready) {
                     if remove(p, &q, "more replicas than max_peer_count") {
-                        touched.push(*rid);
+                        touched.push(rid);
                     }
                 }
                 continue;
@@ -1553,13 +1687,15 @@ impl StoreLoop {
                 .copied()
             {
                 if remove(p, &q, "learner on a leaving store") {
-                    touched.push(*rid);
+                    touched.push(rid);
                 }
                 continue;
             }
-            // 5. Leader balance: hand this region to a voter whose store leads two fewer.
+            // 5. Leader balance: hand this region to a voter whose store leads two fewer
+            // (not while it has proposals or reads in flight: they would have to be
+            // answered from the new leader's log).
             let mine = leaders.get(&me).copied().unwrap_or(0);
-            if leader_moves > 0 {
+            if leader_moves > 0 && !p.has_requests_in_flight() {
                 let target = good_voters
                     .iter()
                     .filter(|q| q.id != me_peer && since(q.store_id) < alive_for)
@@ -1578,7 +1714,7 @@ impl StoreLoop {
                         leaders.insert(me, mine - 1);
                         leaders.insert(t.store_id, theirs + 1);
                         leader_moves -= 1;
-                        touched.push(*rid);
+                        touched.push(rid);
                         continue;
                     }
                 }
@@ -1597,7 +1733,7 @@ impl StoreLoop {
                 if let (Some(b), Some((few, _, _))) = (busiest, emptiest) {
                     if regions_of(b.store_id) > few + 2 && add(p, &mut self.ctx) {
                         replica_moves -= 1;
-                        touched.push(*rid);
+                        touched.push(rid);
                     }
                 }
             }
@@ -1915,8 +2051,8 @@ impl StoreLoop {
                 return;
             }
         }
+        self.wake(id);
         if let Some(p) = self.peers.get_mut(&id) {
-            p.idle_ticks = 0;
             p.on_command(&mut self.ctx, req, reply);
             self.dirty.insert(id);
         }
@@ -2116,16 +2252,28 @@ impl StoreLoop {
                 msg.commit = last;
             }
         }
-        if !matches!(
+        let wakes = !matches!(
             msg.get_msg_type(),
             MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
-        ) {
-            p.idle_ticks = 0;
-        }
+        );
         if let Err(e) = p.raw.step(msg) {
             log::debug!("region {rid}: raft refused a message: {e}");
         }
+        let leads = p.is_leader();
         self.dirty.insert(rid);
+        if wakes {
+            self.wake(rid);
+        } else if let Some(led) = self.asleep.get_mut(&rid) {
+            // A heartbeat of a newer leader may have made a sleeping leader a follower.
+            if *led != leads {
+                *led = leads;
+                if leads {
+                    self.asleep_leaders += 1;
+                } else {
+                    self.asleep_leaders -= 1;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -2569,6 +2717,10 @@ impl StoreLoop {
         let Some(mut p) = self.peers.remove(&id) else {
             return Ok(());
         };
+        if let Some(led) = self.asleep.remove(&id) {
+            self.asleep_leaders -= u64::from(led);
+        }
+        self.awake.remove(&id);
         log::info!(
             "store {}: removed from region {id}; deleting its data",
             self.ctx.store_id

@@ -169,8 +169,6 @@ pub(crate) struct Peer {
     bcast_until: u64,
     /// Peers removed from the region that are still to be told (tries left).
     pub removed_peers: Vec<(metapb::Peer, u8)>,
-    /// Ticks spent hibernating (for the stale-peer probe).
-    pub slept: usize,
 }
 
 pub(crate) fn region_error(message: impl Into<String>) -> errorpb::Error {
@@ -399,7 +397,6 @@ impl Peer {
             idle_ticks: 0,
             bcast_until: 0,
             removed_peers: Vec::new(),
-            slept: 0,
         })
     }
 
@@ -695,6 +692,7 @@ impl Peer {
             || !self.pending_reads.is_empty()
             || self.pending_transfer.is_some()
             || self.checking_size
+            || !self.removed_peers.is_empty()
         {
             return false;
         }
@@ -708,6 +706,11 @@ impl Peer {
             StateRole::Follower => r.leader_id != 0 && leader_alive,
             _ => false,
         }
+    }
+
+    /// Proposals or reads waiting for an answer.
+    pub fn has_requests_in_flight(&self) -> bool {
+        !self.pending_writes.is_empty() || !self.pending_reads.is_empty()
     }
 
     pub fn has_pending_reads(&self) -> bool {
