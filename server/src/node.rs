@@ -805,12 +805,13 @@ struct StoreLoop {
     /// only, so 10,000 sleeping regions cost nothing per tick.
     awake: IdSet,
     /// Hibernating regions: whether the peer led its region (for the leader count of store
-    /// heartbeats; a heartbeat stepped into a sleeping peer may change that).
-    asleep: IdMap<bool>,
+    /// heartbeats; a heartbeat stepped into a sleeping peer may change that) and its slot
+    /// on `probe_wheel`.
+    asleep: IdMap<(bool, usize)>,
     /// Leaders among `asleep`.
     asleep_leaders: u64,
-    /// Hibernating regions by the tick (modulo [`NodeConfig::stale_check_ticks`]) at which a sleeping
-    /// follower asks its leader whether it still leads, spread by region id.
+    /// Hibernating regions by the tick (modulo [`NodeConfig::stale_check_ticks`]) at which
+    /// a sleeping follower asks its leader whether it still leads, spread by region id.
     probe_wheel: Vec<Vec<u64>>,
     /// Stores found quiet at the last tick.
     quiet_stores: Vec<u64>,
@@ -883,7 +884,7 @@ impl StoreLoop {
     /// Makes region `id`'s peer tick again (a message or a command for it came, or it is
     /// new). Its place in the probe wheel goes at that wheel slot's next turn.
     fn wake(&mut self, id: u64) {
-        if let Some(led) = self.asleep.remove(&id) {
+        if let Some((led, _)) = self.asleep.remove(&id) {
             self.asleep_leaders -= u64::from(led);
         }
         if let Some(p) = self.peers.get_mut(&id) {
@@ -1091,9 +1092,6 @@ impl StoreLoop {
                 self.awake.remove(&id);
                 continue;
             };
-            if p.is_leader() {
-                leaders += 1;
-            }
             let leader_alive = p.leader_peer().is_some_and(|l| {
                 l.store_id == self.ctx.store_id
                     || self
@@ -1116,6 +1114,9 @@ impl StoreLoop {
                 // going quiet wakes it.
                 fell_asleep.push((id, p.is_leader()));
                 continue;
+            }
+            if p.is_leader() {
+                leaders += 1;
             }
             p.raw.tick();
             self.dirty.insert(id);
@@ -1144,17 +1145,20 @@ impl StoreLoop {
         }
         let wheel = self.probe_wheel.len();
         for (id, led) in fell_asleep {
+            let slot = (id as usize).wrapping_add(self.ticks) % wheel;
             self.awake.remove(&id);
-            self.asleep.insert(id, led);
+            self.asleep.insert(id, (led, slot));
             self.asleep_leaders += u64::from(led);
-            self.probe_wheel[(id as usize).wrapping_add(self.ticks) % wheel].push(id);
+            self.probe_wheel[slot].push(id);
         }
         // This tick's share of the sleepers: followers ask their leader whether it still
-        // leads (each about every `stale_check_ticks`, the wheel's length); woken or removed ones leave the wheel.
+        // leads (each about every `stale_check_ticks`, the wheel's length); woken or
+        // removed ones leave the wheel.
         let slot = self.ticks % wheel;
         let mut due = std::mem::take(&mut self.probe_wheel[slot]);
         due.retain(|id| {
-            let Some(&led) = self.asleep.get(id) else {
+            // Gone, awake, or asleep again since with a place in another slot.
+            let Some(&(led, _)) = self.asleep.get(id).filter(|(_, at)| *at == slot) else {
                 return false;
             };
             if !led {
@@ -2263,7 +2267,7 @@ impl StoreLoop {
         self.dirty.insert(rid);
         if wakes {
             self.wake(rid);
-        } else if let Some(led) = self.asleep.get_mut(&rid) {
+        } else if let Some((led, _)) = self.asleep.get_mut(&rid) {
             // A heartbeat of a newer leader may have made a sleeping leader a follower.
             if *led != leads {
                 *led = leads;
@@ -2717,7 +2721,7 @@ impl StoreLoop {
         let Some(mut p) = self.peers.remove(&id) else {
             return Ok(());
         };
-        if let Some(led) = self.asleep.remove(&id) {
+        if let Some((led, _)) = self.asleep.remove(&id) {
             self.asleep_leaders -= u64::from(led);
         }
         self.awake.remove(&id);
