@@ -22,7 +22,8 @@ use raft::eraftpb::{Message, MessageType};
 /// (the batching above), the message is re-anchored on the entry before its first one,
 /// whose term `term_of` (the leader's log) gives; if the leader no longer has that term
 /// (compacted), the entries the message's own anchor already covers are dropped instead.
-/// Returns true if the message was changed.
+/// Returns true if the message was changed. (Entries starting after `index + 1` cannot be
+/// mended here; raft-rs does not make those, and the receiver refuses them.)
 pub(crate) fn repair_outgoing(m: &mut Message, term_of: impl Fn(u64) -> Option<u64>) -> bool {
     if m.get_msg_type() != MessageType::MsgAppend {
         return false;
@@ -30,10 +31,10 @@ pub(crate) fn repair_outgoing(m: &mut Message, term_of: impl Fn(u64) -> Option<u
     let Some(first) = m.entries.first().map(|e| e.index) else {
         return false;
     };
-    if first == m.index + 1 {
+    if first > m.index {
         return false;
     }
-    if first <= m.index && first > 0 {
+    if first > 0 {
         if let Some(t) = term_of(first - 1) {
             m.index = first - 1;
             m.log_term = t;
@@ -143,6 +144,10 @@ mod tests {
         let mut m = append(7, 3, &[(6, 2)]);
         m.set_msg_type(MessageType::MsgHeartbeat);
         assert!(!repair_outgoing(&mut m, |_| Some(9)));
+        // A gap is not the batching's doing and is left for the receiver to refuse.
+        let mut m = append(5, 1, &[(8, 2)]);
+        assert!(!repair_outgoing(&mut m, |_| Some(9)));
+        assert_eq!(shape(&m), (5, 1, vec![8]));
     }
 
     #[test]
