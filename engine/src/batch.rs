@@ -62,14 +62,7 @@ impl WriteBatch {
 
     /// Sets `key` to `value` in column family `cf`.
     pub fn put(&mut self, cf: &str, key: &[u8], value: &[u8]) -> &mut Self {
-        self.approximate_bytes += key.len() + value.len() + 16;
-        let cf = self.cf(cf);
-        self.ops.push(BatchOp::Put {
-            cf,
-            key: key.to_vec(),
-            value: value.to_vec(),
-        });
-        self
+        self.push_put(cf, key, value, false)
     }
 
     /// Sets `key` to `value` in column family `cf`, like [`put`](Self::put) for every reader
@@ -81,12 +74,17 @@ impl WriteBatch {
     /// thousands of regions writing through one memtable); a snapshot or iterator over `cf`
     /// taken between two such writes costs a pass over the slots.
     pub fn put_in_place(&mut self, cf: &str, key: &[u8], value: &[u8]) -> &mut Self {
+        self.push_put(cf, key, value, true)
+    }
+
+    fn push_put(&mut self, cf: &str, key: &[u8], value: &[u8], in_place: bool) -> &mut Self {
         self.approximate_bytes += key.len() + value.len() + 16;
         let cf = self.cf(cf);
-        self.ops.push(BatchOp::PutInPlace {
-            cf,
-            key: key.to_vec(),
-            value: value.to_vec(),
+        let (key, value) = (key.to_vec(), value.to_vec());
+        self.ops.push(if in_place {
+            BatchOp::PutInPlace { cf, key, value }
+        } else {
+            BatchOp::Put { cf, key, value }
         });
         self
     }

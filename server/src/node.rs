@@ -1194,7 +1194,7 @@ impl StoreLoop {
             }
         }
         if self.placement && self.ticks.is_multiple_of(self.schedule_ticks) {
-            self.schedule();
+            self.schedule(leaders);
         }
     }
 
@@ -1436,7 +1436,8 @@ impl StoreLoop {
     /// one caught up), hands away the leadership of regions whose leader's store is
     /// leaving, and on region 1's leader turns an Offline store that holds no replica into
     /// a Tombstone (a dead one too, once every other store reports none on it). At most a few changes per run, one per region at a time.
-    fn schedule(&mut self) {
+    /// `my_leaders`: the regions this store leads (the tick just counted them).
+    fn schedule(&mut self, my_leaders: u64) {
         let Some(meta) = self.meta.clone() else {
             return;
         };
@@ -1492,12 +1493,7 @@ impl StoreLoop {
             .iter()
             .map(|(s, (_, l, _))| (*s, *l))
             .collect();
-        let awake_leaders = self
-            .awake
-            .iter()
-            .filter(|id| self.peers.get(id).is_some_and(|p| p.is_leader()))
-            .count() as u64;
-        leaders.insert(me, awake_leaders + self.asleep_leaders);
+        leaders.insert(me, my_leaders);
         // Balancing moves at most one replica per run, so that the counts the next run sees
         // (from store heartbeats, every heartbeat tick) have caught up with it. Leaderships
         // move faster, up to 4 per run while this store leads more than the average of the
