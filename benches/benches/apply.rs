@@ -10,11 +10,18 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use pontoon_engine::{Engine, Options};
 use pontoon_server::mvcc::{apply_ops, ApplyState, Op, Pending};
 
-fn put_op(i: u64) -> Op {
+const VALUE: [u8; 256] = [b'v'; 256];
+
+/// The key of the `i`th put (the value is always [`VALUE`]).
+fn put_key(i: u64) -> Vec<u8> {
+    format!("key{:08}", i % 100_000).into_bytes()
+}
+
+fn put_op(key: &[u8]) -> Op<'_> {
     Op::Put {
-        cf: "default".into(),
-        key: format!("key{:08}", i % 100_000).into_bytes(),
-        value: vec![b'v'; 256],
+        cf: "default",
+        key,
+        value: &VALUE,
         lease: 0,
     }
 }
@@ -30,12 +37,11 @@ fn apply(c: &mut Criterion) {
         b.iter_batched(
             || {
                 i += 1;
-                put_op(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                put_key(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
             },
-            |op| {
+            |key| {
                 let mut pending = Pending::default();
-                apply_ops(&engine, &mut state, &mut pending, std::slice::from_ref(&op))
-                    .expect("apply");
+                apply_ops(&engine, &mut state, &mut pending, &[put_op(&key)]).expect("apply");
                 state.applied_index += 1;
                 let mut batch = pending.take();
                 state.stage(&mut batch, 1);
@@ -51,15 +57,14 @@ fn apply(c: &mut Criterion) {
                 (0..16)
                     .map(|_| {
                         i += 1;
-                        put_op(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                        put_key(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
                     })
                     .collect::<Vec<_>>()
             },
-            |ops| {
+            |keys| {
                 let mut pending = Pending::default();
-                for op in &ops {
-                    apply_ops(&engine, &mut state, &mut pending, std::slice::from_ref(op))
-                        .expect("apply");
+                for key in &keys {
+                    apply_ops(&engine, &mut state, &mut pending, &[put_op(key)]).expect("apply");
                     state.applied_index += 1;
                 }
                 let mut batch = pending.take();

@@ -135,12 +135,13 @@ impl ApplyState {
     }
 }
 
-fn encode_value(kv: &KeyValue) -> Vec<u8> {
-    let mut b = Vec::with_capacity(META_LEN + kv.value.len());
-    for n in [kv.create_revision, kv.mod_revision, kv.version, kv.lease] {
+/// A key's stored value: its metadata, then the value.
+fn encode_parts(create: i64, modified: i64, version: i64, lease: i64, value: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(META_LEN + value.len());
+    for n in [create, modified, version, lease] {
         b.extend_from_slice(&n.to_le_bytes());
     }
-    b.extend_from_slice(&kv.value);
+    b.extend_from_slice(value);
     b
 }
 
@@ -178,17 +179,17 @@ pub fn get(engine: &Engine, cf: &str, key: &[u8]) -> Result<Option<KeyValue>> {
     }
 }
 
-/// One write of a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+/// One write of a command, borrowing from the decoded command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
     /// Set `key` to `value` (with `lease`, 0 for none).
     Put {
         /// Column family.
-        cf: String,
+        cf: &'a str,
         /// Key (not empty).
-        key: Vec<u8>,
+        key: &'a [u8],
         /// Value.
-        value: Vec<u8>,
+        value: &'a [u8],
         /// Lease id.
         lease: i64,
     },
@@ -196,11 +197,11 @@ pub enum Op {
     /// `"\0"` = every key from `key` on).
     DeleteRange {
         /// Column family.
-        cf: String,
+        cf: &'a str,
         /// First key (not empty).
-        key: Vec<u8>,
+        key: &'a [u8],
         /// End of the range.
-        range_end: Vec<u8>,
+        range_end: &'a [u8],
     },
 }
 
@@ -329,30 +330,24 @@ pub fn apply_ops(
     engine: &Engine,
     state: &mut ApplyState,
     pending: &mut Pending,
-    ops: &[Op],
+    ops: &[Op<'_>],
 ) -> Result<Vec<OpResult>> {
-    let mut seen: Vec<(&str, &[u8])> = Vec::new();
-    for op in ops {
-        let (cf, key) = match op {
-            Op::Put { cf, key, .. } | Op::DeleteRange { cf, key, .. } => {
-                (cf.as_str(), key.as_slice())
-            }
-        };
+    for (i, op) in ops.iter().enumerate() {
+        let (Op::Put { cf, key, .. } | Op::DeleteRange { cf, key, .. }) = *op;
         if key.is_empty() {
             return Err(Error::InvalidArgument("key is not provided"));
         }
-        if let Op::Put { .. } = op {
-            if seen.contains(&(cf, key)) {
-                return Err(Error::InvalidArgument("duplicate key given in txn request"));
-            }
-            seen.push((cf, key));
+        let same_put =
+            |o: &Op<'_>| matches!(*o, Op::Put { cf: c, key: k, .. } if c == cf && k == key);
+        if matches!(op, Op::Put { .. }) && ops[..i].iter().any(same_put) {
+            return Err(Error::InvalidArgument("duplicate key given in txn request"));
         }
     }
     let rev = state.revision + 1;
-    let mut staged: Vec<StagedWrite> = Vec::new();
+    let mut staged: Vec<StagedWrite> = Vec::with_capacity(ops.len());
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
-        match op {
+        match *op {
             Op::Put {
                 cf,
                 key,
@@ -360,15 +355,14 @@ pub fn apply_ops(
                 lease,
             } => {
                 let prev = pending.get(engine, cf, key)?;
-                let kv = KeyValue {
-                    key: key.clone(),
-                    create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
-                    mod_revision: rev,
-                    version: prev.as_ref().map_or(1, |p| p.version + 1),
-                    value: value.clone(),
-                    lease: *lease,
-                };
-                staged.push((cf, key.clone(), Some(encode_value(&kv))));
+                let stored = encode_parts(
+                    prev.as_ref().map_or(rev, |p| p.create_revision),
+                    rev,
+                    prev.as_ref().map_or(1, |p| p.version + 1),
+                    lease,
+                    value,
+                );
+                staged.push((cf, key.to_vec(), Some(stored)));
                 results.push(OpResult::Put(prev));
             }
             Op::DeleteRange { cf, key, range_end } => {
@@ -464,28 +458,59 @@ mod tests {
         }
     }
 
-    fn put_op(k: &str, v: &str) -> Op {
-        Op::Put {
-            cf: "default".into(),
-            key: k.as_bytes().to_vec(),
-            value: v.as_bytes().to_vec(),
-            lease: 0,
+    /// An owned [`Op`] (the tests' commands outlive any decoded request).
+    #[derive(Debug, Clone)]
+    struct TestOp {
+        put: bool,
+        key: Vec<u8>,
+        /// The value of a put, the range end of a delete.
+        arg: Vec<u8>,
+    }
+
+    impl TestOp {
+        fn op(&self) -> Op<'_> {
+            if self.put {
+                Op::Put {
+                    cf: "default",
+                    key: &self.key,
+                    value: &self.arg,
+                    lease: 0,
+                }
+            } else {
+                Op::DeleteRange {
+                    cf: "default",
+                    key: &self.key,
+                    range_end: &self.arg,
+                }
+            }
         }
     }
 
-    fn del_op(k: &str, end: &str) -> Op {
-        Op::DeleteRange {
-            cf: "default".into(),
+    fn ops(cmd: &[TestOp]) -> Vec<Op<'_>> {
+        cmd.iter().map(TestOp::op).collect()
+    }
+
+    fn put_op(k: &str, v: &str) -> TestOp {
+        TestOp {
+            put: true,
             key: k.as_bytes().to_vec(),
-            range_end: end.as_bytes().to_vec(),
+            arg: v.as_bytes().to_vec(),
+        }
+    }
+
+    fn del_op(k: &str, end: &str) -> TestOp {
+        TestOp {
+            put: false,
+            key: k.as_bytes().to_vec(),
+            arg: end.as_bytes().to_vec(),
         }
     }
 
     impl Region {
         /// Applies one command; returns the revision after it and its results.
-        fn apply(&mut self, ops: &[Op]) -> (i64, Vec<OpResult>) {
+        fn apply(&mut self, cmd: &[TestOp]) -> (i64, Vec<OpResult>) {
             let mut p = Pending::default();
-            let results = apply_ops(&self.engine, &mut self.state, &mut p, ops).unwrap();
+            let results = apply_ops(&self.engine, &mut self.state, &mut p, &ops(cmd)).unwrap();
             self.state.applied_index += 1;
             let mut b = p.take();
             self.state.stage(&mut b, 1);
@@ -560,7 +585,7 @@ mod tests {
             &r.engine,
             &mut r.state,
             &mut p,
-            &[put_op("d", "1"), put_op("d", "2")],
+            &ops(&[put_op("d", "1"), put_op("d", "2")]),
         );
         assert!(matches!(err, Err(Error::InvalidArgument(_))));
         assert!(p.is_empty());
@@ -591,7 +616,7 @@ mod tests {
         ));
     }
 
-    fn cmd_strategy() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+    fn cmd_strategy() -> impl proptest::strategy::Strategy<Value = Vec<TestOp>> {
         use proptest::prelude::*;
         let key = (0u8..8).prop_map(|k| format!("k{k}"));
         let op = prop_oneof![
@@ -626,7 +651,9 @@ mod tests {
             let mut one = fresh(d1.path());
             let mut many = fresh(d2.path());
             let mut p = Pending::default();
-            for (i, ops) in cmds.iter().enumerate() {
+            for (i, cmd) in cmds.iter().enumerate() {
+                let ops = ops(cmd);
+                let ops = ops.as_slice();
                 let mut q = Pending::default();
                 let want = apply_ops(&one.engine, &mut one.state, &mut q, ops)
                     .map_err(|e| e.to_string());

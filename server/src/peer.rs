@@ -125,6 +125,27 @@ pub(crate) enum ApplyEvent {
     Meta(pontoonpb::ClusterMeta),
 }
 
+/// The entries a region applied in this round and has not written yet: their index range
+/// and the answers its proposers wait for.
+#[derive(Default)]
+struct Applied {
+    /// `(first index, last index, term of the last)`; `None` if nothing is unwritten.
+    range: Option<(u64, u64, u64)>,
+    /// `(index, term, answer)` of the entries someone here proposed (or proposed before).
+    answers: Vec<(u64, u64, RaftCmdResponse)>,
+}
+
+impl Applied {
+    /// Records entry `index`, with its answer if a proposer here waits for it.
+    fn push(&mut self, index: u64, term: u64, answer: Option<RaftCmdResponse>) {
+        let first = self.range.map_or(index, |(f, _, _)| f);
+        self.range = Some((first, index, term));
+        if let Some(a) = answer {
+            self.answers.push((index, term, a));
+        }
+    }
+}
+
 /// One region peer.
 pub(crate) struct Peer {
     pub raw: RawNode<PeerStorage>,
@@ -1260,7 +1281,7 @@ impl Peer {
         events: &mut Vec<ApplyEvent>,
     ) -> Result<(), Error> {
         let mut pending = mvcc::Pending::default();
-        let mut applied = Vec::new();
+        let mut applied = Applied::default();
         for e in entries {
             self.apply_entry(ctx, e, events, &mut pending, &mut applied)?;
         }
@@ -1273,8 +1294,14 @@ impl Peer {
         e: Entry,
         events: &mut Vec<ApplyEvent>,
         pending: &mut mvcc::Pending,
-        applied: &mut Vec<(u64, u64, RaftCmdResponse)>,
+        applied: &mut Applied,
     ) -> Result<(), Error> {
+        // Whether a proposer here waits for this entry's answer (or for one before it):
+        // a follower's entries, two in three at three replicas, need none built.
+        let wanted = self
+            .pending_writes
+            .front()
+            .is_some_and(|(i, _, _)| *i <= e.index);
         let resp = match e.get_entry_type() {
             EntryType::EntryNormal if !e.data.is_empty() => {
                 match RaftCmdRequest::decode(&e.data[..]) {
@@ -1290,10 +1317,10 @@ impl Peer {
                                 events,
                             )?;
                             self.mark_applied(e.index, e.term);
-                            applied.push((e.index, e.term, resp));
+                            applied.push(e.index, e.term, Some(resp));
                             return self.write_applied(ctx, pending, applied);
                         }
-                        None => self.apply_command(ctx, &req, pending)?,
+                        None => self.apply_command(ctx, &req, pending, wanted)?,
                     },
                     Err(err) => RaftCmdResponse::default()
                         .with_error(region_error(format!("undecodable command: {err}"))),
@@ -1308,12 +1335,12 @@ impl Peer {
                 self.write_applied(ctx, pending, applied)?;
                 let resp = self.apply_conf_change(ctx, &e, pending.batch_mut())?;
                 self.mark_applied(e.index, e.term);
-                applied.push((e.index, e.term, resp));
+                applied.push(e.index, e.term, Some(resp));
                 return self.write_applied(ctx, pending, applied);
             }
         };
         self.mark_applied(e.index, e.term);
-        applied.push((e.index, e.term, resp));
+        applied.push(e.index, e.term, wanted.then_some(resp));
         Ok(())
     }
 
@@ -1332,10 +1359,9 @@ impl Peer {
         &mut self,
         ctx: &Ctx,
         pending: &mut mvcc::Pending,
-        applied: &mut Vec<(u64, u64, RaftCmdResponse)>,
+        applied: &mut Applied,
     ) -> Result<(), Error> {
-        let (Some(&(first, _, _)), Some(&(last, last_term, _))) = (applied.first(), applied.last())
-        else {
+        let Some((first, last, last_term)) = applied.range.take() else {
             return Ok(());
         };
         let mut batch = pending.take();
@@ -1346,7 +1372,7 @@ impl Peer {
         if last / 128 > first.saturating_sub(1) / 128 {
             self.flush_marks.push_back((seq, last, last_term));
         }
-        for (index, term, resp) in applied.drain(..) {
+        for (index, term, resp) in applied.answers.drain(..) {
             self.answer(ctx, index, term, resp);
         }
         Ok(())
@@ -1743,6 +1769,7 @@ impl Peer {
         ctx: &Ctx,
         req: &RaftCmdRequest,
         pending: &mut mvcc::Pending,
+        respond: bool,
     ) -> Result<RaftCmdResponse, Error> {
         // Proposed before a split that moved the key away: it belongs to another region
         // now, which has its own revision. Refused alike on every replica.
@@ -1767,9 +1794,9 @@ impl Peer {
                     if let Some(p) = &r.put {
                         self.written_bytes += (p.key.len() + p.value.len()) as u64;
                         ops.push(Op::Put {
-                            cf: cf_of(&p.cf).to_string(),
-                            key: p.key.clone(),
-                            value: p.value.clone(),
+                            cf: cf_of(&p.cf),
+                            key: &p.key,
+                            value: &p.value,
                             lease: 0,
                         });
                     }
@@ -1777,18 +1804,18 @@ impl Peer {
                 CmdType::Delete => {
                     if let Some(d) = &r.delete {
                         ops.push(Op::DeleteRange {
-                            cf: cf_of(&d.cf).to_string(),
-                            key: d.key.clone(),
-                            range_end: Vec::new(),
+                            cf: cf_of(&d.cf),
+                            key: &d.key,
+                            range_end: &[],
                         });
                     }
                 }
                 CmdType::DeleteRange => {
                     if let Some(d) = &r.delete_range {
                         ops.push(Op::DeleteRange {
-                            cf: cf_of(&d.cf).to_string(),
-                            key: d.start_key.clone(),
-                            range_end: d.end_key.clone(),
+                            cf: cf_of(&d.cf),
+                            key: &d.start_key,
+                            range_end: &d.end_key,
                         });
                     }
                 }
@@ -1808,6 +1835,9 @@ impl Peer {
             }
             Err(e) => return Err(e.into()),
         };
+        if !respond {
+            return Ok(RaftCmdResponse::default());
+        }
         let mut resp = RaftCmdResponse::default();
         let mut results = results.into_iter();
         for r in &req.requests {
