@@ -1296,12 +1296,13 @@ impl Peer {
         pending: &mut mvcc::Pending,
         applied: &mut Applied,
     ) -> Result<(), Error> {
-        // Whether a proposer here waits for this entry's answer (or for one before it):
-        // a follower's entries, two in three at three replicas, need none built.
+        // Whether a proposer here waits for this entry's answer, or for one this entry
+        // decides (an older index, or an older term: see `answer`). A follower's entries,
+        // two in three at three replicas, need no answer built.
         let wanted = self
             .pending_writes
             .front()
-            .is_some_and(|(i, _, _)| *i <= e.index);
+            .is_some_and(|(i, t, _)| *i <= e.index || *t < e.term);
         let resp = match e.get_entry_type() {
             EntryType::EntryNormal if !e.data.is_empty() => {
                 match RaftCmdRequest::decode(&e.data[..]) {
@@ -1380,11 +1381,18 @@ impl Peer {
 
     /// Answers the proposer of entry `index`; older proposals that lost their slot to
     /// another leader's entries are stale.
+    ///
+    /// Proposals of an older term than the entry are stale too, whatever their index: the
+    /// committed log holds terms in order, so nothing after this entry can carry an older
+    /// term. That is what answers the proposals of a leader that stepped down past the end
+    /// of its successor's log once the successor's first entry applies; waiting for their
+    /// own indexes would leave them unanswered until the region took that many new writes
+    /// (an idle region: until the client gave up).
     fn answer(&mut self, ctx: &Ctx, index: u64, term: u64, mut resp: RaftCmdResponse) {
         while self
             .pending_writes
             .front()
-            .is_some_and(|(i, _, _)| *i <= index)
+            .is_some_and(|(i, t, _)| *i <= index || *t < term)
         {
             let Some((i, t, reply)) = self.pending_writes.pop_front() else {
                 break;
@@ -1744,18 +1752,23 @@ impl Peer {
                 .snapshots_applied
                 .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
-        // Proposals waiting for entries the snapshot covers will never see them applied.
-        while self
-            .pending_writes
-            .front()
-            .is_some_and(|(i, _, _)| *i <= index)
-        {
+        // Proposals waiting for entries the snapshot covers will never see them applied
+        // here. The region may have committed them (the snapshot holds their effect or
+        // another leader's entry), so their outcome is unknown: `StaleCommand` would make a
+        // client send the write again. Proposals past the snapshot of an older term can
+        // never commit (see `answer`): those are stale.
+        while let Some(&(i, t, _)) = self.pending_writes.front() {
+            let e = if i <= index {
+                region_error(
+                    "a snapshot replaced the log while the write was in flight: the outcome is unknown",
+                )
+            } else if t < term {
+                stale_command()
+            } else {
+                break;
+            };
             if let Some((_, _, reply)) = self.pending_writes.pop_front() {
-                self.respond(
-                    ctx,
-                    reply,
-                    RaftCmdResponse::default().with_error(stale_command()),
-                );
+                self.respond(ctx, reply, RaftCmdResponse::default().with_error(e));
             }
         }
         Ok(())

@@ -238,6 +238,104 @@ fn a_leader_cut_off_by_a_partition_serves_no_stale_linearizable_read() {
     converge(&c, b"x", b"", &[(b"x".to_vec(), b"new".to_vec())]);
 }
 
+/// A leader cut off with proposals in flight steps down; its successor's log ends before
+/// them, so they can never commit. Once healed, the old leader must answer them as soon as
+/// it applies its successor's first entry (`StaleCommand`), not when (if ever) the region
+/// takes enough new writes to reach their indexes: the region stays idle here.
+#[test]
+fn a_deposed_leader_answers_its_lost_proposals_promptly() {
+    deposed_leader_answers(false);
+}
+
+/// The same, when the deposed leader catches up by a snapshot: proposals the snapshot covers
+/// may have been committed, so their answer says the outcome is unknown (a `StaleCommand`
+/// would make the client write again).
+#[test]
+fn a_deposed_leader_answers_its_proposals_when_a_snapshot_replaces_its_log() {
+    deposed_leader_answers(true);
+}
+
+fn deposed_leader_answers(snapshot: bool) {
+    let c = Cluster::start(if snapshot {
+        compacting(3)
+    } else {
+        ClusterConfig::new(3)
+    });
+    let old = c.wait_leader(LIMIT);
+    let mut cl = Client::new(7);
+    ok(cl.call(&c, vec![put(b"x", b"before")], LIMIT));
+    let rest: Vec<u64> = c.ids().into_iter().filter(|&i| i != old).collect();
+    c.partition(vec![vec![old], rest.clone()]);
+    // Proposed by the cut-off leader at once (it has not noticed yet): never replicated.
+    // More of them than the new leader's first entries (its empty entry, region 1's store
+    // records) cover, so most of their indexes stay beyond its log.
+    let node = c.node(old).unwrap();
+    let mut answers = Vec::new();
+    for i in 0..20 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(node.submit(
+            RaftCmdRequest {
+                requests: vec![put(format!("lost{i}").as_bytes(), b"v")],
+                ..Default::default()
+            },
+            tx,
+        ));
+        answers.push(rx);
+    }
+    let deadline = Instant::now() + LIMIT;
+    while !rest.iter().any(|&i| {
+        c.node(i)
+            .unwrap()
+            .status()
+            .leader
+            .load(std::sync::atomic::Ordering::Acquire)
+            == i
+    }) {
+        assert!(Instant::now() < deadline, "the majority elected nobody");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if snapshot {
+        for i in 0..300 {
+            let (k, v) = kv(i);
+            ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+        }
+        wait_compacted_past(&c, 100, old);
+    }
+    c.clear_filters();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    for (i, rx) in answers.into_iter().enumerate() {
+        let r = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), rx).await })
+            .unwrap_or_else(|_| panic!("proposal {i} of the deposed leader is still unanswered"))
+            .unwrap();
+        let e = r
+            .header
+            .clone()
+            .unwrap_or_default()
+            .error
+            .unwrap_or_default();
+        if snapshot {
+            assert!(
+                e.message.contains("outcome is unknown") && e.stale_command.is_none(),
+                "proposal {i}: want an unknown outcome, got {r:?}"
+            );
+        } else {
+            assert!(
+                e.stale_command.is_some(),
+                "proposal {i}: want StaleCommand, got {r:?}"
+            );
+        }
+    }
+    if snapshot {
+        wait_snapshot_applied(&c, old, "the deposed leader caught up without a snapshot");
+    }
+    // None of them was written anywhere.
+    converge(&c, b"lost", b"losu", &[]);
+}
+
 fn compacting(stores: u64) -> ClusterConfig {
     let mut cfg = ClusterConfig::new(stores);
     cfg.node.compact_log_count = 40;
