@@ -33,6 +33,8 @@ pub struct Entry {
 pub struct LogBatch {
     /// Record header space followed by the encoded items.
     buf: Vec<u8>,
+    /// Streams whose entries in this batch stay out of the entry cache.
+    uncached: Vec<u64>,
 }
 
 impl Default for LogBatch {
@@ -51,7 +53,10 @@ impl LogBatch {
     pub fn with_capacity(bytes: usize) -> Self {
         let mut buf = Vec::with_capacity(RECORD_HEADER_LEN + bytes);
         buf.resize(RECORD_HEADER_LEN, 0);
-        LogBatch { buf }
+        LogBatch {
+            buf,
+            uncached: Vec::new(),
+        }
     }
 
     /// True if nothing was added.
@@ -67,6 +72,24 @@ impl LogBatch {
     /// Removes everything, keeping the allocation.
     pub fn clear(&mut self) {
         self.buf.truncate(RECORD_HEADER_LEN);
+        self.uncached.clear();
+    }
+
+    /// Keeps the entries this batch appends to `stream` out of the store's entry cache
+    /// ([`Config::cache_capacity_bytes`](crate::Config::cache_capacity_bytes)): for a caller
+    /// that holds them in memory itself for as long as it reads them, and for whom the
+    /// cache's copy would only cost an allocation and a copy per entry. They are still read
+    /// back from disk if asked for.
+    pub fn skip_cache(&mut self, stream: u64) {
+        self.uncached.push(stream);
+    }
+
+    /// The streams [`LogBatch::skip_cache`] named, sorted, without duplicates; leaves none.
+    pub(crate) fn take_uncached(&mut self) -> Vec<u64> {
+        let mut v = std::mem::take(&mut self.uncached);
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     fn item(&mut self, kind: u8, stream: u64) {

@@ -82,6 +82,24 @@ pub(crate) struct StreamDump {
     pub states: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Which entries of a write go into the entry cache.
+#[derive(Debug)]
+pub(crate) enum Cache {
+    /// None (recovery, purge rewrites).
+    Nothing,
+    /// All but those of these streams (sorted): see [`crate::LogBatch::skip_cache`].
+    AllBut(Vec<u64>),
+}
+
+impl Cache {
+    fn takes(&self, stream: u64) -> bool {
+        match self {
+            Cache::Nothing => false,
+            Cache::AllBut(skip) => skip.binary_search(&stream).is_err(),
+        }
+    }
+}
+
 /// All streams of the store.
 pub(crate) struct MemTable {
     streams: HashMap<u64, Stream>,
@@ -111,7 +129,7 @@ impl MemTable {
         payload: &[u8],
         file: u32,
         payload_offset: u64,
-        cache: bool,
+        cache: &Cache,
     ) {
         for op in ops {
             match op {
@@ -126,7 +144,7 @@ impl MemTable {
                     payload,
                     file,
                     payload_offset,
-                    cache,
+                    cache.takes(*stream),
                 ),
                 Op::PutState { stream, key, value } => {
                     let (Some(k), Some(v)) = (payload.get(key.clone()), payload.get(value.clone()))
@@ -471,7 +489,7 @@ mod tests {
             first_index: first,
             entries,
         };
-        m.apply(&[op], &payload, file, 100, true);
+        m.apply(&[op], &payload, file, 100, &Cache::AllBut(Vec::new()));
     }
 
     #[test]
@@ -494,7 +512,7 @@ mod tests {
             &[],
             3,
             0,
-            true,
+            &Cache::AllBut(Vec::new()),
         );
         assert_eq!(m.term(1, 4).unwrap(), 4);
         assert!(matches!(m.term(1, 3), Err(Error::Compacted { .. })));
@@ -515,7 +533,13 @@ mod tests {
                 .sum();
             assert_eq!(counted, m.cache_bytes);
         }
-        m.apply(&[Op::RemoveStream { stream: 0 }], &[], 1, 0, true);
+        m.apply(
+            &[Op::RemoveStream { stream: 0 }],
+            &[],
+            1,
+            0,
+            &Cache::AllBut(Vec::new()),
+        );
         let counted: usize = m
             .streams
             .values()

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::{decode_batch, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN};
 use crate::fs::{free_path, segment_path};
 use crate::log_batch::{Entry, LogBatch};
-use crate::memtable::Piece;
+use crate::memtable::{Cache, Piece};
 use crate::writer::Writer;
 
 /// What one [`crate::LogStore::purge`] did.
@@ -146,6 +146,6 @@ fn write_rewrite(w: &mut Writer, batch: LogBatch) -> Result<u64> {
     let record = batch.into_record()?;
     let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
     let len = record.len() as u64;
-    w.write_records(&[(record, ops, true, false)])?;
+    w.write_records(&[(record, ops, true, Cache::Nothing)])?;
     Ok(len)
 }

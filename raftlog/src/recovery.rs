@@ -16,7 +16,7 @@ use crate::fs::{
     free_path, parse_free_name, parse_segment_name, segment_path, FileSystem, LogFile,
     PREPARING_SUFFIX,
 };
-use crate::memtable::MemTable;
+use crate::memtable::{Cache, MemTable};
 use crate::writer::{create_segment, Active};
 
 /// What recovery hands to the store.
@@ -122,7 +122,7 @@ fn scan(bytes: &[u8], seq: u32, mem: &mut MemTable) -> (u64, Option<Bad>, bool) 
                 match decode_batch(payload) {
                     Ok(ops) => {
                         let payload_offset = (pos + RECORD_HEADER_LEN) as u64;
-                        mem.apply(&ops, payload, seq, payload_offset, false);
+                        mem.apply(&ops, payload, seq, payload_offset, &Cache::Nothing);
                     }
                     Err(reason) => {
                         let bad = Bad {

@@ -141,6 +141,8 @@ impl LogStore {
         if batch.is_empty() && !sync {
             return Ok(());
         }
+        let mut batch = batch;
+        let uncached = batch.take_uncached();
         let record = batch.into_record()?;
         let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
         let (tx, rx) = mpsc::sync_channel(1);
@@ -150,7 +152,7 @@ impl LogStore {
                 record,
                 ops,
                 sync,
-                cache: true,
+                uncached,
                 done: Done::Wait(tx),
             });
             let lead = !q.committing && q.last_group_waiters <= 1;
@@ -189,13 +191,15 @@ impl LogStore {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
+        let mut batch = batch;
+        let uncached = batch.take_uncached();
         let record = batch.into_record()?;
         let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
         self.submit(Task::Write {
             record,
             ops,
             sync,
-            cache: true,
+            uncached,
             done: Done::Call(Box::new(done)),
         });
         Ok(())

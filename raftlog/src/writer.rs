@@ -32,7 +32,7 @@ use crate::format::{
     bind_record, segment_header, Op, END_MARKER, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::fs::{free_path, preparing_path, segment_path, FileSystem, LogFile, DIRECT_BLOCK};
-use crate::memtable::MemTable;
+use crate::memtable::{Cache, MemTable};
 use crate::purge::PurgeReport;
 use crate::uring::Uring;
 
@@ -81,7 +81,8 @@ pub(crate) enum Task {
         record: Vec<u8>,
         ops: Vec<Op>,
         sync: bool,
-        cache: bool,
+        /// Streams whose entries stay out of the entry cache (sorted).
+        uncached: Vec<u64>,
         done: Done,
     },
     Purge {
@@ -378,11 +379,11 @@ impl Writer {
                 record,
                 ops,
                 sync,
-                cache,
+                uncached,
                 done,
             } = t
             {
-                groups.push((record, ops, sync, cache));
+                groups.push((record, ops, sync, Cache::AllBut(uncached)));
                 replies.push(done);
             }
         }
@@ -398,7 +399,7 @@ impl Writer {
 
     /// Writes records (with their decoded items) as one group, syncs if any asked for
     /// it, and applies them to the index. On failure the store is poisoned.
-    pub fn write_records(&mut self, group: &[(Vec<u8>, Vec<Op>, bool, bool)]) -> Result<()> {
+    pub fn write_records(&mut self, group: &[(Vec<u8>, Vec<Op>, bool, Cache)]) -> Result<()> {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
@@ -419,7 +420,7 @@ impl Writer {
         buf.len()
     }
 
-    fn write_inner(&mut self, group: &[(Vec<u8>, Vec<Op>, bool, bool)]) -> Result<()> {
+    fn write_inner(&mut self, group: &[(Vec<u8>, Vec<Op>, bool, Cache)]) -> Result<()> {
         let sync = group.iter().any(|g| g.2);
         let target = self.shared.cfg.target_file_size;
         let mut placed = Vec::with_capacity(group.len());
@@ -456,7 +457,7 @@ impl Writer {
         let mut mem = self.shared.mem.write();
         for ((record, ops, _, cache), (seq, offset)) in group.iter().zip(placed) {
             let payload = &record[RECORD_HEADER_LEN..];
-            mem.apply(ops, payload, seq, offset + RECORD_HEADER_LEN as u64, *cache);
+            mem.apply(ops, payload, seq, offset + RECORD_HEADER_LEN as u64, cache);
         }
         Ok(())
     }

@@ -226,6 +226,55 @@ fn cache_is_bounded_and_reads_fall_back_to_disk() {
 }
 
 #[test]
+fn entries_of_streams_a_batch_keeps_out_of_the_cache_are_read_from_disk() {
+    let fs = MemFs::new();
+    let cfg = Config {
+        cache_capacity_bytes: 1 << 20,
+        target_file_size: 1 << 20,
+        ..Config::default()
+    };
+    let s = open_mem(&fs, &cfg).unwrap();
+    let entries = |n: u8| -> Vec<Entry> {
+        (1..=10)
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                data: vec![n; 100],
+            })
+            .collect()
+    };
+    let mut b = LogBatch::new();
+    b.add_entries(1, &entries(1)).unwrap();
+    b.add_entries(2, &entries(2)).unwrap();
+    b.add_entries(3, &entries(3)).unwrap();
+    b.skip_cache(3);
+    b.skip_cache(1);
+    b.skip_cache(3);
+    s.write(b, true).unwrap();
+    // Only stream 2's entries were cached.
+    assert_eq!(s.stats().cache_bytes, 1000);
+    for n in 1..=3u8 {
+        assert_eq!(
+            s.entries(u64::from(n), 1, 11, u64::MAX).unwrap(),
+            entries(n)
+        );
+    }
+    // The exclusion belongs to that batch alone.
+    let mut b = LogBatch::new();
+    b.add_entries(
+        1,
+        &[Entry {
+            index: 11,
+            term: 1,
+            data: vec![1; 100],
+        }],
+    )
+    .unwrap();
+    s.write(b, true).unwrap();
+    assert_eq!(s.stats().cache_bytes, 1100);
+}
+
+#[test]
 fn index_costs_at_most_24_bytes_per_entry() {
     let fs = MemFs::new();
     let cfg = Config {

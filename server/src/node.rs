@@ -2394,6 +2394,12 @@ impl StoreLoop {
             for e in ready.entries() {
                 p.avg_entry_bytes = 0.95 * p.avg_entry_bytes + 0.05 * e.data.len() as f64;
             }
+            // A follower reads its entries back from the tail until it applies them, and
+            // never sends them: the raft log's entry cache would only copy them. A leader's
+            // stay cached for followers that fall behind its tail.
+            if !ready.entries().is_empty() && !p.is_leader() {
+                batch.skip_cache(p.region_id());
+            }
             {
                 let store = p.raw.mut_store();
                 store.append(&mut batch, ready.entries(), write_id)?;
