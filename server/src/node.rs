@@ -1498,9 +1498,9 @@ impl StoreLoop {
         // (from store heartbeats, every heartbeat tick) have caught up with it. Leaderships
         // move faster while this store leads more than the average of the live stores (a
         // split of one region into 64 leaves them all on one store): up to 4 per run, or a
-        // 32nd of the excess, at most 64 (2,000 regions split on one store even out in ~2
-        // minutes instead of ~6, 10,000 in a few instead of ~25). A transfer takes one
-        // election round, well within a run, and each move updates the counts this run uses; other stores acting on
+        // 16th of the excess, at most 64 (2,000 regions split on one store even out in ~70 s
+        // instead of ~330 s at 4 a run). A transfer takes one election round, well within
+        // a run, and each move updates the counts this run uses; other stores acting on
         // counts a heartbeat old can overshoot by a few, which the next runs even out.
         let mut replica_moves = 1;
         let mine_now = leaders.get(&me).copied().unwrap_or(0);
@@ -1511,7 +1511,7 @@ impl StoreLoop {
             .sum();
         let average = live_leaders / (live.len().max(1) as u64);
         let excess = mine_now.saturating_sub(average);
-        let mut leader_moves = excess.min((excess / 32).clamp(4, 64)).max(1) as usize;
+        let mut leader_moves = excess.min((excess / 16).clamp(4, 64)).max(1) as usize;
         // No move can happen this run when this store leads at most one more region than
         // the live store leading fewest, and no store holds more than two regions more than
         // the emptiest candidate: then a healthy region needs no look beyond its peer list.
