@@ -126,11 +126,11 @@ enum Workload {
     },
 }
 
-/// etcd's key encoding for `benchmark put`: `binary.PutVarint` of the key number into a
-/// zeroed buffer of `size` bytes.
 /// Latencies a client task collects before it records them in its histogram.
 const LATENCY_BATCH: usize = 512;
 
+/// etcd's key encoding for `benchmark put`: `binary.PutVarint` of the key number into a
+/// zeroed buffer of `size` bytes.
 fn put_key(n: u64, size: usize) -> Vec<u8> {
     let mut k = vec![0u8; size.max(1)];
     let mut v = ((n as i64) << 1 ^ ((n as i64) >> 63)) as u64; // zig-zag, as PutVarint
