@@ -62,6 +62,15 @@ impl std::fmt::Debug for LogStore {
     }
 }
 
+/// A batch as the writer takes it: the sealed record, its decoded operations, and the
+/// streams whose entries skip the entry cache.
+fn prepare(mut batch: LogBatch) -> Result<(Vec<u8>, Vec<crate::format::Op>, Vec<u64>)> {
+    let uncached = batch.take_uncached();
+    let record = batch.into_record()?;
+    let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
+    Ok((record, ops, uncached))
+}
+
 impl LogStore {
     /// Opens (or creates) the store in `dir` on the real file system, recovering the
     /// index from its segments. A torn tail of the last segment is cut away (durably)
@@ -141,10 +150,7 @@ impl LogStore {
         if batch.is_empty() && !sync {
             return Ok(());
         }
-        let mut batch = batch;
-        let uncached = batch.take_uncached();
-        let record = batch.into_record()?;
-        let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
+        let (record, ops, uncached) = prepare(batch)?;
         let (tx, rx) = mpsc::sync_channel(1);
         let lead = {
             let mut q = self.shared.queue.lock();
@@ -191,10 +197,7 @@ impl LogStore {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             return Err(Error::Poisoned);
         }
-        let mut batch = batch;
-        let uncached = batch.take_uncached();
-        let record = batch.into_record()?;
-        let ops = decode_batch(&record[RECORD_HEADER_LEN..]).map_err(Error::InvalidArgument)?;
+        let (record, ops, uncached) = prepare(batch)?;
         self.submit(Task::Write {
             record,
             ops,

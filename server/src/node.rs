@@ -884,13 +884,19 @@ impl StoreLoop {
     /// Makes region `id`'s peer tick again (a message or a command for it came, or it is
     /// new). Its place in the probe wheel goes at that wheel slot's next turn.
     fn wake(&mut self, id: u64) {
-        if let Some((led, _)) = self.asleep.remove(&id) {
-            self.asleep_leaders -= u64::from(led);
-        }
+        self.leave_asleep(id);
         if let Some(p) = self.peers.get_mut(&id) {
             p.idle_ticks = 0;
         }
         self.awake.insert(id);
+    }
+
+    /// Takes region `id` out of the hibernating set (its wheel slot is dropped at that
+    /// slot's next turn).
+    fn leave_asleep(&mut self, id: u64) {
+        if let Some((led, _)) = self.asleep.remove(&id) {
+            self.asleep_leaders -= u64::from(led);
+        }
     }
 
     fn run(&mut self) {
@@ -2728,9 +2734,7 @@ impl StoreLoop {
         let Some(mut p) = self.peers.remove(&id) else {
             return Ok(());
         };
-        if let Some((led, _)) = self.asleep.remove(&id) {
-            self.asleep_leaders -= u64::from(led);
-        }
+        self.leave_asleep(id);
         self.awake.remove(&id);
         log::info!(
             "store {}: removed from region {id}; deleting its data",

@@ -1296,13 +1296,8 @@ impl Peer {
         pending: &mut mvcc::Pending,
         applied: &mut Applied,
     ) -> Result<(), Error> {
-        // Whether a proposer here waits for this entry's answer, or for one this entry
-        // decides (an older index, or an older term: see `answer`). A follower's entries,
-        // two in three at three replicas, need no answer built.
-        let wanted = self
-            .pending_writes
-            .front()
-            .is_some_and(|(i, t, _)| *i <= e.index || *t < e.term);
+        // A follower's entries, two in three at three replicas, need no answer built.
+        let wanted = self.answer_due(e.index, e.term);
         let resp = match e.get_entry_type() {
             EntryType::EntryNormal if !e.data.is_empty() => {
                 match RaftCmdRequest::decode(&e.data[..]) {
@@ -1343,6 +1338,14 @@ impl Peer {
         self.mark_applied(e.index, e.term);
         applied.push(e.index, e.term, wanted.then_some(resp));
         Ok(())
+    }
+
+    /// Whether applying entry `index` of `term` answers the oldest waiting proposal: it is
+    /// that entry's, or an older index's, or of an older term (see [`Peer::answer`]).
+    fn answer_due(&self, index: u64, term: u64) -> bool {
+        self.pending_writes
+            .front()
+            .is_some_and(|(i, t, _)| *i <= index || *t < term)
     }
 
     fn mark_applied(&mut self, index: u64, term: u64) {
@@ -1389,11 +1392,7 @@ impl Peer {
     /// own indexes would leave them unanswered until the region took that many new writes
     /// (an idle region: until the client gave up).
     fn answer(&mut self, ctx: &Ctx, index: u64, term: u64, mut resp: RaftCmdResponse) {
-        while self
-            .pending_writes
-            .front()
-            .is_some_and(|(i, t, _)| *i <= index || *t < term)
-        {
+        while self.answer_due(index, term) {
             let Some((i, t, reply)) = self.pending_writes.pop_front() else {
                 break;
             };
