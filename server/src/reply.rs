@@ -14,7 +14,7 @@ use pontoon_client::proto::raft_cmdpb::RaftCmdResponse;
 use tokio::sync::{oneshot, Notify};
 
 /// The answers of one client connection, queued by the store loop and written by the
-/// connection's answer task. An entry without a response is a command the store dropped
+/// connection's writer task. An entry without a response is a command the store dropped
 /// unanswered (it stopped).
 #[derive(Debug, Default)]
 pub struct ConnAnswers {

@@ -6,8 +6,8 @@
 //! One io_uring runtime thread serves every connection. Each connection has a reader (this
 //! module's `serve_conn` / `serve_peer_conn` loops: decode frames, hand commands or raft
 //! messages to the store loop) and a writer task that coalesces every frame waiting into one
-//! `write_all`; a client connection also has an answer task, which turns what the store loop
-//! queued for it ([`crate::reply::ConnAnswers`]) into frames. Commands from all connections
+//! `write_all`; a client connection's writer also turns what the store loop queued for it
+//! ([`crate::reply::ConnAnswers`]) into frames. Commands from all connections
 //! meet in the store loop, which group-commits them into one raft-log write. A peer
 //! connection's reading moves to the store loop itself once it has handshaken, if the sink
 //! takes it ([`RaftSink::adopt`], see [`crate::inbox`]); its task then only writes, and waits
@@ -129,26 +129,29 @@ async fn writer(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>)
     }
 }
 
-/// Writes the connection's answers as the store loop queues them: everything queued at a
-/// wake-up goes to the writer as one buffer. Returns once the answers are closed and it has
-/// taken what was queued before.
-async fn answer_loop(
+/// Writes a client connection: the frames its reader queues (the handshake ack, pongs, the
+/// error that closes it) and the answers the store loop queues ([`ConnAnswers`]), everything
+/// waiting at a wake-up as one `write_all`. One task for both: a wake-up of the store loop's
+/// answers used to go through an answer task, which encoded them and passed the bytes on to
+/// the writer task, two polls and a channel per batch. Returns once the answers are closed,
+/// the reader's queue is closed, and it has written what both held.
+async fn client_writer(
+    stream: Rc<TcpStream>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     answers: Arc<ConnAnswers>,
-    out: Outbox,
     limits: Limits,
     in_flight: Rc<Cell<u32>>,
 ) {
     let mut got = Vec::new();
+    let mut reader_open = true;
+    let mut failed = false;
     loop {
-        answers.take(&mut got);
-        if got.is_empty() {
-            if answers.is_closed() {
-                return;
-            }
-            answers.wait().await;
-            continue;
-        }
         let mut buf = Vec::new();
+        // The reader's frames first: the handshake ack precedes every answer.
+        while let Ok(more) = rx.try_recv() {
+            buf.extend_from_slice(&more);
+        }
+        answers.take(&mut got);
         for (request_id, resp) in got.drain(..) {
             let body = match resp {
                 Some(resp) => FrameBody::Response(resp),
@@ -157,7 +160,31 @@ async fn answer_loop(
             encode_body(&mut buf, &body, request_id, &limits);
             in_flight.set(in_flight.get().saturating_sub(1));
         }
-        let _ = out.send(buf);
+        if buf.is_empty() {
+            if answers.is_closed() && !reader_open {
+                return;
+            }
+            tokio::select! {
+                more = rx.recv(), if reader_open => match more {
+                    Some(b) => buf = b,
+                    None => reader_open = false,
+                },
+                _ = answers.wait() => {}
+            }
+            if buf.is_empty() {
+                continue;
+            }
+        }
+        // After a failed write the socket is dead: keep draining (the answers count the
+        // requests in flight down) but write nothing.
+        if failed {
+            continue;
+        }
+        let (res, _) = stream.write_all(buf).await;
+        if let Err(e) = res {
+            log::debug!("write failed: {e}");
+            failed = true;
+        }
     }
 }
 
@@ -178,12 +205,12 @@ async fn serve_conn(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (out, rx) = mpsc::unbounded_channel();
-    let writer_task = tokio_uring::spawn(writer(stream.clone(), rx));
     let in_flight = Rc::new(Cell::new(0u32));
     let answers = ConnAnswers::new();
-    let answer_task = tokio_uring::spawn(answer_loop(
+    let writer_task = tokio_uring::spawn(client_writer(
+        stream.clone(),
+        rx,
         answers.clone(),
-        out.clone(),
         limits,
         in_flight.clone(),
     ));
@@ -206,10 +233,9 @@ async fn serve_conn(
     while in_flight.get() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Nothing in flight (or the wait ran out): the answer task writes what is queued and
-    // ends; later answers are dropped.
+    // Nothing in flight (or the wait ran out): the writer writes what is queued and ends;
+    // later answers are dropped.
     answers.close();
-    let _ = answer_task.await;
     drop(out);
     let _ = writer_task.await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
@@ -268,7 +294,7 @@ async fn read_loop(
                         request_id,
                     );
                 }
-                // The answer task (on this thread) counts it down when the answer comes.
+                // The writer task (on this thread) counts it down when the answer comes.
                 in_flight.set(in_flight.get() + 1);
                 if !node.submit(req, Reply::conn(answers.clone(), request_id)) {
                     // The store loop is gone; the dropped reply answered this request with
@@ -321,18 +347,31 @@ fn check_handshake(h: &Handshake, node: &Node) -> Result<(), (FrameErrorCode, St
     Ok(())
 }
 
-/// Reads frames off one connection: socket reads fed to a [`FrameDecoder`], each read
-/// bounded by a timeout and cut short by shutdown.
+/// Reads frames off one connection: socket reads fed to a [`FrameDecoder`], cut short by
+/// shutdown, and the connection closed once no bytes came for a timeout.
+///
+/// The timeout is one long-lived timer per connection, pushed back lazily: a read only
+/// notes when it completed, and the timer, when it fires, moves itself to that time plus
+/// the timeout unless the connection really was quiet that long. A timer armed and
+/// cancelled around every read cost a timer-wheel insertion and removal per read, which
+/// on a busy connection is one per handful of requests.
 struct FrameReader {
     decoder: FrameDecoder,
     buf: Vec<u8>,
+    /// When the last read completed (or the reader was made).
+    last_read: tokio::time::Instant,
+    /// Fires at or after `last_read + timeout`; never earlier.
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl FrameReader {
     fn new(limits: &Limits, read_size: usize) -> FrameReader {
+        let now = tokio::time::Instant::now();
         FrameReader {
             decoder: FrameDecoder::new(limits),
             buf: vec![0u8; read_size],
+            last_read: now,
+            idle: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
         }
     }
 
@@ -356,26 +395,39 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Err(Close::Error(e.code(), e.to_string(), 0)),
             }
+            // The timeout may have become shorter (the handshake's is replaced by the idle
+            // timeout): the timer must not fire later than it says.
+            let deadline = self.last_read + timeout;
+            if self.idle.deadline() > deadline {
+                self.idle.as_mut().reset(deadline);
+            }
             // The buffer moves into the read; it only comes back on completion, and every
             // other outcome closes the connection.
             let buf = std::mem::take(&mut self.buf);
-            let read = tokio::select! {
-                r = tokio::time::timeout(timeout, stream.read(buf)) => r,
-                _ = shutdown.changed() => {
-                    return Err(stopping(0));
+            let read = stream.read(buf);
+            tokio::pin!(read);
+            let (res, buf) = loop {
+                tokio::select! {
+                    r = &mut read => break r,
+                    _ = self.idle.as_mut() => {
+                        let deadline = self.last_read + timeout;
+                        if tokio::time::Instant::now() < deadline {
+                            self.idle.as_mut().reset(deadline);
+                            continue;
+                        }
+                        let what = if handshaken {
+                            "idle timeout"
+                        } else {
+                            "no handshake in time"
+                        };
+                        return Err(Close::Error(FrameErrorCode::IdleTimeout, what.into(), 0));
+                    }
+                    _ = shutdown.changed() => {
+                        return Err(stopping(0));
+                    }
                 }
             };
-            let (res, buf) = match read {
-                Ok(r) => r,
-                Err(_) => {
-                    let what = if handshaken {
-                        "idle timeout"
-                    } else {
-                        "no handshake in time"
-                    };
-                    return Err(Close::Error(FrameErrorCode::IdleTimeout, what.into(), 0));
-                }
-            };
+            self.last_read = tokio::time::Instant::now();
             self.buf = buf;
             match res {
                 Ok(0) | Err(_) => return Err(Close::Gone),

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pontoon_client::proto::framepb::{FrameErrorCode, Handshake, Role};
 use pontoon_client::proto::raft_cmdpb::{self, CmdType, RaftCmdRequest, Request};
@@ -362,6 +362,44 @@ fn bad_input_gets_an_error_frame_and_others_keep_working() {
         panic!()
     };
     assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"yes");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_busy_connection_outlives_the_idle_timeout_and_a_quiet_one_does_not() {
+    // The idle timer is pushed back lazily (it moves itself when it fires): a connection
+    // that keeps sending must never be cut, however many timeouts its life spans.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start(dir.path(), limits);
+    wait_ready(&server);
+    let mut busy = Conn::open(&server);
+    let mut quiet = Conn::open(&server);
+    let started = Instant::now();
+    let mut id = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        id += 1;
+        busy.send(&FrameBody::Request(put(b"k", b"v")), id);
+        assert!(
+            matches!(busy.recv(), Some(FrameBody::Response(_))),
+            "request {id} of a busy connection was not answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(id >= 10, "only {id} requests in 1.5 s");
+    // The quiet one was closed long ago; the busy one is, once it stops.
+    quiet.expect_error(FrameErrorCode::IdleTimeout);
+    let stopped = Instant::now();
+    busy.expect_error(FrameErrorCode::IdleTimeout);
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "closed {waited:?} after its last request: before its idle timeout"
+    );
     server.shutdown().unwrap();
 }
 
