@@ -103,29 +103,58 @@ impl LogBatch {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        if first.index == 0 {
+        self.add_entries_with(stream, first.index, entries, |e, buf| {
+            buf.extend_from_slice(&e.data);
+            (e.index, e.term)
+        })
+    }
+
+    /// Appends one entry to `stream` per item of `items`, with `first_index` for the first
+    /// and each next index one higher. `encode` appends an item's payload to the buffer it
+    /// is given (the batch's own: no payload is built apart and copied in) and returns the
+    /// item's `(index, term)`. Errors with `InvalidArgument` (and leaves the batch
+    /// unchanged) if `first_index` is 0, an index is not the one expected, or a payload is
+    /// 4 GiB or larger.
+    pub fn add_entries_with<T>(
+        &mut self,
+        stream: u64,
+        first_index: u64,
+        items: &[T],
+        mut encode: impl FnMut(&T, &mut Vec<u8>) -> (u64, u64),
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        if first_index == 0 {
             return Err(Error::InvalidArgument("entry index 0".into()));
         }
-        for (i, e) in entries.iter().enumerate() {
-            if Some(e.index) != first.index.checked_add(i as u64) {
-                return Err(Error::InvalidArgument(format!(
-                    "entries not contiguous at index {}",
-                    e.index
-                )));
-            }
-            if e.data.len() > u32::MAX as usize {
-                return Err(Error::InvalidArgument("entry larger than 4 GiB".into()));
-            }
-        }
+        let count = u32::try_from(items.len())
+            .map_err(|_| Error::InvalidArgument("more than 2^32 entries".into()))?;
+        let start = self.buf.len();
         self.item(ITEM_ENTRIES, stream);
-        self.buf.extend_from_slice(&first.index.to_le_bytes());
-        self.buf
-            .extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for e in entries {
-            self.buf.extend_from_slice(&e.term.to_le_bytes());
-            self.buf
-                .extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-            self.buf.extend_from_slice(&e.data);
+        self.buf.extend_from_slice(&first_index.to_le_bytes());
+        self.buf.extend_from_slice(&count.to_le_bytes());
+        for (i, item) in items.iter().enumerate() {
+            let at = self.buf.len();
+            // The term and the payload's length, filled in once the payload is there.
+            self.buf.extend_from_slice(&[0u8; 12]);
+            let (index, term) = encode(item, &mut self.buf);
+            let len = self.buf.len() - at - 12;
+            let problem = if Some(index) != first_index.checked_add(i as u64) {
+                Some(format!("entries not contiguous at index {index}"))
+            } else if u32::try_from(len).is_err() {
+                Some("entry larger than 4 GiB".to_string())
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                self.buf.truncate(start);
+                return Err(Error::InvalidArgument(p));
+            }
+            if let Some(head) = self.buf.get_mut(at..at + 12) {
+                head[..8].copy_from_slice(&term.to_le_bytes());
+                head[8..].copy_from_slice(&(len as u32).to_le_bytes());
+            }
         }
         Ok(())
     }
@@ -245,5 +274,41 @@ mod tests {
             Err(Error::InvalidArgument(_))
         ));
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn entries_encoded_in_place_are_the_same_bytes() {
+        let es: Vec<Entry> = (10..14)
+            .map(|i| Entry {
+                index: i,
+                term: i / 2,
+                data: vec![i as u8; i as usize],
+            })
+            .collect();
+        let mut a = LogBatch::new();
+        a.put_state(3, b"k", b"v").unwrap();
+        a.add_entries(3, &es).unwrap();
+        let mut b = LogBatch::new();
+        b.put_state(3, b"k", b"v").unwrap();
+        b.add_entries_with(3, 10, &es, |e, buf| {
+            buf.extend_from_slice(&e.data);
+            (e.index, e.term)
+        })
+        .unwrap();
+        assert_eq!(a.buf, b.buf);
+        // A wrong index or a zero first index leaves what was there before.
+        let before = b.buf.clone();
+        let err = b.add_entries_with(3, 11, &es, |e, buf| {
+            buf.extend_from_slice(&e.data);
+            (e.index, e.term)
+        });
+        assert!(matches!(err, Err(Error::InvalidArgument(_))));
+        let err = b.add_entries_with(3, 0, &es, |e, _| (e.index, e.term));
+        assert!(matches!(err, Err(Error::InvalidArgument(_))));
+        assert_eq!(b.buf, before);
+        // Nothing to add is fine at any index.
+        b.add_entries_with(3, 0, &es[..0], |e, _| (e.index, e.term))
+            .unwrap();
+        assert_eq!(b.buf, before);
     }
 }

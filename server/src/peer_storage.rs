@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use pontoon_raftlog::{Entry as LogEntry, LogBatch, LogStore};
+use pontoon_raftlog::{LogBatch, LogStore};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
@@ -77,6 +77,25 @@ fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
     // Encoding a well-formed in-memory message cannot fail; an empty record would be caught
     // by the decoder on restart.
     m.write_to_bytes().unwrap_or_default()
+}
+
+/// Appends `m`'s encoding to `buf` (nothing if it cannot be encoded; see [`encode`]).
+fn encode_into<M: protobuf::Message>(m: &M, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    let size = m.compute_size() as usize;
+    buf.resize(start + size, 0);
+    let ok = match buf.get_mut(start..) {
+        Some(out) => {
+            // `compute_size` just cached the sizes this writes by: it fills `out` exactly
+            // (as in `write_to_bytes`), or errors if it would not fit.
+            let mut os = protobuf::CodedOutputStream::bytes(out);
+            m.write_to_with_cached_sizes(&mut os).is_ok()
+        }
+        None => false,
+    };
+    if !ok {
+        buf.truncate(start);
+    }
 }
 
 impl PeerStorage {
@@ -201,15 +220,12 @@ impl PeerStorage {
             self.tail_bytes += e.data.len();
             self.tail.push_back((write_id, e.clone()));
         }
-        let encoded: Vec<LogEntry> = entries
-            .iter()
-            .map(|e| LogEntry {
-                index: e.index,
-                term: e.term,
-                data: encode(e),
-            })
-            .collect();
-        batch.add_entries(self.region_id, &encoded)?;
+        // Each entry is encoded straight into the batch (not into a buffer of its own that
+        // the batch then copies).
+        batch.add_entries_with(self.region_id, first, entries, |e, buf| {
+            encode_into(e, buf);
+            (e.index, e.term)
+        })?;
         Ok(())
     }
 
