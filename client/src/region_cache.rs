@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::proto::metapb;
 use crate::proto::pontoonpb::RegionStatus;
@@ -106,9 +107,12 @@ pub fn overlaps(a: &metapb::Region, b: &metapb::Region) -> bool {
 }
 
 /// Regions by start key; see the module documentation for the merge rule.
+///
+/// Entries are shared (`Arc`): routing a request takes a reference to its region rather
+/// than a copy of its keys and peers (four allocations per request).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RegionCache {
-    by_start: BTreeMap<Vec<u8>, CachedRegion>,
+    by_start: BTreeMap<Vec<u8>, Arc<CachedRegion>>,
 }
 
 impl RegionCache {
@@ -129,11 +133,16 @@ impl RegionCache {
 
     /// The cached regions in key order.
     pub fn regions(&self) -> impl Iterator<Item = &CachedRegion> {
-        self.by_start.values()
+        self.by_start.values().map(|r| &**r)
     }
 
     /// The region whose range contains `key`, if cached.
     pub fn locate(&self, key: &[u8]) -> Option<&CachedRegion> {
+        self.locate_shared(key).map(|r| &**r)
+    }
+
+    /// [`RegionCache::locate`], as a shared reference the caller may keep.
+    pub fn locate_shared(&self, key: &[u8]) -> Option<&Arc<CachedRegion>> {
         self.by_start
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
             .next_back()
@@ -143,7 +152,7 @@ impl RegionCache {
 
     /// The region with id `id`, if cached.
     pub fn get(&self, id: u64) -> Option<&CachedRegion> {
-        self.by_start.values().find(|r| r.id() == id)
+        self.by_start.values().find(|r| r.id() == id).map(|r| &**r)
     }
 
     /// Inserts `new` unless a cached region with the same id or an overlapping range has a
@@ -185,7 +194,7 @@ impl RegionCache {
             }
         }
         self.by_start
-            .insert(merged.region.start_key.clone(), merged);
+            .insert(merged.region.start_key.clone(), Arc::new(merged));
         true
     }
 
@@ -205,7 +214,7 @@ impl RegionCache {
             .iter()
             .find(|(_, r)| r.id() == id)
             .map(|(k, _)| k.clone())?;
-        self.by_start.remove(&key)
+        self.by_start.remove(&key).map(Arc::unwrap_or_clone)
     }
 
     /// Records `leader` as the leader of region `id` (from a `NotLeader` hint, which is
@@ -213,7 +222,7 @@ impl RegionCache {
     pub fn set_leader(&mut self, id: u64, leader: metapb::Peer) -> bool {
         match self.by_start.values_mut().find(|r| r.id() == id) {
             Some(r) => {
-                r.leader = Some(leader);
+                Arc::make_mut(r).leader = Some(leader);
                 true
             }
             None => false,
@@ -223,7 +232,7 @@ impl RegionCache {
     /// Forgets the leader of region `id` (a store said it has none).
     pub fn clear_leader(&mut self, id: u64) {
         if let Some(r) = self.by_start.values_mut().find(|r| r.id() == id) {
-            r.leader = None;
+            Arc::make_mut(r).leader = None;
         }
     }
 }

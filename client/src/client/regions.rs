@@ -117,7 +117,11 @@ impl Client {
             out.count = out.count.saturating_add(r.count);
             cut_short |= r.more;
             out.kvs.extend(r.kvs);
-            match part.region.as_ref().and_then(|r| next_start(r, &end)) {
+            match part
+                .region
+                .as_ref()
+                .and_then(|r| next_start(&r.region, &end))
+            {
                 Some(next) => pos = next,
                 None => break,
             }
@@ -170,7 +174,11 @@ impl Client {
             }
             out.deleted = out.deleted.saturating_add(d.deleted);
             out.prev_kvs.extend(d.prev_kvs);
-            match part.region.as_ref().and_then(|r| next_start(r, &end)) {
+            match part
+                .region
+                .as_ref()
+                .and_then(|r| next_start(&r.region, &end))
+            {
                 Some(next) => pos = next,
                 None => break,
             }

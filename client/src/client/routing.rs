@@ -2,6 +2,7 @@
 //! endpoint, the reaction to region errors, and the refresh of the region cache.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -23,7 +24,7 @@ pub(super) struct Part {
     pub resp: RaftCmdResponse,
     /// The region the command was routed to; `None` when it was sent unrouted (explicit
     /// region id, no key, or no region known for the key).
-    pub region: Option<metapb::Region>,
+    pub region: Option<Arc<CachedRegion>>,
     /// Store id of the store that answered (0: unknown).
     pub store_id: u64,
 }
@@ -247,7 +248,7 @@ impl Client {
                     None => {
                         return Ok(Part {
                             resp,
-                            region: route.map(|r| r.region),
+                            region: route,
                             store_id,
                         })
                     }
@@ -273,7 +274,7 @@ impl Client {
             let retry = self
                 .on_region_error(
                     &err,
-                    route.as_ref(),
+                    route.as_deref(),
                     i,
                     store_id,
                     generation,
@@ -312,7 +313,7 @@ impl Client {
     fn with_route(
         &self,
         mut req: RaftCmdRequest,
-        route: &Option<CachedRegion>,
+        route: &Option<Arc<CachedRegion>>,
         store_id: u64,
     ) -> RaftCmdRequest {
         let cluster_wide = is_cluster_command(&req);
@@ -334,11 +335,11 @@ impl Client {
     /// The cached region holding `key` (refreshing the cache first on a miss, unless a
     /// refresh is too recent or the stores list no region), and the cache generation it
     /// was read at.
-    async fn route(&self, key: &[u8], deadline: Instant) -> (Option<CachedRegion>, u64) {
+    async fn route(&self, key: &[u8], deadline: Instant) -> (Option<Arc<CachedRegion>>, u64) {
         let min_gap = self.inner.opts.region_refresh_min_interval;
         let (hit, generation, refresh) = {
             let st = self.region_state();
-            let hit = st.cache.locate(key).cloned();
+            let hit = st.cache.locate_shared(key).cloned();
             let refresh = hit.is_none()
                 && match st.last_refresh {
                     None => true,
@@ -351,7 +352,7 @@ impl Client {
         }
         self.refresh_regions(generation, deadline).await;
         let st = self.region_state();
-        (st.cache.locate(key).cloned(), st.generation)
+        (st.cache.locate_shared(key).cloned(), st.generation)
     }
 
     /// The endpoint to send a command for region `r` to: the leader's store, else another
