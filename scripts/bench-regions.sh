@@ -5,39 +5,72 @@
 #
 # For each R: a fresh cluster (scripts/local-cluster.sh, data under
 # ${PONTOON_CLUSTER_DIR:-./data/bench-regions}), `pontoon-bench split --regions R`, then
-# ${TOTAL:-100000} puts from 256 clients over a 100,000-key space; prints ops/s and the
-# stores' CPU per put (user + system of the three processes over the run, from /proc).
+# ${TOTAL:-100000} puts from 256 clients over ${CONNS:-32} client instances (each holds one
+# connection per store it talks to) on a 100,000-key space; prints ops/s, the stores' CPU
+# per put (user + system of the three processes over the run, from /proc), TCP segments
+# per put on this machine (from `nstat`, when installed: every request, answer and raft
+# message batch is at least one) and which stores lead the regions afterwards.
+#
 # SETTLE=N waits N seconds after the split (leader balance) before measuring.
+# REPEAT=N runs the whole list N times in rotation and ends with the median ops/s of each
+# R and its ratio to the first R given: this machine's speed drifts by a third within
+# minutes, so compare medians of interleaved runs, never two runs apart in time.
 # Needs a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PONTOON_CLUSTER_DIR=${PONTOON_CLUSTER_DIR:-./data/bench-regions}
 EP=127.0.0.1:2479,127.0.0.1:2489,127.0.0.1:2499
+BIN=${CARGO_TARGET_DIR:-./target}/release
+TOTAL=${TOTAL:-100000}
+CONNS=${CONNS:-32}
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
-for R in "${@:-1 16 64 256}"; do
-    for r in $R; do
+segments() { if command -v nstat >/dev/null; then nstat -a 2>/dev/null | awk '$1 == "TcpOutSegs" {print $2}'; fi; }
+results=$(mktemp)
+trap 'rm -f "$results"; scripts/local-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+regions=(${@:-1 16 64 256})
+for rep in $(seq "${REPEAT:-1}"); do
+    for r in "${regions[@]}"; do
         scripts/local-cluster.sh stop >/dev/null 2>&1 || true
         rm -rf "$PONTOON_CLUSTER_DIR"
         scripts/local-cluster.sh start 3 >/dev/null
         sleep 2
         if [ "$r" -gt 1 ]; then
-            "${CARGO_TARGET_DIR:-./target}"/release/pontoon-bench --endpoints $EP split --regions "$r" --key-size 8 --key-space-size 100000 >/dev/null
+            "$BIN"/pontoon-bench --endpoints $EP split --regions "$r" --key-size 8 --key-space-size 100000 >/dev/null
         fi
         # The placement spreads the new regions' leaderships over the stores within seconds;
         # SETTLE=N waits N seconds for that before measuring (default 0: measure at once).
         sleep "${SETTLE:-0}"
         pids=$(cat "$PONTOON_CLUSTER_DIR"/s*/pid)
         before=$(ticks $pids)
-        out=$("${CARGO_TARGET_DIR:-./target}"/release/pontoon-bench --endpoints $EP --clients 256 --conns 32 --json \
-            put --total "${TOTAL:-100000}" --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000)
+        segs_before=$(segments)
+        out=$("$BIN"/pontoon-bench --endpoints $EP --clients 256 --conns "$CONNS" --json \
+            put --total "$TOTAL" --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000)
         after=$(ticks $pids)
+        segs_after=$(segments)
         ops=$(echo "$out" | sed -n 's/.*"requests_per_sec":\([0-9.]*\).*/\1/p')
         hz=$(getconf CLK_TCK)
+        segs="?"
+        if [ -n "$segs_before" ] && [ -n "$segs_after" ]; then
+            segs=$(awk -v a="$segs_before" -v b="$segs_after" -v t="$TOTAL" 'BEGIN {printf "%.2f", (b - a) / t}')
+        fi
         # Which stores lead the regions after the run (the placement moves leaders over time).
-        leaders=$("${CARGO_TARGET_DIR:-./target}"/release/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
+        leaders=$("$BIN"/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
             python3 -c 'import collections, json, sys; c = collections.Counter(str(r.get("leader_store_id", 0)) for r in json.load(sys.stdin)["regions"]); print(",".join(f"s{k}:{v}" for k, v in sorted(c.items())))' 2>/dev/null || echo "?")
         [ -n "${VERBOSE:-}" ] && echo "$out"
-        echo "regions=$r ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / ${TOTAL:-100000} )) leaders=$leaders"
+        echo "regions=$r conns=$CONNS ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / TOTAL )) tcp_segments_per_put=$segs leaders=$leaders"
+        echo "$r ${ops%.*}" >> "$results"
     done
 done
-scripts/local-cluster.sh stop >/dev/null 2>&1 || true
+if [ "${REPEAT:-1}" -gt 1 ]; then
+    python3 - "$results" "${regions[0]}" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r, ops = line.split()
+    runs.setdefault(r, []).append(int(ops))
+base = statistics.median(runs[sys.argv[2]])
+for r, v in runs.items():
+    m = statistics.median(v)
+    print(f"regions={r} median ops/s={m:.0f} ({len(v)} runs: {' / '.join(map(str, v))}) vs {sys.argv[2]} region(s): {m / base:.2f}x")
+PY
+fi

@@ -348,19 +348,22 @@ fn check_handshake(h: &Handshake, node: &Node) -> Result<(), (FrameErrorCode, St
 }
 
 /// Reads frames off one connection: socket reads fed to a [`FrameDecoder`], cut short by
-/// shutdown, and the connection closed once no bytes came for a timeout.
+/// shutdown, and the connection closed once no complete frame came for a timeout
+/// (`docs/PROTOCOL.md`: bytes that never make a frame do not keep it open).
 ///
-/// The timeout is one long-lived timer per connection, pushed back lazily: a read only
-/// notes when it completed, and the timer, when it fires, moves itself to that time plus
-/// the timeout unless the connection really was quiet that long. A timer armed and
+/// The timeout is one long-lived timer per connection, pushed back lazily: a read that
+/// completes a frame only notes the time, and the timer, when it fires, moves itself to
+/// that time plus the timeout unless the connection really was quiet that long. A timer armed and
 /// cancelled around every read cost a timer-wheel insertion and removal per read, which
 /// on a busy connection is one per handful of requests.
 struct FrameReader {
     decoder: FrameDecoder,
     buf: Vec<u8>,
-    /// When the last read completed (or the reader was made).
-    last_read: tokio::time::Instant,
-    /// Fires at or after `last_read + timeout`; never earlier.
+    /// When a read last completed a frame (or the reader was made).
+    last_frame: tokio::time::Instant,
+    /// Bytes were read since `last_frame` was taken: the next frame decoded takes it anew.
+    read_since: bool,
+    /// Fires at or after `last_frame + timeout`; never earlier.
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
@@ -370,7 +373,8 @@ impl FrameReader {
         FrameReader {
             decoder: FrameDecoder::new(limits),
             buf: vec![0u8; read_size],
-            last_read: now,
+            last_frame: now,
+            read_since: false,
             idle: Box::pin(tokio::time::sleep_until(now + limits.handshake_timeout)),
         }
     }
@@ -386,6 +390,10 @@ impl FrameReader {
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    // One clock read per read that completes frames, not per frame.
+                    if std::mem::take(&mut self.read_since) {
+                        self.last_frame = tokio::time::Instant::now();
+                    }
                     let request_id = frame.request_id;
                     return match FrameBody::decode(&frame) {
                         Ok(body) => Ok((request_id, body)),
@@ -397,7 +405,7 @@ impl FrameReader {
             }
             // The timeout may have become shorter (the handshake's is replaced by the idle
             // timeout): the timer must not fire later than it says.
-            let deadline = self.last_read + timeout;
+            let deadline = self.last_frame + timeout;
             if self.idle.deadline() > deadline {
                 self.idle.as_mut().reset(deadline);
             }
@@ -410,7 +418,7 @@ impl FrameReader {
                 tokio::select! {
                     r = &mut read => break r,
                     _ = self.idle.as_mut() => {
-                        let deadline = self.last_read + timeout;
+                        let deadline = self.last_frame + timeout;
                         if tokio::time::Instant::now() < deadline {
                             self.idle.as_mut().reset(deadline);
                             continue;
@@ -427,7 +435,7 @@ impl FrameReader {
                     }
                 }
             };
-            self.last_read = tokio::time::Instant::now();
+            self.read_since = true;
             self.buf = buf;
             match res {
                 Ok(0) | Err(_) => return Err(Close::Gone),

@@ -366,7 +366,7 @@ fn bad_input_gets_an_error_frame_and_others_keep_working() {
 }
 
 #[test]
-fn a_busy_connection_outlives_the_idle_timeout_and_a_quiet_one_does_not() {
+fn the_idle_timeout_closes_quiet_and_trickling_connections_but_not_busy_ones() {
     // The idle timer is pushed back lazily (it moves itself when it fires): a connection
     // that keeps sending must never be cut, however many timeouts its life spans.
     let dir = tempfile::tempdir().unwrap();
@@ -400,6 +400,29 @@ fn a_busy_connection_outlives_the_idle_timeout_and_a_quiet_one_does_not() {
         waited >= Duration::from_millis(150),
         "closed {waited:?} after its last request: before its idle timeout"
     );
+    // Bytes that never make a frame do not keep a connection open (`docs/PROTOCOL.md`: no
+    // complete frame for the idle timeout): one byte every 100 ms, for 3 s, of a frame that
+    // needs more. It is closed long before the trickle ends.
+    let mut slow = Conn::open(&server);
+    let mut trickle = slow.s.try_clone().unwrap();
+    let mut frame = header_bytes(b"PNTN", FrameType::Request as u8, 200, 0);
+    frame.resize(HEADER_LEN + 200, 0);
+    let trickler = std::thread::spawn(move || {
+        for b in frame.iter().take(30) {
+            if trickle.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let started = Instant::now();
+    slow.expect_error(FrameErrorCode::IdleTimeout);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(2500),
+        "a connection trickling bytes stayed open {waited:?}"
+    );
+    trickler.join().unwrap();
     server.shutdown().unwrap();
 }
 
