@@ -129,7 +129,7 @@ impl LogBatch {
             return Err(Error::InvalidArgument("entry index 0".into()));
         }
         let count = u32::try_from(items.len())
-            .map_err(|_| Error::InvalidArgument("more than 2^32 entries".into()))?;
+            .map_err(|_| Error::InvalidArgument("2^32 entries or more".into()))?;
         let start = self.buf.len();
         self.item(ITEM_ENTRIES, stream);
         self.buf.extend_from_slice(&first_index.to_le_bytes());

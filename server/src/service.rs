@@ -353,9 +353,9 @@ fn check_handshake(h: &Handshake, node: &Node) -> Result<(), (FrameErrorCode, St
 ///
 /// The timeout is one long-lived timer per connection, pushed back lazily: a read that
 /// completes a frame only notes the time, and the timer, when it fires, moves itself to
-/// that time plus the timeout unless the connection really was quiet that long. A timer armed and
-/// cancelled around every read cost a timer-wheel insertion and removal per read, which
-/// on a busy connection is one per handful of requests.
+/// that time plus the timeout unless the connection really was quiet that long. A timer
+/// armed and cancelled around every read cost a timer-wheel insertion and removal per
+/// read, which on a busy connection is one per handful of requests.
 struct FrameReader {
     decoder: FrameDecoder,
     buf: Vec<u8>,
