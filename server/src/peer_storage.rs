@@ -74,12 +74,13 @@ fn decode<M: protobuf::Message>(region: u64, what: &'static str, bytes: &[u8]) -
 }
 
 fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
-    // Encoding a well-formed in-memory message cannot fail; an empty record would be caught
-    // by the decoder on restart.
-    m.write_to_bytes().unwrap_or_default()
+    let mut buf = Vec::new();
+    encode_into(m, &mut buf);
+    buf
 }
 
-/// Appends `m`'s encoding to `buf` (nothing if it cannot be encoded; see [`encode`]).
+/// Appends `m`'s encoding to `buf`. Encoding a well-formed in-memory message cannot fail;
+/// if it did, nothing is appended, and the empty record is caught by the decoder on restart.
 fn encode_into<M: protobuf::Message>(m: &M, buf: &mut Vec<u8>) {
     let start = buf.len();
     let size = m.compute_size() as usize;
