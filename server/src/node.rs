@@ -1277,28 +1277,37 @@ impl StoreLoop {
     }
 
     /// Whether Offline store `id`, silent for `alive_for` (so it cannot report that it
-    /// holds nothing), is known to hold no replica: no region this store holds lists it,
-    /// and every other store of the cluster (tombstones aside) is alive and said the same
-    /// in its last heartbeat, within `alive_for`. Every region with a replica there then
-    /// has another replica on a live store that would have counted it, unless regions
-    /// have a single replica: then nothing is known, and the answer is no.
+    /// holds nothing), is known to hold no replica: no region on any other store lists it
+    /// (see `unreferenced`). With single-replica regions nothing is known (their only copy
+    /// would be the silent store's), and the answer is no.
     fn dead_and_unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
+        let now = Instant::now();
+        id != self.ctx.store_id
+            && !self.heard_within(id, now, alive_for)
+            && now.duration_since(self.started) >= alive_for
+            && crate::meta::max_peers(meta) >= 2
+            && self.unreferenced(meta, id, alive_for)
+    }
+
+    /// Whether no region the rest of the cluster holds lists a peer on Offline store `id`:
+    /// no region this store holds does, and every other store of the cluster (tombstones
+    /// aside) is alive and said the same for `id` in its last heartbeat, within
+    /// `alive_for`. Every region has its newest membership on a quorum of live stores, so
+    /// a region still listing `id` is seen by one of them. A store reporting that it holds
+    /// no region is not enough by itself: a peer a region just added there may not have
+    /// been created yet (its snapshot still on the way), and tombstoning the store then
+    /// would leave the region a dead voter.
+    fn unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
         let me = self.ctx.store_id;
         let now = Instant::now();
-        let heard = |s: u64| self.heard_within(s, now, alive_for);
-        if id == me
-            || heard(id)
-            || now.duration_since(self.started) < alive_for
-            || crate::meta::max_peers(meta) < 2
-            || self.regions_with_a_peer_on(id) > 0
-        {
+        if self.regions_with_a_peer_on(id) > 0 {
             return false;
         }
         meta.stores
             .iter()
             .filter(|s| s.id != id && s.id != me && s.state != metapb::StoreState::Tombstone as i32)
             .all(|s| {
-                heard(s.id)
+                self.heard_within(s.id, now, alive_for)
                     && self.leaving_reports.get(&s.id).is_some_and(|(r, t)| {
                         now.duration_since(*t) < alive_for
                             && r.iter().any(|x| x.store_id == id && x.regions == 0)
@@ -1749,17 +1758,20 @@ impl StoreLoop {
                 }
             }
         }
-        // An Offline store that reports no replica any more becomes a Tombstone; so does
-        // one that is dead, once the others report none on it.
+        // An Offline store that reports no replica any more becomes a Tombstone once no
+        // other store reports a region that lists it either; so does a dead one, on the
+        // others' word alone.
         if let Some(id) = self.meta_leader() {
             for s in meta
                 .stores
                 .iter()
                 .filter(|s| s.state == metapb::StoreState::Offline as i32)
             {
-                let empty = self.store_stats.get(&s.id).is_some_and(|(regions, _, t)| {
+                let reports_empty = self.store_stats.get(&s.id).is_some_and(|(regions, _, t)| {
                     *regions == 0 && now.duration_since(*t) < alive_for
-                }) || self.dead_and_unreferenced(&meta, s.id, alive_for);
+                });
+                let empty = (reports_empty && self.unreferenced(&meta, s.id, alive_for))
+                    || self.dead_and_unreferenced(&meta, s.id, alive_for);
                 let recent = self
                     .put_store_sent
                     .get(&s.id)

@@ -1,7 +1,7 @@
 //! Cluster metadata and the embedded placement on an in-process cluster: a joining store is
 //! recorded, a decommissioned store hands its replicas to another Up store under load and
-//! ends a Tombstone whose messages are refused (so does a dead one), and the replicas of a
-//! store that stays down are replaced.
+//! ends a Tombstone whose messages are refused (so does a dead one, and none while a region
+//! still lists it), and the replicas of a store that stays down are replaced.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -13,11 +13,14 @@ use std::time::{Duration, Instant};
 
 use cluster::{
     error_of, get, put, split_request, status_request, submit_to_leader, Client, Cluster,
-    ClusterConfig, Outcome,
+    ClusterConfig, Filter, Outcome, Verdict,
 };
-use pontoon_client::proto::metapb::StoreState;
+use pontoon_client::proto::metapb::{self, StoreState};
 use pontoon_client::proto::pontoonpb::{self, SetStoreStateRequest, StoreInfo};
-use pontoon_client::proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftCmdRequest};
+use pontoon_client::proto::raft_cmdpb::{
+    AdminCmdType, AdminRequest, RaftCmdRequest, RaftRequestHeader, TransferLeaderRequest,
+};
+use raft::eraftpb::MessageType;
 
 fn admin(cmd: AdminCmdType, f: impl FnOnce(&mut AdminRequest)) -> RaftCmdRequest {
     let mut a = AdminRequest {
@@ -342,4 +345,135 @@ fn a_new_store_receives_replicas_and_leaders_spread() {
         };
         assert_eq!(error_of(&r), None);
     }
+}
+
+/// Drops every raft message to one store (store heartbeats still pass): a peer added there
+/// is never created.
+struct NoRaftTo(u64);
+
+impl Filter for NoRaftTo {
+    fn check(&self, _: u64, to: u64, t: MessageType) -> Verdict {
+        if to == self.0 && t != MessageType::MsgHup {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
+/// Drops the appends one store sends (the regions it leads commit nothing).
+struct DropAppendsFrom(u64);
+
+impl Filter for DropAppendsFrom {
+    fn check(&self, from: u64, _: u64, t: MessageType) -> Verdict {
+        if from == self.0 && t == MessageType::MsgAppend {
+            Verdict::Drop
+        } else {
+            Verdict::Deliver
+        }
+    }
+}
+
+/// The region starting at `start` as store `from` sees it, with the leader it knows.
+fn region_at(c: &Cluster, from: u64, start: &[u8]) -> Option<(metapb::Region, metapb::Peer)> {
+    let r = c.submit(from, status_request());
+    r.admin_response?
+        .status?
+        .regions
+        .into_iter()
+        .find(|r| r.region.as_ref().is_some_and(|g| g.start_key == start))
+        .map(|r| (r.region.unwrap_or_default(), r.leader.unwrap_or_default()))
+}
+
+fn with_region(region_id: u64, mut req: RaftCmdRequest) -> RaftCmdRequest {
+    req.header = Some(RaftRequestHeader {
+        region_id,
+        ..Default::default()
+    });
+    req
+}
+
+/// An Offline store whose heartbeat says it holds no replica is not a Tombstone yet while
+/// a region still lists a peer there: a peer just added whose store has not created it
+/// (its snapshot still on the way, or lost as here) would be left a dead voter, and two
+/// such voters leave a region without a quorum. The replica is removed first.
+#[test]
+fn an_offline_store_is_not_a_tombstone_while_a_region_lists_it() {
+    let c = placement_cluster(&["m"], |_| {});
+    join_store_4(&c);
+    wait_for("store 4 known everywhere", Duration::from_secs(20), || {
+        (1..=3).all(|s| state(&store_list(&c, s), 4) == Some(StoreState::Up))
+    });
+    // Store 1 leaves, and the placement gives each region a voter on store 4, a store that
+    // never hears of it; store 1 comes back (its replicas stay: the ones on store 4 never
+    // caught up), and each region has four voters, one of them never created.
+    c.add_filter(Box::new(NoRaftTo(4)));
+    let r = submit_to_leader(&c, set_state(1, StoreState::Offline));
+    assert_eq!(error_of(&r), None);
+    wait_for("replicas added on store 4", Duration::from_secs(30), || {
+        let held = regions(&c, 2);
+        held.len() == 2 && held.iter().all(|(_, s)| s == &vec![1, 2, 3, 4])
+    });
+    let r = submit_to_leader(&c, set_state(1, StoreState::Up));
+    assert_eq!(error_of(&r), None);
+    // Region ["m", ..) led from another store than region 1 (the metadata's keeper, which
+    // decides on tombstones): the store removing the replica learns that store 4 is
+    // Offline from the keeper's heartbeats, later than the keeper.
+    let meta_leader = region_at(&c, 2, b"").expect("region 1").1.store_id;
+    let (right, leader) = region_at(&c, 2, b"m").expect("region [m, ..)");
+    if leader.store_id == meta_leader || leader.store_id == 0 {
+        let to = *right
+            .peers
+            .iter()
+            .find(|p| p.store_id != meta_leader && p.store_id != 4)
+            .expect("a peer elsewhere");
+        let req = admin(AdminCmdType::TransferLeader, |a| {
+            a.transfer_leader = Some(TransferLeaderRequest { peer: Some(to) })
+        });
+        let r = submit_to_leader(&c, with_region(right.id, req));
+        assert_eq!(error_of(&r), None);
+        wait_for("the leadership to move", Duration::from_secs(20), || {
+            region_at(&c, to.store_id, b"m").is_some_and(|(_, l)| l.store_id == to.store_id)
+        });
+    }
+    let right_leader = region_at(&c, 2, b"m").expect("region [m, ..)").1.store_id;
+    assert_ne!(right_leader, meta_leader);
+    // Region ["m", ..) cannot commit anything for a while (its leader's appends are lost):
+    // it keeps its replica on store 4, and store 4 stays Offline all that time.
+    c.add_filter(Box::new(DropAppendsFrom(right_leader)));
+    let r = submit_to_leader(&c, set_state(4, StoreState::Offline));
+    assert_eq!(error_of(&r), None);
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        assert_eq!(
+            state(&store_list(&c, meta_leader), 4),
+            Some(StoreState::Offline),
+            "store 4 while region [m, ..) still lists it"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.clear_filters();
+    c.add_filter(Box::new(NoRaftTo(4)));
+    // Store 4 ends a Tombstone; by then no store's view of a region lists it.
+    wait_for(
+        "store 4 to become a tombstone",
+        Duration::from_secs(60),
+        || {
+            if state(&store_list(&c, 1), 4) != Some(StoreState::Tombstone) {
+                return false;
+            }
+            for from in 1..=3 {
+                for (id, stores) in regions(&c, from) {
+                    assert!(
+                        !stores.contains(&4),
+                        "store 4 is a tombstone, region {id} on store {from} lists it: {stores:?}"
+                    );
+                }
+            }
+            true
+        },
+    );
+    let mut cli = Client::new(3);
+    put_each(&mut cli, &c, &["a", "z"], b"1");
+    expect_each(&mut cli, &c, &["a", "z"], b"1");
 }

@@ -34,6 +34,8 @@ pub enum Verdict {
 }
 
 /// A network rule. Filters are consulted in order; the first non-`Deliver` verdict wins.
+/// `t` is the raft message's type, or `MsgHup` (never sent between raft peers) for the
+/// messages between stores that carry no raft message (store heartbeats, region 0).
 pub trait Filter: Send + Sync {
     fn check(&self, from: u64, to: u64, t: MessageType) -> Verdict;
 }
@@ -174,9 +176,13 @@ impl Router {
     fn route(&self, from: u64, msg: RaftMessage) -> bool {
         self.sent.fetch_add(1, Ordering::Relaxed);
         let to = msg.to_peer.as_ref().map(|p| p.store_id).unwrap_or_default();
-        let t = raft::eraftpb::Message::parse_from_bytes(&msg.message)
-            .map(|m| m.get_msg_type())
-            .unwrap_or(MessageType::MsgHup);
+        let t = if msg.region_id == 0 {
+            MessageType::MsgHup
+        } else {
+            raft::eraftpb::Message::parse_from_bytes(&msg.message)
+                .map(|m| m.get_msg_type())
+                .unwrap_or(MessageType::MsgHup)
+        };
         let mut verdict = match &*self.partition.read().unwrap() {
             Some(p) => p.check(from, to, t),
             None => Verdict::Deliver,
