@@ -1291,12 +1291,14 @@ impl StoreLoop {
 
     /// Whether no region the rest of the cluster holds lists a peer on Offline store `id`:
     /// no region this store holds does, and every other store of the cluster (tombstones
-    /// aside) is alive and said the same for `id` in its last heartbeat, within
-    /// `alive_for`. Every region has its newest membership on a quorum of live stores, so
-    /// a region still listing `id` is seen by one of them. A store reporting that it holds
-    /// no region is not enough by itself: a peer a region just added there may not have
-    /// been created yet (its snapshot still on the way), and tombstoning the store then
-    /// would leave the region a dead voter.
+    /// and stores down longer than `max_store_down_time` aside) is alive and said the same
+    /// for `id` in its last heartbeat, within `alive_for`. Every region has its newest
+    /// membership on a quorum of live stores, so a region still listing `id` is seen by
+    /// one of them. A store reporting that it holds no region is not enough by itself: a
+    /// peer a region just added there may not have been created yet (its snapshot still
+    /// on the way), and tombstoning the store then would leave the region a dead voter.
+    /// A store down for good (its replicas being replaced) does not hold this up forever;
+    /// one that is only briefly silent (a restart, a partition) does.
     fn unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
         let me = self.ctx.store_id;
         let now = Instant::now();
@@ -1305,7 +1307,12 @@ impl StoreLoop {
         }
         meta.stores
             .iter()
-            .filter(|s| s.id != id && s.id != me && s.state != metapb::StoreState::Tombstone as i32)
+            .filter(|s| {
+                s.id != id
+                    && s.id != me
+                    && s.state != metapb::StoreState::Tombstone as i32
+                    && self.silent_for(s.id, now) <= self.max_store_down_time
+            })
             .all(|s| {
                 self.heard_within(s.id, now, alive_for)
                     && self.leaving_reports.get(&s.id).is_some_and(|(r, t)| {
@@ -1313,6 +1320,15 @@ impl StoreLoop {
                             && r.iter().any(|x| x.store_id == id && x.regions == 0)
                     })
             })
+    }
+
+    /// How long store `store` has not been heard from (since this store started, if never).
+    fn silent_for(&self, store: u64, now: Instant) -> Duration {
+        if store == self.ctx.store_id {
+            return Duration::ZERO;
+        }
+        let since = self.last_seen.get(&store).copied().unwrap_or(self.started);
+        now.duration_since(since)
     }
 
     /// The region holding the empty key (region 1, keeper of the cluster metadata), if

@@ -1,7 +1,8 @@
 //! Cluster metadata and the embedded placement on an in-process cluster: a joining store is
 //! recorded, a decommissioned store hands its replicas to another Up store under load and
-//! ends a Tombstone whose messages are refused (so does a dead one, and none while a region
-//! still lists it), and the replicas of a store that stays down are replaced.
+//! ends a Tombstone whose messages are refused (so does a dead one; none while a region
+//! still lists it, and a store down for good does not hold that up), and the replicas of a
+//! store that stays down are replaced.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -475,5 +476,44 @@ fn an_offline_store_is_not_a_tombstone_while_a_region_lists_it() {
     );
     let mut cli = Client::new(3);
     put_each(&mut cli, &c, &["a", "z"], b"1");
+    expect_each(&mut cli, &c, &["a", "z"], b"1");
+}
+
+/// A store down for good (longer than `max_store_down_time`, its replicas replaced) cannot
+/// report on the regions it held; it does not keep a decommissioned store from ending a
+/// Tombstone (a store only briefly silent would).
+#[test]
+fn a_store_down_for_good_does_not_hold_up_a_decommission() {
+    let c = placement_cluster(&["m"], |cfg| {
+        cfg.node.max_store_down_time = Duration::from_secs(2);
+    });
+    join_store_4(&c);
+    c.join_store(5);
+    wait_for("store 5 in the metadata", Duration::from_secs(20), || {
+        state(&store_list(&c, 1), 5) == Some(StoreState::Up)
+    });
+    let mut cli = Client::new(11);
+    put_each(&mut cli, &c, &["a", "z"], b"1");
+    c.crash_store(3);
+    wait_for(
+        "store 3's replicas replaced",
+        Duration::from_secs(60),
+        || {
+            let held = regions(&c, 1);
+            held.len() == 2 && held.iter().all(|(_, s)| !s.contains(&3) && s.len() == 3)
+        },
+    );
+    let r = submit_to_leader(&c, set_state(4, StoreState::Offline));
+    assert_eq!(error_of(&r), None);
+    wait_for(
+        "store 4 to become a tombstone",
+        Duration::from_secs(60),
+        || state(&store_list(&c, 1), 4) == Some(StoreState::Tombstone),
+    );
+    for from in [1, 2, 5] {
+        for (id, stores) in regions(&c, from) {
+            assert_eq!(stores, vec![1, 2, 5], "region {id} on store {from}");
+        }
+    }
     expect_each(&mut cli, &c, &["a", "z"], b"1");
 }
