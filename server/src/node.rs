@@ -399,6 +399,7 @@ impl Node {
             placement: cfg.placement,
             lone_leader_wait_entries: cfg.lone_leader_wait_entries,
             put_store_sent: IdMap::default(),
+            offline_since: IdMap::default(),
             started: Instant::now(),
             next_incarnation: 0,
             dirty: IdSet::default(),
@@ -780,6 +781,8 @@ struct StoreLoop {
     placement: bool,
     /// When region 1's leader here last proposed `PutStore` for a store.
     put_store_sent: IdMap<Instant>,
+    /// While this store leads region 1: since when it has seen each Offline store so.
+    offline_since: IdMap<Instant>,
     /// When the loop started (a store never heard from counts as down from then).
     started: Instant,
     next_incarnation: u64,
@@ -1280,26 +1283,40 @@ impl StoreLoop {
     /// holds nothing), is known to hold no replica: no region on any other store lists it
     /// (see `unreferenced`). With single-replica regions nothing is known (their only copy
     /// would be the silent store's), and the answer is no.
-    fn dead_and_unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
+    fn dead_and_unreferenced(
+        &self,
+        meta: &ClusterMeta,
+        id: u64,
+        alive_for: Duration,
+        reports_from: Instant,
+    ) -> bool {
         let now = Instant::now();
         id != self.ctx.store_id
             && !self.heard_within(id, now, alive_for)
             && now.duration_since(self.started) >= alive_for
             && crate::meta::max_peers(meta) >= 2
-            && self.unreferenced(meta, id, alive_for)
+            && self.unreferenced(meta, id, alive_for, reports_from)
     }
 
     /// Whether no region the rest of the cluster holds lists a peer on Offline store `id`:
     /// no region this store holds does, and every other store of the cluster (tombstones
     /// and stores down longer than `max_store_down_time` aside) is alive and said the same
-    /// for `id` in its last heartbeat, within `alive_for`. Every region has its newest
+    /// for `id` in its last heartbeat, within `alive_for` and not before `reports_from`
+    /// (a while after `id` went Offline: a replica proposed there just before that, by a
+    /// leader that did not know yet, may be committed meanwhile). Every region has its newest
     /// membership on a quorum of live stores, so a region still listing `id` is seen by
     /// one of them. A store reporting that it holds no region is not enough by itself: a
     /// peer a region just added there may not have been created yet (its snapshot still
     /// on the way), and tombstoning the store then would leave the region a dead voter.
     /// A store down for good (its replicas being replaced) does not hold this up forever;
     /// one that is only briefly silent (a restart, a partition) does.
-    fn unreferenced(&self, meta: &ClusterMeta, id: u64, alive_for: Duration) -> bool {
+    fn unreferenced(
+        &self,
+        meta: &ClusterMeta,
+        id: u64,
+        alive_for: Duration,
+        reports_from: Instant,
+    ) -> bool {
         let me = self.ctx.store_id;
         let now = Instant::now();
         if self.regions_with_a_peer_on(id) > 0 {
@@ -1316,7 +1333,8 @@ impl StoreLoop {
             .all(|s| {
                 self.heard_within(s.id, now, alive_for)
                     && self.leaving_reports.get(&s.id).is_some_and(|(r, t)| {
-                        now.duration_since(*t) < alive_for
+                        *t >= reports_from
+                            && now.duration_since(*t) < alive_for
                             && r.iter().any(|x| x.store_id == id && x.regions == 0)
                     })
             })
@@ -1775,19 +1793,23 @@ impl StoreLoop {
             }
         }
         // An Offline store that reports no replica any more becomes a Tombstone once no
-        // other store reports a region that lists it either; so does a dead one, on the
-        // others' word alone.
+        // other store reports a region that lists it either, in reports made at least
+        // `alive_for` after it went Offline; so does a dead one, on the others' word alone.
         if let Some(id) = self.meta_leader() {
-            for s in meta
-                .stores
-                .iter()
-                .filter(|s| s.state == metapb::StoreState::Offline as i32)
-            {
+            let offline = |s: &metapb::Store| s.state == metapb::StoreState::Offline as i32;
+            self.offline_since
+                .retain(|sid, _| meta.stores.iter().any(|s| s.id == *sid && offline(s)));
+            for s in meta.stores.iter().filter(|s| offline(s)) {
+                let reports_from = *self.offline_since.entry(s.id).or_insert(now) + alive_for;
+                if now < reports_from {
+                    continue;
+                }
                 let reports_empty = self.store_stats.get(&s.id).is_some_and(|(regions, _, t)| {
                     *regions == 0 && now.duration_since(*t) < alive_for
                 });
-                let empty = (reports_empty && self.unreferenced(&meta, s.id, alive_for))
-                    || self.dead_and_unreferenced(&meta, s.id, alive_for);
+                let empty = (reports_empty
+                    && self.unreferenced(&meta, s.id, alive_for, reports_from))
+                    || self.dead_and_unreferenced(&meta, s.id, alive_for, reports_from);
                 let recent = self
                     .put_store_sent
                     .get(&s.id)
@@ -1811,6 +1833,8 @@ impl StoreLoop {
                 }
             }
             self.dirty.insert(id);
+        } else {
+            self.offline_since.clear();
         }
         self.dirty.extend(touched);
     }

@@ -491,6 +491,27 @@ fn soak_everything() {
     run("soak", 5, 8, rounds, Duration::from_secs(5), f);
 }
 
+/// The multi-raft soak: regions split all the time and the placement moves replicas while
+/// stores go Offline and back, the network drops and partitions, stores crash and the log
+/// is compacted (membership changes by hand are the placement's here, so they are left to
+/// `soak_everything`).
+#[test]
+#[ignore = "soak: run on demand with PONTOON_SOAK_SECS"]
+fn soak_multi_raft() {
+    let secs = soak().unwrap_or(Duration::from_secs(120));
+    let rounds = (secs.as_secs() / 5).max(1) as u32;
+    let f = Faults {
+        unreliable: true,
+        partitions: true,
+        crashes: true,
+        membership: false,
+        compact_log: Some(100),
+        split: Some(4096),
+        placement: true,
+    };
+    run("soak-multi-raft", 5, 8, rounds, Duration::from_secs(5), f);
+}
+
 // TinyKV's split workloads: the same clients and checks while regions split all the time
 // (a region splits once it holds 4 KiB), alone and with each fault.
 
