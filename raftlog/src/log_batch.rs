@@ -79,7 +79,8 @@ impl LogBatch {
     /// ([`Config::cache_capacity_bytes`](crate::Config::cache_capacity_bytes)): for a caller
     /// that holds them in memory itself for as long as it reads them, and for whom the
     /// cache's copy would only cost an allocation and a copy per entry. They are still read
-    /// back from disk if asked for.
+    /// back from disk if asked for. The cache holds an unbroken run of each stream's newest
+    /// entries, so the stream's entries cached before these leave it too.
     pub fn skip_cache(&mut self, stream: u64) {
         self.uncached.push(stream);
     }

@@ -227,6 +227,13 @@ impl MemTable {
                 }
             }
         }
+        if !cache && !entries.is_empty() && !s.cache.is_empty() {
+            // The cache must stay a suffix of the live entries (`pieces` finds an entry at
+            // `cache_first + offset`): entries that skip it end it.
+            freed_bytes += s.cache.iter().map(Vec::len).sum::<usize>();
+            freed_entries += s.cache.len();
+            s.cache.clear();
+        }
         if s.cache.is_empty() {
             s.cache_first = s.next_index();
         }

@@ -274,6 +274,46 @@ fn entries_of_streams_a_batch_keeps_out_of_the_cache_are_read_from_disk() {
     assert_eq!(s.stats().cache_bytes, 1100);
 }
 
+/// A stream's entries cached, then some kept out of the cache (a region's peer that was a
+/// leader becomes a follower), then cached again (it leads again): every entry still reads
+/// back as itself. (The cache was left with a hole, and the entries after it were served
+/// one index off.)
+#[test]
+fn entries_kept_out_of_the_cache_between_cached_ones_read_back_in_place() {
+    let fs = MemFs::new();
+    let cfg = Config {
+        cache_capacity_bytes: 1 << 20,
+        target_file_size: 1 << 20,
+        ..Config::default()
+    };
+    let s = open_mem(&fs, &cfg).unwrap();
+    let entry = |i: u64| Entry {
+        index: i,
+        term: 1,
+        data: i.to_le_bytes().repeat(8),
+    };
+    let write = |range: std::ops::RangeInclusive<u64>, skip: bool| {
+        let mut b = LogBatch::new();
+        b.add_entries(1, &range.map(entry).collect::<Vec<_>>())
+            .unwrap();
+        if skip {
+            b.skip_cache(1);
+        }
+        s.write(b, true).unwrap();
+    };
+    write(1..=10, false);
+    write(11..=12, true);
+    write(13..=14, false);
+    let all: Vec<Entry> = (1..=14).map(entry).collect();
+    assert_eq!(s.entries(1, 1, 15, u64::MAX).unwrap(), all);
+    assert_eq!(s.entries(1, 12, 15, u64::MAX).unwrap(), all[11..]);
+    // And when the uncached entries replace a cached suffix.
+    write(13..=15, true);
+    write(16..=16, false);
+    let all: Vec<Entry> = (1..=16).map(entry).collect();
+    assert_eq!(s.entries(1, 1, 17, u64::MAX).unwrap(), all);
+}
+
 #[test]
 fn index_costs_at_most_24_bytes_per_entry() {
     let fs = MemFs::new();

@@ -1,5 +1,6 @@
 //! Model test: random batches (appends incl. conflicting overwrites and gaps, state
-//! puts/deletes, compact_to, stream removal), purges and reopens against the oracle.
+//! puts/deletes, compact_to, stream removal; some streams' entries kept out of the entry
+//! cache), purges and reopens against the oracle.
 
 mod common;
 
@@ -21,7 +22,8 @@ enum GenItem {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Write(Vec<GenItem>, bool),
+    /// Items, synced, and a bit mask of the streams whose entries skip the entry cache.
+    Write(Vec<GenItem>, bool, u8),
     Purge,
     Reopen,
     Crash,
@@ -40,7 +42,7 @@ fn item() -> impl Strategy<Value = GenItem> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        12 => (prop::collection::vec(item(), 1..5), any::<bool>()).prop_map(|(i, s)| Step::Write(i, s)),
+        12 => (prop::collection::vec(item(), 1..5), any::<bool>(), 0u8..16).prop_map(|(i, s, k)| Step::Write(i, s, k)),
         2 => Just(Step::Purge),
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
@@ -100,9 +102,13 @@ proptest! {
         let (mut term, mut tag) = (1u64, 0u8);
         for st in steps {
             match st {
-                Step::Write(items, sync) => {
+                Step::Write(items, sync, skip) => {
                     let items = concretize(&oracle, &items, &mut term, &mut tag);
-                    store.write(Oracle::batch(&items), sync).unwrap();
+                    let mut batch = Oracle::batch(&items);
+                    for s in (0..4u64).filter(|s| skip & (1 << s) != 0) {
+                        batch.skip_cache(s);
+                    }
+                    store.write(batch, sync).unwrap();
                     oracle.apply(&items);
                     if sync {
                         durable = oracle.clone();

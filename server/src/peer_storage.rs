@@ -341,13 +341,23 @@ impl Storage for PeerStorage {
                 .entries(self.region_id, low, end, max)
                 .map_err(Self::map_err)?;
             for e in &stored {
-                let entry = Entry::parse_from_bytes(&e.data).map_err(|err| {
+                let corrupt = |reason: String| {
                     raft::Error::Store(StorageError::Other(Box::new(Error::Corrupt {
                         region: self.region_id,
                         what: "entry",
-                        reason: format!("index {}: {err}", e.index),
+                        reason,
                     })))
-                })?;
+                };
+                let entry = Entry::parse_from_bytes(&e.data)
+                    .map_err(|err| corrupt(format!("index {}: {err}", e.index)))?;
+                // Served out of place, an entry would be replicated and applied as another
+                // one: fail loudly instead.
+                if entry.index != e.index {
+                    return Err(corrupt(format!(
+                        "the raft log returned entry {} for index {}",
+                        entry.index, e.index
+                    )));
+                }
                 size += u64::from(entry.compute_size());
                 out.push(entry);
             }
