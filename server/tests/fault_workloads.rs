@@ -40,8 +40,11 @@ struct Faults {
 }
 
 /// Takes a random store Offline, or brings an Offline one back Up (the placement moves
-/// replicas accordingly). Refusals (too few Up stores left) are fine.
-fn toggle_store(c: &Cluster, rng: &Rng, offline: &mut Option<u64>) {
+/// replicas accordingly). Refusals (too few Up stores left) are fine. A store that became a
+/// Tombstone meanwhile (its replicas all moved away) is gone for good: it is stopped and a
+/// new store (id `next_store`) joins in its place, as an operator would replace a machine,
+/// so that the placement keeps moving replicas for the whole run.
+fn toggle_store(c: &Cluster, rng: &Rng, offline: &mut Option<u64>, next_store: &mut u64) {
     use pontoon_client::proto::metapb::StoreState;
     use pontoon_client::proto::pontoonpb::SetStoreStateRequest;
     use pontoon_client::proto::raft_cmdpb::{AdminCmdType, AdminRequest, RaftCmdRequest};
@@ -70,6 +73,12 @@ fn toggle_store(c: &Cluster, rng: &Rng, offline: &mut Option<u64>) {
         eprintln!("store {store} -> {state:?} refused: {e}");
         if state == StoreState::Offline {
             *offline = None;
+        }
+        if e.contains("tombstone") {
+            c.crash_store(store);
+            eprintln!("store {store} replaced by a new store {next_store}");
+            c.join_store(*next_store);
+            *next_store += 1;
         }
     }
 }
@@ -239,6 +248,7 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         cfg.node.schedule_ticks = 2;
     }
     let mut offline: Option<u64> = None;
+    let mut next_store = stores + 1;
     let c = Arc::new(Cluster::start(cfg));
     c.wait_leader(Duration::from_secs(20));
     let rec = Arc::new(Recorder {
@@ -271,9 +281,10 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         let end = Instant::now() + round_len;
         while Instant::now() < end {
             if f.partitions {
-                // A random split: a minority and a majority, or everyone apart.
-                let mut ids = c.ids();
-                let cut = nemesis_rng.below(stores) as usize;
+                // A random split of the running stores: a minority and a majority, or
+                // everyone apart.
+                let mut ids = c.running_ids();
+                let cut = nemesis_rng.below(ids.len() as u64) as usize;
                 for i in (1..ids.len()).rev() {
                     ids.swap(i, nemesis_rng.below(i as u64 + 1) as usize);
                 }
@@ -310,10 +321,11 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
                 // A store state change needs region 1's quorum; the next partition comes
                 // after it.
                 c.heal();
-                toggle_store(&c, &nemesis_rng, &mut offline);
+                toggle_store(&c, &nemesis_rng, &mut offline, &mut next_store);
             }
             if f.crashes && nemesis_rng.below(3) == 0 {
-                let victim = 1 + nemesis_rng.below(stores);
+                let ids = c.running_ids();
+                let victim = ids[nemesis_rng.below(ids.len() as u64) as usize];
                 c.crash_store(victim);
                 std::thread::sleep(Duration::from_millis(100 + nemesis_rng.below(300)));
                 c.start_store(victim);
@@ -323,17 +335,18 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
         c.clear_filters();
         if offline.is_some() {
             // Everyone back Up before the round's checks.
-            toggle_store(&c, &nemesis_rng, &mut offline);
+            toggle_store(&c, &nemesis_rng, &mut offline, &mut next_store);
         }
         done.store(true, Ordering::Release);
         for (cli, h) in handles.into_iter().enumerate() {
             next[cli] = h.join().expect("a client failed");
         }
         if f.crashes {
-            for id in c.ids() {
+            let ids = c.running_ids();
+            for &id in &ids {
                 c.crash_store(id);
             }
-            for id in c.ids() {
+            for id in ids {
                 c.start_store(id);
             }
         }
@@ -382,7 +395,7 @@ fn run(name: &str, stores: u64, clients: u64, rounds: u32, round_len: Duration, 
     assert!(total > 0, "{name}: no progress at all");
     if f.split.is_some() {
         let regions: Vec<u64> = c
-            .ids()
+            .running_ids()
             .iter()
             .filter_map(|&id| c.node(id))
             .map(|n| n.status().regions.load(Ordering::Acquire))
