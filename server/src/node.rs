@@ -215,6 +215,9 @@ pub struct NodeStatus {
     pub first_log_index: AtomicU64,
     /// Regions this store holds an initialized peer of.
     pub regions: AtomicU64,
+    /// Region peers this store holds, uninitialized ones (created by a message, waiting
+    /// for their snapshot) included.
+    pub peers: AtomicU64,
     /// Region peers hibernating (not ticking) at the last tick.
     pub hibernating: AtomicU64,
     /// Raft messages from other stores dropped because too many bytes of them waited for
@@ -882,6 +885,10 @@ impl StoreLoop {
                 .insert(p.region.start_key.clone(), p.region_id());
         }
         self.peers.insert(p.region_id(), p);
+        self.ctx
+            .status
+            .peers
+            .store(self.peers.len() as u64, Ordering::Release);
     }
 
     /// Makes region `id`'s peer tick again (a message or a command for it came, or it is
@@ -2359,7 +2366,7 @@ impl StoreLoop {
             "region {rid}: peer {} was removed from the region (conf_ver {their_ver}); destroying it",
             to.id
         );
-        self.destroy(rid)
+        self.destroy(rid, their_ver)
     }
 
     /// Creates an uninitialized peer for a message to a region this store does not have.
@@ -2605,7 +2612,7 @@ impl StoreLoop {
         }
         self.on_apply_events(events)?;
         for id in removed {
-            self.destroy(id)?;
+            self.destroy(id, 0)?;
         }
         for id in &ids {
             if let Some(p) = self.peers.get_mut(id) {
@@ -2782,7 +2789,10 @@ impl StoreLoop {
     /// remember the removal so that old messages do not bring it back. If the store is
     /// added back, the leader's messages create a new empty peer, which catches up from a
     /// snapshot like any new member.
-    fn destroy(&mut self, id: u64) -> Result<(), Error> {
+    /// `removed_at`: the conf_ver of a configuration without this peer, if the peer learned
+    /// of its removal from another replica (its own region record is older): messages of
+    /// configurations up to it must not create the peer again.
+    fn destroy(&mut self, id: u64, removed_at: u64) -> Result<(), Error> {
         let Some(mut p) = self.peers.remove(&id) else {
             return Ok(());
         };
@@ -2828,14 +2838,19 @@ impl StoreLoop {
             }
         }
         ApplyState::default().stage(&mut wb, id);
-        region::stage_state(&mut wb, &p.region, PeerState::Tombstone);
+        let dead_ver = region::epoch(&p.region).conf_ver.max(removed_at);
+        let mut record = p.region.clone();
+        record.region_epoch = Some(metapb::RegionEpoch {
+            conf_ver: dead_ver,
+            ..region::epoch(&p.region)
+        });
+        region::stage_state(&mut wb, &record, PeerState::Tombstone);
         self.ctx.engine.write(&wb)?;
         self.ctx.engine.flush()?;
         let mut lb = LogBatch::new();
         lb.remove_stream(id);
         self.ctx.log.write(lb, true)?;
-        self.tombstones
-            .insert(id, region::epoch(&p.region).conf_ver);
+        self.tombstones.insert(id, dead_ver);
         // Reads are retriable elsewhere (the region lives on). A write this peer proposed
         // may still be applied by the region: its outcome is unknown, and saying so is all
         // this store can do.
@@ -2856,6 +2871,7 @@ impl StoreLoop {
     fn publish(&self) {
         let s = &self.ctx.status;
         s.regions.store(self.ranges.len() as u64, Ordering::Release);
+        s.peers.store(self.peers.len() as u64, Ordering::Release);
         let Some(p) = self.peers.get(&FIRST_REGION_ID) else {
             s.leader.store(0, Ordering::Release);
             s.applied.store(0, Ordering::Release);

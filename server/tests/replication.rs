@@ -584,3 +584,71 @@ fn raft_messages_over_the_inbound_budget_are_dropped_and_the_cluster_goes_on() {
         .sum();
     eprintln!("raft messages dropped over the budget: {dropped}");
 }
+
+/// A store that missed its removal learns of it from another replica (a tombstone message,
+/// with the newer configuration) and deletes its peer; a late message of that newer
+/// configuration to the old peer (a heartbeat the leader sent before it applied the
+/// removal) must not create the peer again. (It did: the store remembered only its own,
+/// older configuration as the one it left.)
+#[test]
+fn a_peer_removed_behind_its_back_is_not_created_again_by_a_late_message() {
+    use pontoon_client::proto::metapb;
+    use pontoon_client::proto::raft_serverpb::RaftMessage;
+    use protobuf::Message as _;
+    use std::sync::atomic::Ordering;
+
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    let mut cl = Client::new(9);
+    for i in 0..20 {
+        let (k, v) = kv(i);
+        ok(cl.call(&c, vec![put(&k, &v)], LIMIT));
+    }
+    let victim = c.ids().into_iter().find(|&i| i != leader).unwrap();
+    let others: Vec<u64> = c.ids().into_iter().filter(|&i| i != victim).collect();
+    c.partition(vec![vec![victim], others]);
+    let r = admin(&c, change_peer(false, victim), LIMIT);
+    assert_eq!(error_of(&r), None);
+    let region = r
+        .admin_response
+        .unwrap()
+        .change_peer
+        .unwrap()
+        .region
+        .unwrap();
+    let epoch = region.region_epoch.unwrap();
+    c.heal();
+    // Its next election asks the others, who tell it it is gone.
+    let peers = |id: u64| c.node(id).unwrap().status().peers.load(Ordering::Acquire);
+    let deadline = Instant::now() + LIMIT;
+    while peers(victim) != 0 {
+        assert!(Instant::now() < deadline, "the removed peer is still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leader = c.wait_leader(LIMIT);
+    let mut hb = raft::eraftpb::Message::default();
+    hb.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    hb.from = leader;
+    hb.to = victim;
+    hb.term = c.node(leader).unwrap().status().term.load(Ordering::Acquire);
+    let late = RaftMessage {
+        region_id: region.id,
+        from_peer: Some(metapb::Peer {
+            id: leader,
+            store_id: leader,
+            ..Default::default()
+        }),
+        to_peer: Some(metapb::Peer {
+            id: victim,
+            store_id: victim,
+            ..Default::default()
+        }),
+        region_epoch: Some(epoch),
+        message: hb.write_to_bytes().unwrap().into(),
+        ..Default::default()
+    };
+    assert!(c.node(victim).unwrap().step(late));
+    // A command queued after the message is answered after it was handled.
+    c.submit(victim, cluster::status_request());
+    assert_eq!(peers(victim), 0, "a late message created the removed peer again");
+}
