@@ -630,7 +630,12 @@ fn a_peer_removed_behind_its_back_is_not_created_again_by_a_late_message() {
     hb.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
     hb.from = leader;
     hb.to = victim;
-    hb.term = c.node(leader).unwrap().status().term.load(Ordering::Acquire);
+    hb.term = c
+        .node(leader)
+        .unwrap()
+        .status()
+        .term
+        .load(Ordering::Acquire);
     let late = RaftMessage {
         region_id: region.id,
         from_peer: Some(metapb::Peer {
@@ -650,5 +655,9 @@ fn a_peer_removed_behind_its_back_is_not_created_again_by_a_late_message() {
     assert!(c.node(victim).unwrap().step(late));
     // A command queued after the message is answered after it was handled.
     c.submit(victim, cluster::status_request());
-    assert_eq!(peers(victim), 0, "a late message created the removed peer again");
+    assert_eq!(
+        peers(victim),
+        0,
+        "a late message created the removed peer again"
+    );
 }
