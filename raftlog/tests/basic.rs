@@ -225,15 +225,19 @@ fn cache_is_bounded_and_reads_fall_back_to_disk() {
     }
 }
 
-#[test]
-fn entries_of_streams_a_batch_keeps_out_of_the_cache_are_read_from_disk() {
-    let fs = MemFs::new();
-    let cfg = Config {
+/// 1 MiB segments and a 1 MiB entry cache.
+fn cached_config() -> Config {
+    Config {
         cache_capacity_bytes: 1 << 20,
         target_file_size: 1 << 20,
         ..Config::default()
-    };
-    let s = open_mem(&fs, &cfg).unwrap();
+    }
+}
+
+#[test]
+fn entries_of_streams_a_batch_keeps_out_of_the_cache_are_read_from_disk() {
+    let fs = MemFs::new();
+    let s = open_mem(&fs, &cached_config()).unwrap();
     let entries = |n: u8| -> Vec<Entry> {
         (1..=10)
             .map(|i| Entry {
@@ -281,12 +285,7 @@ fn entries_of_streams_a_batch_keeps_out_of_the_cache_are_read_from_disk() {
 #[test]
 fn entries_kept_out_of_the_cache_between_cached_ones_read_back_in_place() {
     let fs = MemFs::new();
-    let cfg = Config {
-        cache_capacity_bytes: 1 << 20,
-        target_file_size: 1 << 20,
-        ..Config::default()
-    };
-    let s = open_mem(&fs, &cfg).unwrap();
+    let s = open_mem(&fs, &cached_config()).unwrap();
     let entry = |i: u64| Entry {
         index: i,
         term: 1,

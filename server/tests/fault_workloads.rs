@@ -429,6 +429,13 @@ fn soak() -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// A soak: 5 stores, 8 clients, 5-second rounds for `PONTOON_SOAK_SECS` (default 120).
+fn run_soak(name: &str, f: Faults) {
+    let secs = soak().unwrap_or(Duration::from_secs(120));
+    let rounds = (secs.as_secs() / 5).max(1) as u32;
+    run(name, 5, 8, rounds, Duration::from_secs(5), f);
+}
+
 fn round_len() -> Duration {
     Duration::from_millis(2500)
 }
@@ -490,18 +497,18 @@ fn membership_changes_under_load() {
 #[test]
 #[ignore = "soak: run on demand with PONTOON_SOAK_SECS"]
 fn soak_everything() {
-    let secs = soak().unwrap_or(Duration::from_secs(120));
-    let rounds = (secs.as_secs() / 5).max(1) as u32;
-    let f = Faults {
-        unreliable: true,
-        partitions: true,
-        crashes: true,
-        membership: true,
-        compact_log: Some(100),
-        split: None,
-        placement: false,
-    };
-    run("soak", 5, 8, rounds, Duration::from_secs(5), f);
+    run_soak(
+        "soak",
+        Faults {
+            unreliable: true,
+            partitions: true,
+            crashes: true,
+            membership: true,
+            compact_log: Some(100),
+            split: None,
+            placement: false,
+        },
+    );
 }
 
 /// The multi-raft soak: regions split all the time and the placement moves replicas while
@@ -511,18 +518,18 @@ fn soak_everything() {
 #[test]
 #[ignore = "soak: run on demand with PONTOON_SOAK_SECS"]
 fn soak_multi_raft() {
-    let secs = soak().unwrap_or(Duration::from_secs(120));
-    let rounds = (secs.as_secs() / 5).max(1) as u32;
-    let f = Faults {
-        unreliable: true,
-        partitions: true,
-        crashes: true,
-        membership: false,
-        compact_log: Some(100),
-        split: Some(4096),
-        placement: true,
-    };
-    run("soak-multi-raft", 5, 8, rounds, Duration::from_secs(5), f);
+    run_soak(
+        "soak-multi-raft",
+        Faults {
+            unreliable: true,
+            partitions: true,
+            crashes: true,
+            membership: false,
+            compact_log: Some(100),
+            split: Some(4096),
+            placement: true,
+        },
+    );
 }
 
 // TinyKV's split workloads: the same clients and checks while regions split all the time

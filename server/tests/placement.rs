@@ -91,6 +91,15 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until store `from` lists store `id` as a Tombstone (at most a minute).
+fn wait_tombstone(c: &Cluster, id: u64, from: u64) {
+    wait_for(
+        &format!("store {id} to become a tombstone"),
+        Duration::from_secs(60),
+        || state(&store_list(c, from), id) == Some(StoreState::Tombstone),
+    );
+}
+
 /// Three stores with the placement on (a run every 2 ticks), three replicas a region,
 /// split at `splits`; `tweak` adjusts the configuration first.
 fn placement_cluster(splits: &[&str], tweak: impl FnOnce(&mut ClusterConfig)) -> Arc<Cluster> {
@@ -203,11 +212,7 @@ fn decommissioned_store_hands_over_its_replicas_under_load() {
     assert_eq!(after.state, StoreState::Offline as i32);
 
     // Every region moves its replica from store 1 to store 4; store 1 ends a Tombstone.
-    wait_for(
-        "store 1 to become a tombstone",
-        Duration::from_secs(60),
-        || state(&store_list(&c, 2), 1) == Some(StoreState::Tombstone),
-    );
+    wait_tombstone(&c, 1, 2);
     done.store(true, Ordering::Release);
     for w in writers {
         w.join().unwrap();
@@ -281,11 +286,7 @@ fn a_dead_store_that_is_deleted_ends_a_tombstone() {
     c.crash_store(3);
     let r = submit_to_leader(&c, set_state(3, StoreState::Offline));
     assert_eq!(error_of(&r), None);
-    wait_for(
-        "store 3 to become a tombstone",
-        Duration::from_secs(60),
-        || state(&store_list(&c, 1), 3) == Some(StoreState::Tombstone),
-    );
+    wait_tombstone(&c, 3, 1);
     // By then no region has a replica there.
     for from in [1, 2, 4] {
         for (id, stores) in regions(&c, from) {
@@ -505,11 +506,7 @@ fn a_store_down_for_good_does_not_hold_up_a_decommission() {
     );
     let r = submit_to_leader(&c, set_state(4, StoreState::Offline));
     assert_eq!(error_of(&r), None);
-    wait_for(
-        "store 4 to become a tombstone",
-        Duration::from_secs(60),
-        || state(&store_list(&c, 1), 4) == Some(StoreState::Tombstone),
-    );
+    wait_tombstone(&c, 4, 1);
     for from in [1, 2, 5] {
         for (id, stores) in regions(&c, from) {
             assert_eq!(stores, vec![1, 2, 5], "region {id} on store {from}");

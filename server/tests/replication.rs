@@ -24,6 +24,14 @@ fn ok(o: Outcome) -> RaftCmdResponse {
     }
 }
 
+/// The region a successful `ChangePeer` answer carries.
+fn changed_region(r: RaftCmdResponse) -> pontoon_client::proto::metapb::Region {
+    r.admin_response
+        .and_then(|a| a.change_peer)
+        .and_then(|c| c.region)
+        .expect("a ChangePeer answer carries the region")
+}
+
 /// Waits until every running store holds exactly `want` under `[key, end)`.
 fn converge(c: &Cluster, key: &[u8], end: &[u8], want: &[(Vec<u8>, Vec<u8>)]) {
     let deadline = Instant::now() + LIMIT;
@@ -401,13 +409,7 @@ fn a_removed_store_deletes_its_data_and_rejoins_wiped_from_a_snapshot() {
     let victim = c.ids().into_iter().find(|&i| i != leader).unwrap();
     let r = admin(&c, change_peer(false, victim), LIMIT);
     assert_eq!(error_of(&r), None);
-    let region = r
-        .admin_response
-        .unwrap()
-        .change_peer
-        .unwrap()
-        .region
-        .unwrap();
+    let region = changed_region(r);
     assert_eq!(region.peers.len(), 2);
     assert_eq!(region.region_epoch.unwrap().conf_ver, 2);
     // The removed store deletes its data.
@@ -609,13 +611,7 @@ fn a_peer_removed_behind_its_back_is_not_created_again_by_a_late_message() {
     c.partition(vec![vec![victim], others]);
     let r = admin(&c, change_peer(false, victim), LIMIT);
     assert_eq!(error_of(&r), None);
-    let region = r
-        .admin_response
-        .unwrap()
-        .change_peer
-        .unwrap()
-        .region
-        .unwrap();
+    let region = changed_region(r);
     let epoch = region.region_epoch.unwrap();
     c.heal();
     // Its next election asks the others, who tell it it is gone.
