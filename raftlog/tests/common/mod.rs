@@ -186,3 +186,135 @@ impl Oracle {
         Ok(())
     }
 }
+
+/// A generated batch item, before it is made concrete against the oracle's state (see
+/// [`concretize`]); the model test generates these with proptest, the `raftlog_ops` fuzz
+/// target from the fuzzer's bytes.
+#[derive(Debug, Clone)]
+pub enum GenItem {
+    /// stream, offset from last+1 (negative = conflicting overwrite), count, term bump
+    Append(u64, i8, u8, u8),
+    Put(u64, u8, u8),
+    Delete(u64, u8),
+    /// stream, offset from the first index
+    Compact(u64, u8),
+    Remove(u64),
+}
+
+/// One step of a model run.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Items, synced, and a bit mask of the streams whose entries skip the entry cache.
+    Write(Vec<GenItem>, bool, u8),
+    Purge,
+    Reopen,
+    Crash,
+}
+
+/// Streams the model runs use (`0..MODEL_STREAMS`) and the state keys they check.
+pub const MODEL_STREAMS: u64 = 4;
+
+pub fn model_keys() -> Vec<Vec<u8>> {
+    (0u8..3).map(|k| vec![k]).collect()
+}
+
+/// Turns generated items into concrete ones against the oracle's current state.
+pub fn concretize(oracle: &Oracle, items: &[GenItem], term: &mut u64, tag: &mut u8) -> Vec<Item> {
+    let mut shadow = oracle.clone();
+    let mut out = Vec::new();
+    for it in items {
+        let concrete = match *it {
+            GenItem::Append(s, d, n, t) => {
+                *term += u64::from(t);
+                *tag = tag.wrapping_add(1);
+                let next = shadow.last(s).map_or(1, |l| l + 1);
+                let first = (next as i64 + i64::from(d)).max(1) as u64;
+                let es: Vec<Entry> = (first..first + u64::from(n))
+                    .map(|i| Entry {
+                        index: i,
+                        term: *term,
+                        data: vec![*tag; (i % 5 * 37) as usize],
+                    })
+                    .collect();
+                Item::Append(s, es)
+            }
+            GenItem::Put(s, k, v) => Item::Put(s, vec![k], vec![v; 3]),
+            GenItem::Delete(s, k) => Item::Delete(s, vec![k]),
+            GenItem::Compact(s, k) => {
+                let first = shadow.streams.get(&s).map_or(1, |st| st.first);
+                Item::Compact(s, first + u64::from(k))
+            }
+            GenItem::Remove(s) => Item::Remove(s),
+        };
+        shadow.apply(std::slice::from_ref(&concrete));
+        out.push(concrete);
+    }
+    out
+}
+
+/// Runs `steps` against a store on the in-memory file system (block-aligned unbuffered
+/// writes if `direct`, the real-file default, else buffered ones) and the oracle, and
+/// checks after every step, and after a final reopen, that the store holds exactly the
+/// oracle's state. After a crash the store must hold the state of the last synced write or
+/// the latest one (unsynced batches survive whole or not at all).
+pub fn run_model(steps: &[Step], direct: bool) -> Result<(), String> {
+    let mut fs = MemFs::new();
+    fs.set_direct(direct);
+    let cfg = small_config();
+    let open = |fs: &MemFs| open_mem(fs, &cfg).map_err(|e| format!("open: {e}"));
+    let mut store = open(&fs)?;
+    let mut oracle = Oracle::default();
+    // What is durable: the oracle as of the last synced write.
+    let mut durable = Oracle::default();
+    let (mut term, mut tag) = (1u64, 0u8);
+    for (i, st) in steps.iter().enumerate() {
+        match st {
+            Step::Write(items, sync, skip) => {
+                let items = concretize(&oracle, items, &mut term, &mut tag);
+                let mut batch = Oracle::batch(&items);
+                for s in (0..MODEL_STREAMS).filter(|s| skip & (1 << s) != 0) {
+                    batch.skip_cache(s);
+                }
+                store
+                    .write(batch, *sync)
+                    .map_err(|e| format!("step {i}: write: {e}"))?;
+                oracle.apply(&items);
+                if *sync {
+                    durable = oracle.clone();
+                }
+            }
+            Step::Purge => {
+                // A purge syncs its rewrite, which makes earlier writes durable too only if
+                // it wrote something; the crash check allows both.
+                store.purge().map_err(|e| format!("step {i}: purge: {e}"))?;
+            }
+            Step::Reopen => {
+                drop(store);
+                store = open(&fs)?;
+                durable = oracle.clone();
+            }
+            Step::Crash => {
+                drop(store);
+                fs = fs.crash();
+                store = open(&fs)?;
+                // Resync the oracle to what the store holds.
+                if oracle.matches(&store, &model_keys()).is_ok() {
+                    durable = oracle.clone();
+                } else {
+                    durable
+                        .matches(&store, &model_keys())
+                        .map_err(|e| format!("step {i}: after crash: {e}"))?;
+                    oracle = durable.clone();
+                }
+            }
+        }
+        oracle
+            .matches(&store, &model_keys())
+            .map_err(|e| format!("step {i} ({st:?}): {e}"))?;
+    }
+    drop(store);
+    let store = open(&fs)?;
+    oracle
+        .matches(&store, &model_keys())
+        .map_err(|e| format!("final reopen: {e}"))
+}
