@@ -1483,15 +1483,14 @@ impl StoreLoop {
         })
     }
 
-    /// A store is alive while its messages arrive within two election timeouts.
     /// The leaderships this store handed away lately that the leader counts may not show
     /// yet, as (target store, what became of it) for [`count_move`]: one still being
     /// transferred is the target's, not this store's, and one that landed is the target's
     /// too until the target's heartbeats can include it. A store that went by the bare
     /// counts handed its in-flight leaderships away a second time, and whenever transfers
     /// took longer than a placement run the stores kept moving leaderships back and forth
-    /// for good (soaks: ~40 transfers a second). Records older than `keep` are dropped
-    /// (raft-rs gives a transfer up after an election timeout).
+    /// for good (the simulation in this file's tests shows both). Records older than `keep`
+    /// are dropped (raft-rs gives a transfer up after an election timeout).
     fn leader_moves_seen(&mut self, now: Instant, keep: Duration) -> Vec<(u64, MoveSeen)> {
         let mut out = Vec::new();
         let heartbeat = self.ctx.tick_interval * self.ctx.heartbeat_tick.max(1) as u32;
@@ -1529,6 +1528,7 @@ impl StoreLoop {
         out
     }
 
+    /// A store is alive while its messages arrive within two election timeouts.
     fn alive_for(&self) -> Duration {
         self.ctx.tick_interval * (2 * self.ctx.election_tick as u32)
     }
@@ -1604,12 +1604,10 @@ impl StoreLoop {
         }
         // Balancing moves at most one replica per run, so that the counts the next run sees
         // (from store heartbeats, every heartbeat tick) have caught up with it. Leaderships
-        // move faster while this store leads more than the average of the live stores (a
-        // split of one region into 64 leaves them all on one store): up to 4 per run, or a
-        // 16th of the excess, at most 64 (2,000 regions split on one store even out in ~70 s
-        // instead of ~330 s at 4 a run). A transfer takes one election round, well within
-        // a run, and each move updates the counts this run uses; other stores acting on
-        // counts a heartbeat old can overshoot by a few, which the next runs even out.
+        // move faster (see `leader_moves_due`); each move updates the counts this run uses,
+        // later runs count it until the target's heartbeats do (`count_move`), and other
+        // stores acting on counts a heartbeat old can overshoot by a few, which the next
+        // runs even out.
         let mut replica_moves = 1;
         let mine_now = leaders.get(&me).copied().unwrap_or(0);
         let live: Vec<u64> = candidates.iter().map(|(_, s, _)| *s).collect();
