@@ -338,6 +338,12 @@ fn read_conn(
             Ok(n) => {
                 c.peer.decoder.feed(buf.get(..n).unwrap_or_default());
                 taken += n;
+                // A short read emptied the socket: bytes that come later raise a new
+                // (edge-triggered) readiness event, so the read that would only say
+                // `WouldBlock` is not needed (one syscall per connection and round).
+                if n < buf.len() {
+                    c.readable = false;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
