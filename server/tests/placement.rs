@@ -418,6 +418,11 @@ fn an_offline_store_is_not_a_tombstone_while_a_region_lists_it() {
     });
     let r = submit_to_leader(&c, set_state(1, StoreState::Up));
     assert_eq!(error_of(&r), None);
+    // Until store 1 itself knows it is Up again, it hands away any leadership it gets ("this
+    // store is leaving"), a transfer to it below included.
+    wait_for("store 1 Up everywhere", Duration::from_secs(20), || {
+        (1..=3).all(|s| state(&store_list(&c, s), 1) == Some(StoreState::Up))
+    });
     // Region ["m", ..) led from another store than region 1 (the metadata's keeper, which
     // decides on tombstones): the store removing the replica learns that store 4 is
     // Offline from the keeper's heartbeats, later than the keeper.
