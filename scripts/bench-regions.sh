@@ -11,7 +11,10 @@
 # per put on this machine (from `nstat`, when installed: every request, answer and raft
 # message batch is at least one) and which stores lead the regions afterwards.
 #
-# SETTLE=N waits N seconds after the split (leader balance) before measuring.
+# After the split the script waits (up to BALANCE_WAIT seconds, default 120) until the
+# placement has evened out the leaderships (counts at most one apart: a split leaves every
+# new region led by the splitting store, and a run measured before the balance is done
+# measures one busy store), then SETTLE more seconds (default 0).
 # REPEAT=N runs the whole list N times in rotation and ends with the median ops/s of each
 # R and its ratio to the first R given: this machine's speed drifts by a third within
 # minutes, so compare medians of interleaved runs, never two runs apart in time.
@@ -25,6 +28,11 @@ TOTAL=${TOTAL:-100000}
 CONNS=${CONNS:-32}
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 segments() { if command -v nstat >/dev/null; then nstat -a 2>/dev/null | awk '$1 == "TcpOutSegs" {print $2}'; fi; }
+# Largest minus smallest number of regions led by a store (empty if unknown).
+leader_spread() {
+    "$BIN"/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
+        python3 -c 'import collections, json, sys; c = collections.Counter(r.get("leader_store_id", 0) for r in json.load(sys.stdin)["regions"]); v = [c.get(s, 0) for s in (1, 2, 3)]; print(max(v) - min(v) if 0 not in c else 99)' 2>/dev/null || true
+}
 results=$(mktemp)
 trap 'rm -f "$results"; scripts/local-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 regions=(${@:-1 16 64 256})
@@ -37,8 +45,15 @@ for rep in $(seq "${REPEAT:-1}"); do
         if [ "$r" -gt 1 ]; then
             "$BIN"/pontoon-bench --endpoints $EP split --regions "$r" --key-size 8 --key-space-size 100000 >/dev/null
         fi
-        # The placement spreads the new regions' leaderships over the stores within seconds;
-        # SETTLE=N waits N seconds for that before measuring (default 0: measure at once).
+        # The placement spreads the new regions' leaderships over the stores (4 a second
+        # at first: ~10 s for 64 regions, ~35 s for 256); wait for it.
+        waited=0
+        while [ "$r" -gt 1 ] && [ "$waited" -lt "${BALANCE_WAIT:-120}" ]; do
+            spread=$(leader_spread)
+            [ -n "$spread" ] && [ "$spread" -le 1 ] && break
+            sleep 1
+            waited=$((waited + 1))
+        done
         sleep "${SETTLE:-0}"
         pids=$(cat "$PONTOON_CLUSTER_DIR"/s*/pid)
         before=$(ticks $pids)
@@ -57,7 +72,7 @@ for rep in $(seq "${REPEAT:-1}"); do
         leaders=$("$BIN"/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
             python3 -c 'import collections, json, sys; c = collections.Counter(str(r.get("leader_store_id", 0)) for r in json.load(sys.stdin)["regions"]); print(",".join(f"s{k}:{v}" for k, v in sorted(c.items())))' 2>/dev/null || echo "?")
         [ -n "${VERBOSE:-}" ] && echo "$out"
-        echo "regions=$r conns=$CONNS ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / TOTAL )) tcp_segments_per_put=$segs leaders=$leaders"
+        echo "regions=$r conns=$CONNS waited_for_balance=${waited}s ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / TOTAL )) tcp_segments_per_put=$segs leaders=$leaders"
         echo "$r ${ops%.*}" >> "$results"
     done
 done
