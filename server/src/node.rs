@@ -2967,7 +2967,7 @@ fn leader_moves_due(mine: u64, average: u64, fewest: u64) -> usize {
     excess.min((excess / 16).clamp(4, 64)).max(1) as usize
 }
 
-/// A leadership the placement handed away (see `StoreLoop::count_leader_moves`).
+/// A leadership the placement handed away (see `StoreLoop::leader_moves_seen`).
 #[derive(Debug, Clone, Copy)]
 struct LeaderMove {
     at: Instant,
@@ -2990,21 +2990,20 @@ enum MoveSeen {
 /// Corrects the leader counts `leaders` (this store's current, the others' as last
 /// reported) for one move from store `me` to store `to`.
 fn count_move(leaders: &mut IdMap<u64>, me: u64, to: u64, seen: MoveSeen) {
-    let shift = match seen {
-        MoveSeen::InFlight => true,
-        MoveSeen::Landed { in_target_count } => {
-            if !in_target_count {
-                *leaders.entry(to).or_insert(0) += 1;
+    match seen {
+        MoveSeen::InFlight => {
+            if let Some(n) = leaders.get_mut(&me) {
+                *n = n.saturating_sub(1);
             }
-            false
+            *leaders.entry(to).or_insert(0) += 1;
         }
-        MoveSeen::Abandoned => false,
-    };
-    if shift {
-        if let Some(n) = leaders.get_mut(&me) {
-            *n = n.saturating_sub(1);
+        MoveSeen::Landed {
+            in_target_count: false,
+        } => *leaders.entry(to).or_insert(0) += 1,
+        MoveSeen::Landed {
+            in_target_count: true,
         }
-        *leaders.entry(to).or_insert(0) += 1;
+        | MoveSeen::Abandoned => {}
     }
 }
 
