@@ -286,7 +286,10 @@ impl Engine {
             last_seq: AtomicU64::new(rec.flushed_seq),
             flushed_seq: AtomicU64::new(rec.flushed_seq),
             sv: RwLock::new(Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(opts.memtable_filter_bytes())),
+                mem: Arc::new(MemTable::new(
+                    opts.memtable_filter_bytes(),
+                    opts.memtable_index_slots(),
+                )),
                 imms: Vec::new(),
                 version: Arc::new(version),
             })),
@@ -786,7 +789,10 @@ impl Inner {
         imms.push(sv.mem.clone());
         imms.extend(sv.imms.iter().cloned());
         *sv = Arc::new(SuperVersion {
-            mem: Arc::new(MemTable::new(self.opts.memtable_filter_bytes())),
+            mem: Arc::new(MemTable::new(
+                self.opts.memtable_filter_bytes(),
+                self.opts.memtable_index_slots(),
+            )),
             imms,
             version: sv.version.clone(),
         });

@@ -12,6 +12,13 @@ pub struct Options {
     /// never saw the key) takes `write_buffer_size / memtable_filter_ratio` bytes; 0 disables
     /// it. Default: 32 (2 MiB for a 64 MiB memtable).
     pub memtable_filter_ratio: usize,
+    /// The memtable's index (a table of pointers, by key hash, to the newest entry of the
+    /// keys written lately: a read of such a key's newest version skips the skiplist search)
+    /// takes `write_buffer_size / memtable_index_ratio` bytes; 0 disables it. Every put
+    /// reads its key's previous version (etcd's `version` and `create_revision`), and a key
+    /// written before is usually still there. Default: 32 (2 MiB, 262,144 slots, for a
+    /// 64 MiB memtable).
+    pub memtable_index_ratio: usize,
     /// Immutable memtables allowed to wait for flush before writers stall. Default: 2.
     pub max_immutable_memtables: usize,
     /// Number of L0 files that triggers an L0 -> L1 compaction. Default: 4.
@@ -47,6 +54,7 @@ impl Default for Options {
         Options {
             write_buffer_size: 64 << 20,
             memtable_filter_ratio: 32,
+            memtable_index_ratio: 32,
             max_immutable_memtables: 2,
             l0_compaction_trigger: 4,
             l0_slowdown_trigger: 20,
@@ -70,6 +78,14 @@ impl Options {
         match self.memtable_filter_ratio {
             0 => 0,
             r => self.write_buffer_size / r,
+        }
+    }
+
+    /// Slots of each memtable's index (0: none).
+    pub(crate) fn memtable_index_slots(&self) -> usize {
+        match self.memtable_index_ratio {
+            0 => 0,
+            r => self.write_buffer_size / r / std::mem::size_of::<usize>(),
         }
     }
 

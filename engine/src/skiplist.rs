@@ -14,7 +14,8 @@
 //! Node layout (8-aligned, inside a node-arena chunk):
 //!
 //! ```text
-//! trailer u64 | cf u32 | height u32 | key_len u32 | value_len u32 | value ptr   (header)
+//! trailer u64 | cf u32 | height u32 | key_len u32 | value_len u32 | value ptr | prev ptr
+//!                                                                               (header)
 //! next[0] .. next[height-1]   AtomicPtr<Node>, level 0 first
 //! key bytes
 //! ```
@@ -31,12 +32,22 @@
 //! with what its walk loaded and never loads a link it walked past again: a newer entry may
 //! have been linked there since (a seek that did so returned versions newer than the
 //! snapshot it served).
+//!
+//! The newest-entry index: every put first reads its key's newest version (etcd's
+//! `version` and `create_revision`), a search of a dozen or more dependent cache misses. A
+//! set-associative table by key hash ([`NewestIndex`], one cache line per bucket) points at
+//! the newest entry of each key written lately, so such a read loads a bucket line and the
+//! entry. The insert that follows a key's read uses the same entry: a new newest version
+//! goes right before the previous one, and when its tower is one link tall (half of them)
+//! its only predecessor is the previous one's level-0 predecessor, which every node keeps
+//! (`prev`, written and read by the writer only): no search at all. Memtable point reads:
+//! `readrandom_memtable/pontoon` 870 ns -> 490-640 ns (criterion, 200K keys).
 
 use std::alloc::{self, Layout};
 use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 
 use parking_lot::Mutex;
 
@@ -54,6 +65,10 @@ struct Node {
     value_len: u32,
     /// The value's bytes, in the list's value arena.
     value: *const u8,
+    /// The node before this one on level 0 (the head for the first). Only the writer reads
+    /// and writes it: an insert right before a key's newest entry (found in the index)
+    /// needs no search when its tower is one link tall.
+    prev: AtomicPtr<Node>,
 }
 
 const HEADER: usize = std::mem::size_of::<Node>();
@@ -348,9 +363,14 @@ pub(crate) struct SkipList {
     head: NonNull<Node>,
     /// Height of the tallest tower linked (1 when empty).
     height: AtomicUsize,
+    /// The newest entry of recently written keys (see [`SkipList::newest`]).
+    index: NewestIndex,
     /// Entries linked (tests check scans against it).
     #[cfg(test)]
     len: AtomicUsize,
+    /// Inserts that took their place from the index instead of a search.
+    #[cfg(test)]
+    pub(crate) placed_by_index: AtomicUsize,
     writer: Mutex<Writer>,
 }
 
@@ -362,8 +382,98 @@ unsafe impl Sync for SkipList {}
 // SAFETY: the arena's chunks are plain memory owned by it.
 unsafe impl Send for Arena {}
 
+/// Entries per index bucket: one cache line.
+const WAYS: usize = 8;
+
+/// One cache line of index entries: `tag << 48 | node address` (0: empty), `tag` 16 bits of
+/// the key's hash that did not choose the bucket.
+#[repr(align(64))]
+struct Bucket([AtomicU64; WAYS]);
+
+/// Node addresses fit in 48 bits on the platforms we run on; a node above that is simply
+/// not indexed.
+const ADDR_BITS: u32 = 48;
+const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
+
+/// A set-associative table from keys to the newest entry of each in the list: a read of a
+/// key written lately loads one line of it and the entry, instead of a search's dozen
+/// cache misses. It holds at most one entry per key, and only ever the key's newest entry
+/// (see [`Indexing`]); a key without one is unknown, not absent. Only the list's writer
+/// stores to it.
+struct NewestIndex {
+    buckets: Box<[Bucket]>,
+}
+
+impl NewestIndex {
+    /// An index of about `slots` entries (0: none).
+    fn new(slots: usize) -> NewestIndex {
+        let n = if slots == 0 {
+            0
+        } else {
+            slots.div_ceil(WAYS).next_power_of_two()
+        };
+        NewestIndex {
+            buckets: (0..n)
+                .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    /// The bucket of a key and its tag. The memtable filter takes the hash's high half for
+    /// its line; the bucket comes from the low bits, with the column family mixed in.
+    #[inline]
+    fn locate(&self, hash: u64, cf: u32) -> Option<(&Bucket, u64)> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let h = hash ^ u64::from(cf).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let b = &self.buckets[(h as usize) & (self.buckets.len() - 1)];
+        Some((b, (h >> ADDR_BITS) << ADDR_BITS))
+    }
+
+    /// The way of `bucket` that holds an entry of `(cf, key)`, and that entry's node.
+    ///
+    /// # Safety
+    /// Every non-empty entry of `bucket` points at a published node that outlives the call.
+    #[inline]
+    unsafe fn find(bucket: &Bucket, tag: u64, cf: u32, key: &[u8]) -> Option<(usize, *mut Node)> {
+        for (way, e) in bucket.0.iter().enumerate() {
+            let v = e.load(AtomicOrdering::Acquire);
+            if v == 0 || v & !ADDR_MASK != tag {
+                continue;
+            }
+            let node = (v & ADDR_MASK) as usize as *mut Node;
+            // SAFETY: caller's contract.
+            if unsafe { (*node).cf == cf && cmp_keys(Node::key(node), key).is_eq() } {
+                return Some((way, node));
+            }
+        }
+        None
+    }
+}
+
+/// How an insert maintains the index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Indexing {
+    /// Not at all (tests of the list alone).
+    #[cfg(test)]
+    None,
+    /// The entry is the newest of its key (the engine's writes: every batch has sequence
+    /// numbers above all that the memtable holds): its slot points at it.
+    Newest(u64),
+    /// The entry may be older than one already in the list (an in-place write settling at
+    /// its earlier sequence): it takes its slot only from an older entry of its own key.
+    IfNewer(u64),
+}
+
 impl SkipList {
+    #[cfg(test)]
     pub(crate) fn new() -> SkipList {
+        SkipList::with_index(0)
+    }
+
+    /// A list whose index has about `slots` entries (0: no index).
+    pub(crate) fn with_index(slots: usize) -> SkipList {
         let mut arena = Arena::new();
         let size = HEADER + MAX_HEIGHT * LINK;
         let head = arena.alloc(size, LINE).cast::<Node>();
@@ -378,6 +488,7 @@ impl SkipList {
                     key_len: 0,
                     value_len: 0,
                     value: ptr::NonNull::dangling().as_ptr(),
+                    prev: AtomicPtr::new(ptr::null_mut()),
                 },
             );
         }
@@ -385,8 +496,11 @@ impl SkipList {
             // SAFETY: `alloc` never returns null.
             head: unsafe { NonNull::new_unchecked(head) },
             height: AtomicUsize::new(1),
+            index: NewestIndex::new(slots),
             #[cfg(test)]
             len: AtomicUsize::new(0),
+            #[cfg(test)]
+            placed_by_index: AtomicUsize::new(0),
             writer: Mutex::new(Writer {
                 arena,
                 values: Arena::new(),
@@ -456,6 +570,31 @@ impl SkipList {
         }
     }
 
+    /// The newest entry of `key` in `cf` (`hash` is the hash the writer gave with it) if the
+    /// index knows it and its sequence is at most that of `trailer`; `None` means unknown
+    /// (search the list), not absent.
+    ///
+    /// An index slot only ever points at the newest entry of its key that the list holds
+    /// (see [`Indexing`]); a slot of another key, or of an entry newer than the read, says
+    /// nothing. Why an entry found here is the read's answer: the writer points the slot at
+    /// an entry after linking it, and the engine publishes a batch's sequence (release)
+    /// after inserting it; a reader loaded the sequence it reads at (acquire) before this
+    /// load, so every entry of the key at or below that sequence had its slot store
+    /// happen-before, and the slot shows that entry or a later store (a newer entry of the
+    /// key, which fails the sequence check, or another key's).
+    pub(crate) fn newest(&self, cf: u32, key: &[u8], hash: u64, trailer: u64) -> Option<Entry<'_>> {
+        let (bucket, tag) = self.index.locate(hash, cf)?;
+        // SAFETY: index entries point at published nodes of this list, which live as long
+        // as it.
+        let (_, node) = unsafe { NewestIndex::find(bucket, tag, cf, key) }?;
+        // SAFETY: as above.
+        if unsafe { (*node).trailer } <= trailer {
+            Entry::new(node)
+        } else {
+            None
+        }
+    }
+
     /// The first entry.
     pub(crate) fn first(&self) -> Option<Entry<'_>> {
         // SAFETY: the head is initialised with every level.
@@ -467,7 +606,14 @@ impl SkipList {
     ///
     /// # Panics
     /// If the key or the value is 4 GiB or longer (the engine rejects such writes).
-    pub(crate) fn insert(&self, cf: u32, key: &[u8], trailer: u64, value: &[u8]) {
+    pub(crate) fn insert(
+        &self,
+        cf: u32,
+        key: &[u8],
+        trailer: u64,
+        value: &[u8],
+        indexing: Indexing,
+    ) {
         let (Ok(key_len), Ok(value_len)) = (u32::try_from(key.len()), u32::try_from(value.len()))
         else {
             panic!(
@@ -478,6 +624,21 @@ impl SkipList {
         };
         let mut w = self.writer.lock();
         let height = w.random_height();
+        let (hash, newest) = match indexing {
+            #[cfg(test)]
+            Indexing::None => (0, false),
+            Indexing::Newest(h) => (h, true),
+            Indexing::IfNewer(h) => (h, false),
+        };
+        let located = match indexing {
+            #[cfg(test)]
+            Indexing::None => None,
+            _ => self.index.locate(hash, cf),
+        };
+        // SAFETY: index entries point at published nodes of this list; only this writer
+        // (holding the mutex) stores to the index.
+        let found =
+            located.and_then(|(bucket, tag)| unsafe { NewestIndex::find(bucket, tag, cf, key) });
         let links = HEADER + height * LINK;
         let size = (links + key.len()).next_multiple_of(8);
         let node = w
@@ -501,14 +662,36 @@ impl SkipList {
                     key_len,
                     value_len,
                     value: vptr,
+                    prev: AtomicPtr::new(ptr::null_mut()),
                 },
             );
             ptr::copy_nonoverlapping(key.as_ptr(), node.cast::<u8>().add(links), key.len());
             ptr::copy_nonoverlapping(value.as_ptr(), vptr, value.len());
         }
-        let probe = Probe { cf, key, trailer };
         let mut preds = [self.head.as_ptr(); MAX_HEIGHT];
-        self.find(Some(&probe), &mut preds);
+        // The newest entry of a key goes right before the key's previous newest one: with a
+        // one-link tower, its only predecessor is that entry's.
+        let before = match found {
+            // SAFETY: `x` is a published node; its `prev` is maintained by this writer.
+            Some((_, x)) if newest && height == 1 => {
+                let p = unsafe { (*x).prev.load(AtomicOrdering::Relaxed) };
+                // SAFETY: `p` is the head or a published node (set below for every link).
+                (!p.is_null() && unsafe { Node::link(p, 0) }.load(AtomicOrdering::Relaxed) == x)
+                    .then_some(p)
+            }
+            _ => None,
+        };
+        match before {
+            Some(p) => {
+                preds[0] = p;
+                #[cfg(test)]
+                self.placed_by_index.fetch_add(1, AtomicOrdering::Relaxed);
+            }
+            None => {
+                let probe = Probe { cf, key, trailer };
+                self.find(Some(&probe), &mut preds);
+            }
+        }
         // Levels above the list's height keep the head as their predecessor. Readers that
         // see the new height before the head links there find a null link and descend.
         if height > self.height.load(AtomicOrdering::Relaxed) {
@@ -520,9 +703,43 @@ impl SkipList {
             unsafe {
                 let next = Node::link(pred, level).load(AtomicOrdering::Relaxed);
                 Node::link(node, level).store(next, AtomicOrdering::Relaxed);
+                if level == 0 {
+                    (*node).prev.store(pred, AtomicOrdering::Relaxed);
+                    if !next.is_null() {
+                        (*next).prev.store(node, AtomicOrdering::Relaxed);
+                    }
+                }
                 Node::link(pred, level).store(node, AtomicOrdering::Release);
             }
         }
+        if let Some((bucket, tag)) = located {
+            let addr = node as usize as u64;
+            let entry = (addr & !ADDR_MASK == 0).then_some(tag | addr);
+            let way = match found {
+                // SAFETY: as above.
+                Some((way, old)) if newest || unsafe { (*old).trailer } < trailer => Some(way),
+                Some(_) => None,
+                None if newest && entry.is_some() => {
+                    // An empty way, else one chosen by the new node's tower height and
+                    // address (no state to keep, spread enough).
+                    let empty = bucket
+                        .0
+                        .iter()
+                        .position(|e| e.load(AtomicOrdering::Relaxed) == 0);
+                    Some(empty.unwrap_or((addr as usize >> 3).wrapping_add(height) % WAYS))
+                }
+                None => None,
+            };
+            if let Some(way) = way {
+                // A node the index cannot address still replaces the key's older entry.
+                bucket.0[way].store(entry.unwrap_or(0), AtomicOrdering::Release);
+            }
+        }
+        self.count_insert();
+    }
+
+    #[inline]
+    fn count_insert(&self) {
         // Release: whoever sees the new length sees the node linked.
         #[cfg(test)]
         self.len.fetch_add(1, AtomicOrdering::Release);
@@ -623,7 +840,7 @@ mod tests {
             let trailer = (i << 8) | (r >> 60);
             // Values of 0..600 bytes, a few of them larger than a line.
             let value = vec![(i % 251) as u8; (r >> 20) as usize % 600];
-            l.insert(cf, &key, trailer, &value);
+            l.insert(cf, &key, trailer, &value, Indexing::None);
             model.insert((cf, key, std::cmp::Reverse(trailer)), value);
         }
         assert_eq!(l.len(), model.len());
@@ -750,7 +967,7 @@ mod tests {
             for (seq, &(cf, i)) in order.iter().enumerate() {
                 let trailer = (seq as u64) << 8;
                 let value = i.to_le_bytes().to_vec();
-                l.insert(cf, &key(i), trailer, &value);
+                l.insert(cf, &key(i), trailer, &value, Indexing::None);
                 model.insert((cf, key(i), std::cmp::Reverse(trailer)), value);
             }
             check_levels(&l);
@@ -772,9 +989,9 @@ mod tests {
     fn large_entries_get_chunks_of_their_own() {
         let l = SkipList::new();
         let big = vec![9u8; MAX_CHUNK];
-        l.insert(0, b"b", 1, b"small");
-        l.insert(0, b"a", 2, &big);
-        l.insert(0, b"c", 3, b"small too");
+        l.insert(0, b"b", 1, b"small", Indexing::None);
+        l.insert(0, b"a", 2, &big, Indexing::None);
+        l.insert(0, b"c", 3, b"small too", Indexing::None);
         let a = l.first().unwrap();
         assert_eq!((a.user_key(), a.value().len()), (&b"a"[..], MAX_CHUNK));
         assert!(a.value().iter().all(|&b| b == 9));
@@ -788,9 +1005,9 @@ mod tests {
         // Larger than the first chunks, smaller than what gets a chunk of its own.
         let l = SkipList::new();
         let mid = vec![5u8; 3 * FIRST_CHUNK];
-        l.insert(0, b"m", 1, &mid);
-        l.insert(0, &[b'k'; 2 * FIRST_CHUNK], 2, b"long key");
-        l.insert(0, b"z", 3, b"after");
+        l.insert(0, b"m", 1, &mid, Indexing::None);
+        l.insert(0, &[b'k'; 2 * FIRST_CHUNK], 2, b"long key", Indexing::None);
+        l.insert(0, b"z", 3, b"after", Indexing::None);
         let e = l.first().unwrap();
         assert_eq!(e.user_key(), &[b'k'; 2 * FIRST_CHUNK][..]);
         let m = e.next().unwrap();
@@ -813,9 +1030,15 @@ mod tests {
                     for i in 1..=VERSIONS {
                         // Other keys around it, so that towers and links keep changing.
                         for _ in 0..3 {
-                            l.insert(0, &rng(&mut seed).to_be_bytes(), i << 8 | 1, b"v");
+                            l.insert(
+                                0,
+                                &rng(&mut seed).to_be_bytes(),
+                                i << 8 | 1,
+                                b"v",
+                                Indexing::None,
+                            );
                         }
-                        l.insert(3, b"apply", i << 8 | 1, &i.to_le_bytes());
+                        l.insert(3, b"apply", i << 8 | 1, &i.to_le_bytes(), Indexing::None);
                         published.store(i, AtomicOrdering::Release);
                     }
                 });
@@ -875,7 +1098,7 @@ mod tests {
         let mut seed = 99u64;
         for i in 0..50_000u64 {
             let key = rng(&mut seed).to_be_bytes();
-            l.insert(1, &key, i << 8, &key);
+            l.insert(1, &key, i << 8, &key, Indexing::None);
         }
         done.store(true, AtomicOrdering::Release);
         for r in readers {
