@@ -45,8 +45,8 @@ for rep in $(seq "${REPEAT:-1}"); do
         if [ "$r" -gt 1 ]; then
             "$BIN"/pontoon-bench --endpoints $EP split --regions "$r" --key-size 8 --key-space-size 100000 >/dev/null
         fi
-        # The placement spreads the new regions' leaderships over the stores (4 a second
-        # at first: ~10 s for 64 regions, ~35 s for 256); wait for it.
+        # The placement spreads the new regions' leaderships over the stores (half the
+        # excess a second: ~4 s for 64 regions, ~7 s for 256); wait for it.
         waited=0
         while [ "$r" -gt 1 ] && [ "$waited" -lt "${BALANCE_WAIT:-120}" ]; do
             spread=$(leader_spread)
