@@ -16,8 +16,9 @@
 # new region led by the splitting store, and a run measured before the balance is done
 # measures one busy store), then SETTLE more seconds (default 0).
 # REPEAT=N runs the whole list N times in rotation and ends with the median ops/s of each
-# R and its ratio to the first R given: this machine's speed drifts by a third within
-# minutes, so compare medians of interleaved runs, never two runs apart in time.
+# R and its ratio to the first R given, and the median of the ratios within each
+# repetition: this machine's speed drifts by a third within minutes, so compare
+# interleaved runs, never two runs apart in time.
 # Needs a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,9 +84,16 @@ runs = {}
 for line in open(sys.argv[1]):
     r, ops = line.split()
     runs.setdefault(r, []).append(int(ops))
-base = statistics.median(runs[sys.argv[2]])
+first = runs[sys.argv[2]]
+base = statistics.median(first)
 for r, v in runs.items():
     m = statistics.median(v)
-    print(f"regions={r} median ops/s={m:.0f} ({len(v)} runs: {' / '.join(map(str, v))}) vs {sys.argv[2]} region(s): {m / base:.2f}x")
+    line = f"regions={r} median ops/s={m:.0f} ({len(v)} runs: {' / '.join(map(str, v))}) vs {sys.argv[2]} region(s): {m / base:.2f}x"
+    if r != sys.argv[2]:
+        # Each repetition's runs follow each other within a minute or two; the machine's
+        # speed drifts over longer spans, so the ratios within repetitions scatter less.
+        pairs = [x / y for x, y in zip(v, first)]
+        line += f"; per repetition {' / '.join(f'{p:.2f}' for p in pairs)}, median {statistics.median(pairs):.2f}x"
+    print(line)
 PY
 fi
