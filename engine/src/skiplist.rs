@@ -602,7 +602,8 @@ impl SkipList {
     }
 
     /// Inserts an entry. Entries are never equal in the engine (every operation has its own
-    /// sequence number); an equal one would be placed before the existing one.
+    /// sequence number); an equal one would be placed before the existing one. `indexing`
+    /// says whether the entry is its key's newest (see [`Indexing`]).
     ///
     /// # Panics
     /// If the key or the value is 4 GiB or longer (the engine rejects such writes).
