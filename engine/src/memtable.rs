@@ -145,7 +145,8 @@ pub(crate) struct MemTable {
 }
 
 impl MemTable {
-    /// An empty memtable with a key filter of about `filter_bytes` (0: no filter).
+    /// An empty memtable with a key filter of about `filter_bytes` (0: no filter) and a
+    /// newest-entry index of about `index_slots` entries (0: none).
     pub(crate) fn new(filter_bytes: usize, index_slots: usize) -> MemTable {
         MemTable {
             list: SkipList::with_index(index_slots),
