@@ -625,16 +625,11 @@ impl SkipList {
         };
         let mut w = self.writer.lock();
         let height = w.random_height();
-        let (hash, newest) = match indexing {
-            #[cfg(test)]
-            Indexing::None => (0, false),
-            Indexing::Newest(h) => (h, true),
-            Indexing::IfNewer(h) => (h, false),
-        };
+        let newest = matches!(indexing, Indexing::Newest(_));
         let located = match indexing {
             #[cfg(test)]
             Indexing::None => None,
-            _ => self.index.locate(hash, cf),
+            Indexing::Newest(hash) | Indexing::IfNewer(hash) => self.index.locate(hash, cf),
         };
         // SAFETY: index entries point at published nodes of this list; only this writer
         // (holding the mutex) stores to the index.
@@ -736,11 +731,6 @@ impl SkipList {
                 bucket.0[way].store(entry.unwrap_or(0), AtomicOrdering::Release);
             }
         }
-        self.count_insert();
-    }
-
-    #[inline]
-    fn count_insert(&self) {
         // Release: whoever sees the new length sees the node linked.
         #[cfg(test)]
         self.len.fetch_add(1, AtomicOrdering::Release);
