@@ -6,7 +6,7 @@
 //! Why not a general concurrent map: a put inserts into a memtable of ~10^5 entries at a
 //! random place, so an insert is a chain of dependent cache and TLB misses, one per node
 //! visited. Here a node (header, links and key) is one bump allocation in an arena that
-//! holds nothing else, so the nodes a search visits sit close together in few (huge)
+//! holds nothing else, so the nodes a search visits sit close together in few
 //! pages, and what a search reads of a node — header, low links, first bytes of the key —
 //! shares one cache line. Values live in a second arena: only reads and flushes touch
 //! them. No node carries a reference count or a deferred free.
@@ -228,15 +228,20 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// Bump allocator of chunks that double from 16 KiB to 2 MiB; 2 MiB chunks are aligned to
-/// 2 MiB and advised as huge pages (transparent huge pages in `madvise` mode), so that a
-/// memtable's nodes need a handful of TLB entries. Only the writer touches it.
+/// Bump allocator of chunks that double from 16 KiB to 2 MiB, on ordinary pages. Only the
+/// writer touches it.
 ///
-/// The advice rarely takes effect: the global allocator (mimalloc) mostly hands back memory
-/// it has used before, already on small pages (a single store at C=64 shows ~2 MiB of
-/// `AnonHugePages`). Mapping chunks ourselves so that they fault in as huge pages was
-/// measured and is worse: each 2 MiB fault zeroes the whole page inside a put, p99 went
-/// from ~1.5 ms to ~5.4 ms and throughput fell ~5%.
+/// Transparent huge pages were tried and are not used. The store binary's allocator
+/// (mimalloc, built with `no_thp`) turns them off for the whole process
+/// (`prctl(PR_SET_THP_DISABLE)`), so advice on chunks it hands out is ignored there: a store
+/// showed 0-2 MiB of `AnonHugePages` after 100K puts. With THP allowed again and 2 MiB chunks
+/// mapped and advised by the arena itself (32 MiB of `AnonHugePages` per store), each first
+/// touch of a chunk faults in and zeroes 2 MiB inside a put: three stores, 64 regions, 256
+/// clients went from p99 4.3-4.8 ms to 11-19 ms, no faster. In the engine benchmarks (glibc
+/// malloc, where the advice took effect) `fillrandom`, `readrandom_memtable` and
+/// `readrandom_memtable_miss` showed no difference between huge and small pages beyond
+/// their run-to-run noise: on this VM TLB misses of a 64 MiB memtable's searches cost
+/// little next to their cache misses.
 struct Arena {
     chunks: Vec<(NonNull<u8>, Layout)>,
     /// Current chunk, bytes used of it, and its size.
@@ -249,7 +254,6 @@ struct Arena {
 
 const FIRST_CHUNK: usize = 16 << 10;
 const MAX_CHUNK: usize = 2 << 20;
-const HUGE: usize = 2 << 20;
 const LINE: usize = 64;
 
 impl Arena {
@@ -264,8 +268,7 @@ impl Arena {
     }
 
     fn chunk(&mut self, size: usize) -> *mut u8 {
-        let align = if size >= HUGE { HUGE } else { LINE };
-        let layout = match Layout::from_size_align(size, align) {
+        let layout = match Layout::from_size_align(size, LINE) {
             Ok(l) => l,
             // Only for sizes near isize::MAX, which no batch can carry.
             Err(_) => panic!("memtable entry of {size} bytes"),
@@ -275,10 +278,6 @@ impl Arena {
         let Some(p) = NonNull::new(p) else {
             alloc::handle_alloc_error(layout)
         };
-        if size >= HUGE {
-            // SAFETY: advice on memory this arena owns; failure only means small pages.
-            unsafe { libc::madvise(p.as_ptr().cast(), size, libc::MADV_HUGEPAGE) };
-        }
         self.chunks.push((p, layout));
         p.as_ptr()
     }

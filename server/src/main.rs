@@ -13,7 +13,8 @@ use pontoon_server::server::{Server, ServerConfig};
 /// messages, raft entries) across threads; glibc malloc took a fifth of the CPU of a
 /// replicated put load, mimalloc a fraction of that. It is built without transparent huge
 /// pages (`no_thp` in the workspace manifest): with them, zeroing freshly faulted 2 MiB
-/// pages took another fifth of the CPU.
+/// pages took another fifth of the CPU. `no_thp` turns them off for the whole process
+/// (`prctl(PR_SET_THP_DISABLE)`), not only for mimalloc's heap.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
