@@ -156,6 +156,8 @@ pub(crate) struct Peer {
     /// Proposed writes in log order: (index, term, reply).
     pending_writes: VecDeque<(u64, u64, Reply)>,
     pending_reads: VecDeque<PendingRead>,
+    /// Counter part of the next read-index request's context (see [`Peer::read_ctx`]);
+    /// starts from the clock, so that it does not repeat across this peer's restarts.
     next_read_ctx: u64,
     /// `(engine sequence, applied index, applied term)` of apply writes, oldest first: once
     /// the engine has flushed a sequence, the raft log up to that index is no longer needed
@@ -402,7 +404,9 @@ impl Peer {
             apply,
             pending_writes: VecDeque::new(),
             pending_reads: VecDeque::new(),
-            next_read_ctx: 1,
+            next_read_ctx: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
             flush_marks: VecDeque::new(),
             compact_target: 0,
             compact_proposed: 0,
@@ -605,8 +609,7 @@ impl Peer {
                 self.respond(ctx, reply, RaftCmdResponse::default().with_error(e));
                 return;
             }
-            let rctx = self.next_read_ctx.to_le_bytes().to_vec();
-            self.next_read_ctx += 1;
+            let rctx = self.read_ctx();
             self.pending_reads.push_back(PendingRead {
                 ctx: rctx,
                 req,
@@ -676,6 +679,22 @@ impl Peer {
                 r.index = Some(rs.index);
             }
         }
+    }
+
+    /// A context for a new read-index request: this peer's id, then a counter. The leader
+    /// keys the pending requests of all replicas by their contexts, and raft-rs drops a
+    /// request whose context is already pending there: contexts counted per replica alone
+    /// (each from 1) collided whenever two replicas read at once, and all but one of the
+    /// reads waited out the read-index timeout. The counter starts from the clock (see
+    /// `next_read_ctx`) so that a restarted peer does not reuse the context of a request
+    /// still pending from before the restart, whose answer (an older read index) it would
+    /// take for its own.
+    fn read_ctx(&mut self) -> Vec<u8> {
+        let mut ctx = Vec::with_capacity(16);
+        ctx.extend_from_slice(&self.raw.raft.id.to_le_bytes());
+        ctx.extend_from_slice(&self.next_read_ctx.to_le_bytes());
+        self.next_read_ctx = self.next_read_ctx.wrapping_add(1);
+        ctx
     }
 
     /// Hands waiting reads to raft once the leader can answer them.

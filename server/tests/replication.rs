@@ -557,6 +557,57 @@ fn a_follower_serves_linearizable_reads_that_see_every_acknowledged_write() {
     }
 }
 
+/// Linearizable reads handed to every replica of a region at once each get their own read
+/// index. The leader keys pending read-index requests by their context; contexts that were
+/// only unique per replica (every replica counting from 1) collided there, and raft-rs
+/// drops a request whose context is already pending, so all but one of the simultaneous
+/// reads waited out the read-index timeout ("read index timed out; retry").
+#[test]
+fn simultaneous_linearizable_reads_on_every_replica_all_get_answered() {
+    let c = Cluster::start(ClusterConfig::new(3));
+    let leader = c.wait_leader(LIMIT);
+    // Every replica knows the leader (followers forward their read index requests to it).
+    let deadline = Instant::now() + LIMIT;
+    for id in c.ids() {
+        while c
+            .node(id)
+            .unwrap()
+            .status()
+            .leader
+            .load(std::sync::atomic::Ordering::Acquire)
+            != leader
+        {
+            assert!(
+                Instant::now() < deadline,
+                "store {id} never learned the leader"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    assert_eq!(error_of(&c.request(leader, put(b"x", b"1"))), None);
+    for round in 0..20 {
+        // All three submitted before any answer comes back.
+        let waiting: Vec<_> = c
+            .ids()
+            .into_iter()
+            .map(|id| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let req = RaftCmdRequest {
+                    requests: vec![get(b"x")],
+                    ..Default::default()
+                };
+                assert!(c.node(id).unwrap().submit(req, tx));
+                (id, rx)
+            })
+            .collect();
+        for (id, rx) in waiting {
+            let r = rx.blocking_recv().unwrap();
+            assert_eq!(error_of(&r), None, "round {round}, store {id}: {r:?}");
+            assert_eq!(r.responses[0].get.as_ref().unwrap().value, b"1");
+        }
+    }
+}
+
 /// With an inbound budget of one byte, a store loop takes a raft message only while none
 /// waits: every other one arriving meanwhile is dropped. Raft resends, so the cluster still
 /// elects, replicates and answers, and every store ends up with every write.
