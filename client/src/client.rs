@@ -1189,6 +1189,36 @@ impl Client {
         })
     }
 
+    /// Whether endpoint number `i` serves a linearizable read now, as `etcdctl endpoint
+    /// health` judges a member; returns how long the check took.
+    ///
+    /// The check reads the key `health` from that store alone (no retry elsewhere, no
+    /// routing to the region's leader): its replica of the region holding the key answers
+    /// through raft (the read index from the region's leader, then its own apply), so the
+    /// check fails when the store is down or unreachable, cut off from the region's leader,
+    /// or the region has no leader. A store that holds no replica of that region (a cluster
+    /// of more stores than `max_peer_count`) answers `RegionNotFound`; the read then goes
+    /// to the region through the usual routing, and the result says that the store answers
+    /// and the cluster serves the key.
+    pub async fn endpoint_health(&self, i: usize) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let timeout = self.inner.opts.request_timeout;
+        let conn = tokio::time::timeout(timeout, self.connection(i))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        let req = command(range_request(HEALTH_KEY, &RangeOptions::default()));
+        let left = timeout.saturating_sub(start.elapsed());
+        let mut resp = conn.call(&req, left).await?;
+        match resp.header.as_mut().and_then(|h| h.error.take()) {
+            None => Ok(start.elapsed()),
+            Some(e) if e.region_not_found.is_some() => {
+                self.get(HEALTH_KEY).await?;
+                Ok(start.elapsed())
+            }
+            Some(e) => Err(Error::Region(Box::new(e))),
+        }
+    }
+
     /// The region's members as one store knows them (admin command `Status`, answered
     /// locally by any member; retried on other endpoints if one is down).
     pub async fn member_list(&self) -> Result<MemberList, Error> {
@@ -1335,6 +1365,9 @@ pub fn range_request(key: &[u8], opts: &RangeOptions) -> Request {
         ..Default::default()
     }
 }
+
+/// The key [`Client::endpoint_health`] reads (etcdctl's).
+pub const HEALTH_KEY: &[u8] = b"health";
 
 /// A command made of one request, with a default header.
 pub fn command(request: Request) -> RaftCmdRequest {

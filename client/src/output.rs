@@ -1,5 +1,5 @@
-//! etcdctl 3.4's output formats (`-w simple|json|fields`, and `table` for the region
-//! commands), as pure functions returning the bytes to print. The exact shapes are pinned in `shared/ETCD_SEMANTICS.md` §3 and by the
+//! etcdctl 3.4's output formats (`-w simple|json|fields`, and `table` for some commands),
+//! as pure functions returning the bytes to print. The exact shapes are pinned in `shared/ETCD_SEMANTICS.md` §3 and by the
 //! tests below:
 //!
 //! - **json**: one line, no spaces, snake_case proto names, zero values omitted (Go's
@@ -7,9 +7,10 @@
 //! - **simple**: `key\nvalue\n` per pair for `get`, `OK` for `put`, the count for `del`
 //!   (raw bytes, as etcdctl prints them).
 //! - **fields**: `"Name" : value` lines, integers as `%d`, bytes as Go `%q`.
-//! - **table**: etcdctl's boxed tables (headers centred, cells right-aligned); only the
-//!   region outputs ([`region_list`], [`region_split`]) and [`store_list`] have one, the
-//!   others print their simple format for it (pontoonctl refuses `-w table` for them).
+//! - **table**: etcdctl's boxed tables (headers centred, cells right-aligned); etcdctl's
+//!   ([`endpoint_status`], [`endpoint_health`], [`member_list`]) and Pontoon's
+//!   ([`region_list`], [`region_split`], [`store_list`]) have one, the others print their
+//!   simple format for it (pontoonctl refuses `-w table` for them, as etcdctl does).
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -38,7 +39,7 @@ pub enum Format {
     Json,
     /// `"Name" : value` lines.
     Fields,
-    /// A boxed table (region commands only; see the module documentation).
+    /// A boxed table (some commands only; see the module documentation).
     Table,
 }
 
@@ -180,29 +181,47 @@ pub fn del(format: Format, r: &DeleteResult) -> Vec<u8> {
     }
 }
 
+/// etcdctl 3.4's `endpoint status -w table` headers.
+const ENDPOINT_STATUS_HEADERS: [&str; 10] = [
+    "ENDPOINT",
+    "ID",
+    "VERSION",
+    "DB SIZE",
+    "IS LEADER",
+    "IS LEARNER",
+    "RAFT TERM",
+    "RAFT INDEX",
+    "RAFT APPLIED INDEX",
+    "ERRORS",
+];
+
 /// Output of `endpoint status` (etcdctl 3.4's columns: endpoint, id in hex, version, db size
-/// humanized, is leader, is learner, raft term, raft index, raft applied index, errors).
+/// humanized, is leader, is learner, raft term, raft index, raft applied index, errors),
+/// comma-separated per endpoint (simple) or as etcdctl's table.
 /// The version is the client's: stores do not report one.
 pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|st| {
+            vec![
+                st.endpoint.clone(),
+                format!("{:x}", st.header.member_id),
+                VERSION.to_string(),
+                humanize_bytes(st.db_size),
+                is_leader(st).to_string(),
+                st.is_learner.to_string(),
+                st.raft_term.to_string(),
+                st.raft_index.to_string(),
+                st.raft_applied_index.to_string(),
+                // Errors: a store that did not answer is reported on stderr instead.
+                String::new(),
+            ]
+        })
+        .collect();
     let mut s = String::new();
     match format {
-        Format::Simple | Format::Table => {
-            for st in list {
-                let _ = writeln!(
-                    s,
-                    "{}, {:x}, {}, {}, {}, {}, {}, {}, {}, ",
-                    st.endpoint,
-                    st.header.member_id,
-                    VERSION,
-                    humanize_bytes(st.db_size),
-                    is_leader(st),
-                    st.is_learner,
-                    st.raft_term,
-                    st.raft_index,
-                    st.raft_applied_index,
-                );
-            }
-        }
+        Format::Simple => return region::simple_rows(&rows),
+        Format::Table => return region::table(&ENDPOINT_STATUS_HEADERS, &rows),
         Format::Json => {
             s.push('[');
             for (i, st) in list.iter().enumerate() {
@@ -264,6 +283,129 @@ pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// One endpoint's result of `endpoint health`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// The endpoint as given (`host:port`).
+    pub endpoint: String,
+    /// The check succeeded.
+    pub health: bool,
+    /// How long the check took, in Go's `time.Duration` notation (see [`go_duration`]);
+    /// empty when it never started (no connection).
+    pub took: String,
+    /// Why the endpoint is unhealthy (empty when healthy).
+    pub error: String,
+}
+
+/// etcdctl 3.4's `endpoint health -w table` headers.
+const ENDPOINT_HEALTH_HEADERS: [&str; 4] = ["ENDPOINT", "HEALTH", "TOOK", "ERROR"];
+
+/// Output of `endpoint health` as `(stdout, stderr)`. Simple writes etcdctl 3.4's
+/// sentences to stderr only (`127.0.0.1:2479 is healthy: successfully committed proposal:
+/// took = 1.2ms`, `... is unhealthy: failed to commit proposal: ERROR`); json is
+/// `[{"endpoint":..,"health":true,"took":".."}]` (`"error"` when there is one), fields a
+/// block per endpoint, table the four columns.
+pub fn endpoint_health(format: Format, list: &[EndpointHealth]) -> (Vec<u8>, Vec<u8>) {
+    let mut s = String::new();
+    match format {
+        Format::Simple => {
+            for h in list {
+                if h.error.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "{} is healthy: successfully committed proposal: took = {}",
+                        h.endpoint, h.took
+                    );
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "{} is unhealthy: failed to commit proposal: {}",
+                        h.endpoint, h.error
+                    );
+                }
+            }
+            return (Vec::new(), s.into_bytes());
+        }
+        Format::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.endpoint.clone(),
+                        h.health.to_string(),
+                        h.took.clone(),
+                        h.error.clone(),
+                    ]
+                })
+                .collect();
+            return (region::table(&ENDPOINT_HEALTH_HEADERS, &rows), Vec::new());
+        }
+        Format::Json => {
+            s.push('[');
+            for (i, h) in list.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                s.push_str("{\"endpoint\":");
+                json_string(&mut s, &h.endpoint);
+                let _ = write!(s, ",\"health\":{},\"took\":", h.health);
+                json_string(&mut s, &h.took);
+                if !h.error.is_empty() {
+                    s.push_str(",\"error\":");
+                    json_string(&mut s, &h.error);
+                }
+                s.push('}');
+            }
+            s.push_str("]\n");
+        }
+        Format::Fields => {
+            for h in list {
+                let _ = writeln!(s, "\"Endpoint\" : {}", go_quote(h.endpoint.as_bytes()));
+                let _ = writeln!(s, "\"Health\" : {}", h.health);
+                let _ = writeln!(s, "\"Took\" : {}", h.took);
+                let _ = writeln!(s, "\"Error\" : {}", h.error);
+                s.push('\n');
+            }
+        }
+    }
+    (s.into_bytes(), Vec::new())
+}
+
+/// Go's `time.Duration.String()`: `0s`, `850ns`, `12.5µs`, `1.939123ms`, `2.5s`, `1m30s`,
+/// `2h0m0.5s` (exact digits, trailing zeros dropped).
+pub fn go_duration(d: std::time::Duration) -> String {
+    let n = d.as_nanos();
+    if n == 0 {
+        return "0s".into();
+    }
+    // `whole.frac` of `n` in units of `unit` nanoseconds, `digits` fraction digits.
+    let fixed = |n: u128, unit: u128, digits: usize| {
+        let frac = format!("{:0digits$}", n % unit);
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{}", n / unit)
+        } else {
+            format!("{}.{frac}", n / unit)
+        }
+    };
+    if n < 1_000 {
+        return format!("{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{}µs", fixed(n, 1_000, 3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{}ms", fixed(n, 1_000_000, 6));
+    }
+    let secs = fixed(n % 60_000_000_000, 1_000_000_000, 9);
+    let mins = n / 60_000_000_000;
+    match (mins / 60, mins % 60) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
+    }
+}
+
 fn is_leader(st: &EndpointStatus) -> bool {
     st.leader != 0 && st.leader == st.header.member_id
 }
@@ -288,20 +430,39 @@ pub fn humanize_bytes(n: i64) -> String {
     }
 }
 
-/// Output of `member list`. Pontoon members have no name and no client address: the name
-/// column shows the store id in decimal and the client addresses are left empty.
+/// etcdctl 3.4's `member list -w table` headers.
+const MEMBER_LIST_HEADERS: [&str; 6] = [
+    "ID",
+    "STATUS",
+    "NAME",
+    "PEER ADDRS",
+    "CLIENT ADDRS",
+    "IS LEARNER",
+];
+
+/// Output of `member list` (simple: `ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER`
+/// per member, or etcdctl's table with those columns). Pontoon members have no name and no
+/// client address: the name column shows the store id in decimal and the client addresses
+/// are left empty.
 pub fn member_list(format: Format, r: &MemberList) -> Vec<u8> {
+    let rows: Vec<Vec<String>> = r
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                format!("{:x}", m.id),
+                "started".to_string(),
+                m.id.to_string(),
+                m.peer_addr.clone(),
+                String::new(),
+                m.is_learner.to_string(),
+            ]
+        })
+        .collect();
     let mut s = String::new();
     match format {
-        Format::Simple | Format::Table => {
-            for m in &r.members {
-                let _ = writeln!(
-                    s,
-                    "{:x}, started, {}, {}, , {}",
-                    m.id, m.id, m.peer_addr, m.is_learner
-                );
-            }
-        }
+        Format::Simple => return region::simple_rows(&rows),
+        Format::Table => return region::table(&MEMBER_LIST_HEADERS, &rows),
         Format::Json => {
             s.push('{');
             json_header(&mut s, &r.header);
@@ -797,8 +958,87 @@ mod tests {
             format!("h:2, 2, {VERSION}, 0 B, false, true, 3, 0, 0, \n")
         );
         assert_eq!(
+            text(endpoint_status(Format::Table, &[st.clone(), learner.clone()])),
+            format!(
+                "+----------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
+|    ENDPOINT    |        ID        | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX | ERRORS |
++----------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
+| 127.0.0.1:2479 | af5a181653f21cbf | {VERSION:>7} |   25 kB |      true |      false |         2 |         39 |                 38 |        |
+|            h:2 |                2 | {VERSION:>7} |     0 B |     false |       true |         3 |          0 |                  0 |        |
++----------------+------------------+---------+---------+-----------+------------+-----------+------------+--------------------+--------+
+"
+            )
+        );
+        assert_eq!(
             text(endpoint_status(Format::Json, &[learner])),
             format!("[{{\"Endpoint\":\"h:2\",\"Status\":{{\"header\":{{\"member_id\":2}},\"version\":\"{VERSION}\",\"leader\":1,\"raftTerm\":3,\"isLearner\":true}}}}]\n")
+        );
+    }
+
+    #[test]
+    fn go_duration_is_gos_duration_string() {
+        use std::time::Duration;
+        let cases: [(u64, &str); 10] = [
+            (0, "0s"),
+            (850, "850ns"),
+            (1_000, "1µs"),
+            (12_500, "12.5µs"),
+            (1_939_123, "1.939123ms"),
+            (2_000_000_000, "2s"),
+            (2_500_000_000, "2.5s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (7_200_500_000_000, "2h0m0.5s"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(go_duration(Duration::from_nanos(n)), want, "{n} ns");
+        }
+    }
+
+    #[test]
+    fn endpoint_health_outputs() {
+        let list = [
+            EndpointHealth {
+                endpoint: "a:1".into(),
+                health: true,
+                took: "1.5ms".into(),
+                error: String::new(),
+            },
+            EndpointHealth {
+                endpoint: "b:2".into(),
+                health: false,
+                took: "2s".into(),
+                error: "read index timed out; retry".into(),
+            },
+        ];
+        let (out, err) = endpoint_health(Format::Simple, &list);
+        assert_eq!(text(out), "");
+        assert_eq!(
+            text(err),
+            "a:1 is healthy: successfully committed proposal: took = 1.5ms\n\
+             b:2 is unhealthy: failed to commit proposal: read index timed out; retry\n"
+        );
+        let (out, err) = endpoint_health(Format::Json, &list);
+        assert_eq!(
+            text(out),
+            "[{\"endpoint\":\"a:1\",\"health\":true,\"took\":\"1.5ms\"},{\"endpoint\":\"b:2\",\"health\":false,\"took\":\"2s\",\"error\":\"read index timed out; retry\"}]\n"
+        );
+        assert!(err.is_empty());
+        let (out, _) = endpoint_health(Format::Fields, &list[..1]);
+        assert_eq!(
+            text(out),
+            "\"Endpoint\" : \"a:1\"\n\"Health\" : true\n\"Took\" : 1.5ms\n\"Error\" : \n\n"
+        );
+        let (out, _) = endpoint_health(Format::Table, &list);
+        assert_eq!(
+            text(out),
+            "+----------+--------+-------+-----------------------------+
+| ENDPOINT | HEALTH | TOOK  |            ERROR            |
++----------+--------+-------+-----------------------------+
+|      a:1 |   true | 1.5ms |                             |
+|      b:2 |  false |    2s | read index timed out; retry |
++----------+--------+-------+-----------------------------+
+"
         );
     }
 
@@ -850,6 +1090,16 @@ mod tests {
         assert_eq!(
             text(member_list(Format::Json, &r)),
             "{\"header\":{\"cluster_id\":7,\"member_id\":1,\"revision\":4,\"raft_term\":2},\"members\":[{\"ID\":1,\"name\":\"1\",\"peerURLs\":[\"10.0.0.1:2380\"]},{\"ID\":26,\"name\":\"26\",\"peerURLs\":[\"10.0.0.2:2380\"],\"isLearner\":true}]}\n"
+        );
+        assert_eq!(
+            text(member_list(Format::Table, &r)),
+            "+----+---------+------+---------------+--------------+------------+
+| ID | STATUS  | NAME |  PEER ADDRS   | CLIENT ADDRS | IS LEARNER |
++----+---------+------+---------------+--------------+------------+
+|  1 | started |    1 | 10.0.0.1:2380 |              |      false |
+| 1a | started |   26 | 10.0.0.2:2380 |              |       true |
++----+---------+------+---------------+--------------+------------+
+"
         );
         assert!(text(member_list(Format::Fields, &r)).ends_with(
             "\"ID\" : 26\n\"Name\" : \"26\"\n\"PeerURL\" : \"10.0.0.2:2380\"\n\"IsLearner\" : true\n\n"

@@ -479,6 +479,168 @@ async fn endpoint_status_uses_the_status_admin_command() {
 }
 
 #[tokio::test]
+async fn endpoint_status_and_member_list_have_etcdctls_tables() {
+    // The cells of a table line, trimmed.
+    fn cells(line: &str) -> Vec<String> {
+        line.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    }
+    let m = mock(MockConfig::default()).await;
+    let ep = m.addr.to_string();
+    let (ok, out, err) = ctl(args(&[
+        "--endpoints",
+        &ep,
+        "-w",
+        "table",
+        "endpoint",
+        "status",
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(
+        cells(lines[1]),
+        [
+            "ENDPOINT",
+            "ID",
+            "VERSION",
+            "DB SIZE",
+            "IS LEADER",
+            "IS LEARNER",
+            "RAFT TERM",
+            "RAFT INDEX",
+            "RAFT APPLIED INDEX",
+            "ERRORS"
+        ]
+    );
+    assert_eq!(
+        cells(lines[3]),
+        [
+            ep.as_str(),
+            "1",
+            pontoon_client::output::VERSION,
+            "20 kB",
+            "true",
+            "false",
+            "2",
+            "11",
+            "10",
+            ""
+        ]
+    );
+    let (ok, out, err) = ctl(args(&["--endpoints", &ep, "-w", "table", "member", "list"])).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(
+        cells(lines[1]),
+        [
+            "ID",
+            "STATUS",
+            "NAME",
+            "PEER ADDRS",
+            "CLIENT ADDRS",
+            "IS LEARNER"
+        ]
+    );
+    assert_eq!(cells(lines[3])[..3], ["1", "started", "1"]);
+}
+
+#[tokio::test]
+async fn endpoint_health_reads_health_linearizably_from_each_store_itself() {
+    use pontoon_client::proto::raft_cmdpb::CmdType;
+    let good = mock(MockConfig::default()).await;
+    // Answers NotLeader with a hint: the check must not follow it to another store.
+    let refusing = mock(MockConfig {
+        store_id: 2,
+        not_leader: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let silent = mock(MockConfig {
+        store_id: 3,
+        silent: true,
+        ..Default::default()
+    })
+    .await;
+    let dead = dead_addr().await;
+    let good_ep = good.addr.to_string();
+
+    let (ok, out, err) = ctl(args(&["--endpoints", &good_ep, "endpoint", "health"])).await;
+    assert!(ok, "{err}");
+    // etcdctl 3.4 writes the verdicts to stderr.
+    assert_eq!(out, "");
+    let prefix = format!("{good_ep} is healthy: successfully committed proposal: took = ");
+    assert!(err.starts_with(&prefix) && err.ends_with("s\n"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+    let sent = good.requests.lock().unwrap().clone();
+    let read = sent
+        .iter()
+        .flat_map(|c| c.requests.iter())
+        .find(|r| r.cmd_type == CmdType::Range as i32)
+        .and_then(|r| r.range.clone())
+        .expect("a range request reached the store");
+    assert_eq!(read.key, b"health");
+    assert!(!read.serializable, "the check must go through raft");
+
+    let eps = format!("{good_ep},{},{},{dead}", refusing.addr, silent.addr);
+    let (ok, out, err) = ctl(args(&[
+        "--endpoints",
+        &eps,
+        "--command-timeout",
+        "1s",
+        "-w",
+        "json",
+        "endpoint",
+        "health",
+    ]))
+    .await;
+    assert!(!ok);
+    assert_eq!(err, "Error: unhealthy cluster\n");
+    // One object per endpoint, in the order given; the healthy one without "error".
+    assert!(
+        out.starts_with(&format!(
+            "[{{\"endpoint\":\"{good_ep}\",\"health\":true,\"took\":\""
+        )),
+        "{out}"
+    );
+    assert!(out.ends_with("}]\n"), "{out}");
+    assert_eq!(out.matches("\"health\":false").count(), 3, "{out}");
+    assert_eq!(out.matches("\"error\":\"").count(), 3, "{out}");
+    let at: Vec<usize> = eps
+        .split(',')
+        .map(|ep| out.find(&format!("\"endpoint\":\"{ep}\"")).unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{out}");
+    // The refusing store was asked itself (its NotLeader is the verdict, not a redirect).
+    assert!(refusing.commands.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+
+    let (ok, out, _) = ctl(args(&[
+        "--endpoints",
+        &good_ep,
+        "-w",
+        "table",
+        "endpoint",
+        "health",
+    ]))
+    .await;
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[1].contains("ENDPOINT") && lines[1].contains("TOOK"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with(&format!("| {good_ep} |   true |")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn member_add_follows_not_leader_and_encodes_the_change() {
     use pontoon_client::proto::raft_cmdpb::{AdminCmdType, ConfChangeType};
     let leader = mock(MockConfig {

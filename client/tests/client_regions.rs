@@ -813,6 +813,6 @@ async fn pontoonctl_region_list_and_split() {
     assert_eq!(out, "");
     assert_eq!(
         err,
-        "Error: table not supported as output format for this command (only region and store list)\n"
+        "Error: table not supported as output format for this command (only endpoint status and health, member list, region and store list)\n"
     );
 }

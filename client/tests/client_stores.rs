@@ -384,6 +384,6 @@ async fn pontoonctl_store_list_delete_and_up() {
     assert!(!ok);
     assert_eq!(
         err,
-        "Error: table not supported as output format for this command (only region and store list)\n"
+        "Error: table not supported as output format for this command (only endpoint status and health, member list, region and store list)\n"
     );
 }

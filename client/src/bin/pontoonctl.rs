@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pontoon_client::client::{prefix_end, Client, ClientOptions, RangeOptions};
-use pontoon_client::output::{self, Format};
+use pontoon_client::output::{self, EndpointHealth, Format};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -280,6 +280,9 @@ fn peer_addr(urls: &str) -> Result<String, String> {
 enum EndpointCommand {
     /// Prints out the status of the endpoints given in --endpoints.
     Status,
+    /// Checks the health of the endpoints given in --endpoints: each must serve a
+    /// linearizable read of the key "health" itself.
+    Health,
 }
 
 /// Parses `5s`, `500ms`, `2m`, `1h` or a plain number of seconds.
@@ -344,6 +347,8 @@ fn key_range(
     Ok((key, Vec::new()))
 }
 
+const TABLE_NOT_SUPPORTED: &str = "table not supported as output format for this command (only endpoint status and health, member list, region and store list)";
+
 async fn run(cli: Cli) -> Result<Vec<u8>, String> {
     let format: Format = cli.write_out.parse()?;
     let opts = ClientOptions {
@@ -359,18 +364,23 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
+    // etcdctl prints tables for `endpoint status` and `member list` (and refuses `-w table`
+    // elsewhere); Pontoon's `region` and `store list` have them too.
     let has_table = matches!(
         cli.command,
         Command::Region { .. }
             | Command::Store {
                 command: StoreCommand::List
             }
+            | Command::Endpoint {
+                command: EndpointCommand::Status | EndpointCommand::Health
+            }
+            | Command::Member {
+                command: MemberCommand::List
+            }
     );
     if format == Format::Table && !has_table {
-        return Err(
-            "table not supported as output format for this command (only region and store list)"
-                .into(),
-        );
+        return Err(TABLE_NOT_SUPPORTED.into());
     }
     let client = Client::new(&endpoints, opts).map_err(|e| e.to_string())?;
     match cli.command {
@@ -451,6 +461,49 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
                     let _ = std::io::stdout().write_all(&out);
                     Err(e)
                 }
+            }
+        }
+        Command::Endpoint {
+            command: EndpointCommand::Health,
+        } => {
+            // All endpoints at once: one that is down costs its timeout, not the others'.
+            let checks: Vec<_> = endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, ep)| {
+                    let (client, endpoint) = (client.clone(), ep.clone());
+                    tokio::spawn(async move {
+                        let start = std::time::Instant::now();
+                        let r = client.endpoint_health(i).await;
+                        let took = output::go_duration(start.elapsed());
+                        match r {
+                            Ok(_) => EndpointHealth {
+                                endpoint,
+                                health: true,
+                                took,
+                                error: String::new(),
+                            },
+                            Err(e) => EndpointHealth {
+                                endpoint,
+                                health: false,
+                                took,
+                                error: e.to_string(),
+                            },
+                        }
+                    })
+                })
+                .collect();
+            let mut list = Vec::with_capacity(checks.len());
+            for c in checks {
+                list.push(c.await.map_err(|e| format!("health check failed: {e}"))?);
+            }
+            let (out, err) = output::endpoint_health(format, &list);
+            let _ = std::io::stderr().write_all(&err);
+            if list.iter().all(|h| h.health) {
+                Ok(out)
+            } else {
+                let _ = std::io::stdout().write_all(&out);
+                Err("unhealthy cluster".into())
             }
         }
         Command::Member { command } => member(&client, format, command).await,
