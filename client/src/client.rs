@@ -187,8 +187,11 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// Deadline of TCP connect plus handshake. Default 2 s.
     pub connect_timeout: Duration,
-    /// Most attempts of one call (first try included). Default 20, so that a call outlasts
-    /// an election (1-2 s on defaults) while `request_timeout` bounds it.
+    /// Most attempts of one call (first try included). Default 40: with the pauses of
+    /// `retry_backoff`, more than `request_timeout`'s 5 s, so that a call outlasts an
+    /// election — about 3 s after a leader's store dies (its followers, hibernating when
+    /// idle, notice after 2 s of silence, then elect) — and `request_timeout` bounds it.
+    /// (20 ran out after ~3.3 s, before the election was over.)
     pub max_attempts: usize,
     /// How long an endpoint whose connection failed is skipped. Default 1 s.
     pub endpoint_backoff: Duration,
@@ -226,7 +229,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
-            max_attempts: 20,
+            max_attempts: 40,
             endpoint_backoff: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(200),
             region_id: 0,

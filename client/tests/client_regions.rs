@@ -516,6 +516,31 @@ async fn a_stopped_leader_store_is_routed_around() {
     );
 }
 
+/// A new client whose first command meets a dead leader: the other peers still name it
+/// (they have not noticed yet), and the client never connected to its store, so it does
+/// not know which endpoint that was. It must wait for the election rather than spend its
+/// attempts on the followers at once.
+#[tokio::test]
+async fn a_new_client_waits_out_the_election_after_its_leader_died() {
+    let mut m = three_regions().await;
+    m.stop(3);
+    m.clear_log();
+    let state = std::sync::Arc::clone(&m.state);
+    let elect = tokio::spawn(async move {
+        // Within the client's attempts only if it backs off (`opts`: up to 20 ms a pause).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        state.lock().unwrap().set_leader(3, 2);
+    });
+    let c = client(&m);
+    let p = c.put(b"x", b"1", false).await.unwrap();
+    assert_eq!(p.header.member_id, 2);
+    elect.await.unwrap();
+    let log = m.log();
+    // The followers were asked, and answered NotLeader naming store 3, until the election.
+    assert!(errors(&log).iter().all(|e| *e == "not_leader"), "{log:?}");
+    assert!(!errors(&log).is_empty());
+}
+
 #[tokio::test]
 async fn a_storm_of_routing_errors_makes_few_refreshes() {
     let m = three_regions().await;

@@ -204,7 +204,12 @@ impl Client {
                 backoff = backoff.saturating_mul(2);
             }
             if deadline.saturating_duration_since(Instant::now()).is_zero() {
-                return Err(Error::Timeout);
+                // Nothing reachable all along: say so rather than "timed out".
+                return Err(if last.is_connection_failure() {
+                    last
+                } else {
+                    Error::Timeout
+                });
             }
             let (route, generation) = match key {
                 Some(k) => self.route(k, deadline).await,
@@ -404,13 +409,19 @@ impl Client {
             if let Some(p) = hint {
                 self.learn_store(p.store_id, i, deadline).await;
             }
-            // A leader whose endpoint is down (it may be losing its leadership): wait a
-            // little rather than spend every attempt at once on the other peers.
+            // A leader the client cannot reach (it may be losing its leadership): wait a
+            // little rather than spend every attempt at once on the other peers, which
+            // name it until they elect another. Unreachable: no endpoint that is up is its
+            // store or may be (one whose store is unknown yet). A client that never
+            // connected to the dead leader's store does not know which endpoint it was;
+            // going by known endpoints alone, it retried at once and used up its attempts
+            // on the followers within milliseconds of the leader's death.
             let leader_down = hint.is_some_and(|p| {
                 let now = Instant::now();
-                self.eps()
-                    .iter()
-                    .any(|e| e.store_id.load(Ordering::Relaxed) == p.store_id && e.is_down(now))
+                !self.eps().iter().any(|e| {
+                    let s = e.store_id.load(Ordering::Relaxed);
+                    (s == p.store_id || s == 0) && !e.is_down(now)
+                })
             });
             let mut st = self.region_state();
             return match hint {
