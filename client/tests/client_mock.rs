@@ -480,6 +480,44 @@ async fn endpoint_status_uses_the_status_admin_command() {
 }
 
 #[tokio::test]
+async fn put_reads_its_value_from_stdin_when_not_given() {
+    let m = mock(MockConfig::default()).await;
+    let ep = m.addr.to_string();
+    let run = |stdin: &'static [u8]| {
+        let ep = ep.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pontoonctl"))
+                .args(["--endpoints", &ep, "put", "k"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("pontoonctl runs");
+            child.stdin.take().unwrap().write_all(stdin).unwrap();
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (ok, out, err) = run(b"bar\n\x00\xff").await.unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out, "OK\n");
+    // As etcdctl: all of it, trailing newline and any bytes included.
+    let c = Client::new(&[ep.clone()], opts()).unwrap();
+    assert_eq!(c.get(b"k").await.unwrap().kvs[0].value, b"bar\n\x00\xff");
+    let (ok, _, err) = run(b"").await.unwrap();
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "Error: put command needs 1 argument and input from stdin or 2 arguments\n"
+    );
+}
+
+#[tokio::test]
 async fn endpoint_status_and_member_list_have_etcdctls_tables() {
     // The cells of a table line, trimmed.
     fn cells(line: &str) -> Vec<String> {

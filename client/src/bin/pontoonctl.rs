@@ -81,8 +81,8 @@ enum Command {
     Put {
         /// The key.
         key: OsString,
-        /// The value.
-        value: OsString,
+        /// The value; read from standard input (all of it, as is) when not given.
+        value: Option<OsString>,
         /// Return the previous key-value pair before modification.
         #[arg(long)]
         prev_kv: bool,
@@ -349,6 +349,21 @@ fn key_range(
 
 const TABLE_NOT_SUPPORTED: &str = "table not supported as output format for this command (only endpoint status and health, member list, region and store list)";
 
+/// `put`'s value when the command line has none: all of standard input, as etcdctl reads
+/// it (bytes as they are, a trailing newline included); nothing there is an error.
+fn value_from_stdin() -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut value = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut value)
+        .map_err(|e| format!("cannot read the value from standard input: {e}"))?;
+    if value.is_empty() {
+        return Err("put command needs 1 argument and input from stdin or 2 arguments".into());
+    }
+    Ok(value)
+}
+
 async fn run(cli: Cli) -> Result<Vec<u8>, String> {
     let format: Format = cli.write_out.parse()?;
     let opts = ClientOptions {
@@ -389,8 +404,12 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
             value,
             prev_kv,
         } => {
+            let value = match value {
+                Some(v) => v.as_bytes().to_vec(),
+                None => value_from_stdin()?,
+            };
             let r = client
-                .put(key.as_bytes(), value.as_bytes(), prev_kv)
+                .put(key.as_bytes(), &value, prev_kv)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(output::put(format, &r))
