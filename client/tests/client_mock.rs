@@ -507,7 +507,7 @@ async fn put_reads_its_value_from_stdin_when_not_given() {
     assert!(ok, "{err}");
     assert_eq!(out, "OK\n");
     // As etcdctl: all of it, trailing newline and any bytes included.
-    let c = Client::new(&[ep.clone()], opts()).unwrap();
+    let c = Client::new(std::slice::from_ref(&ep), opts()).unwrap();
     assert_eq!(c.get(b"k").await.unwrap().kvs[0].value, b"bar\n\x00\xff");
     let (ok, _, err) = run(b"").await.unwrap();
     assert!(!ok);
