@@ -1040,9 +1040,13 @@ impl Client {
             .unwrap_or_else(|| self.pick())
     }
 
-    fn all_down(&self) -> bool {
+    /// True if every endpoint is marked down or in `avoid`.
+    fn nothing_usable(&self, avoid: &[usize]) -> bool {
         let now = Instant::now();
-        self.eps().iter().all(|e| e.is_down(now))
+        self.eps()
+            .iter()
+            .enumerate()
+            .all(|(i, e)| avoid.contains(&i) || e.is_down(now))
     }
 
     fn advance_from(&self, i: usize) {

@@ -541,6 +541,34 @@ async fn a_new_client_waits_out_the_election_after_its_leader_died() {
     assert!(!errors(&log).is_empty());
 }
 
+/// The same with a client that knows every store: once the followers have answered
+/// NotLeader, the dead leader's endpoint is the only one left to try, and each refused
+/// connection must pause as a NotLeader does, or the attempts run out long before the
+/// election ends.
+#[tokio::test]
+async fn a_client_that_knows_the_dead_leader_waits_out_the_election() {
+    let mut m = three_regions().await;
+    let c = client(&m);
+    for key in [&b"a"[..], b"h", b"x"] {
+        c.put(key, b"0", false).await.unwrap();
+    }
+    m.stop(3);
+    // Let the client see its connection to store 3 close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    m.clear_log();
+    let state = std::sync::Arc::clone(&m.state);
+    let elect = tokio::spawn(async move {
+        // Longer than 40 attempts last without pauses between the refused connections
+        // (`opts`: pauses of up to 20 ms), well within the call's 5 s.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        state.lock().unwrap().set_leader(3, 2);
+    });
+    let p = c.put(b"x", b"1", false).await.unwrap();
+    assert_eq!(p.header.member_id, 2);
+    elect.await.unwrap();
+    assert!(errors(&m.log()).iter().all(|e| *e == "not_leader"));
+}
+
 #[tokio::test]
 async fn a_storm_of_routing_errors_makes_few_refreshes() {
     let m = three_regions().await;

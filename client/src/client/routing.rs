@@ -270,8 +270,18 @@ impl Client {
                         return Err(Error::Indeterminate(Box::new(e)));
                     }
                     last = e;
-                    // Another endpoint may answer at once; if all are down, wait a little.
-                    pause = self.all_down();
+                    // Tried last from now on, as a store that answered NotLeader: once every
+                    // endpoint is in `avoid` the list starts over, so the followers of a dead
+                    // leader are asked again (and name the new leader once it is elected)
+                    // instead of every attempt going back to the dead one.
+                    if !avoid.contains(&i) {
+                        avoid.push(i);
+                    }
+                    // Another endpoint may answer at once; if none can (every one is down,
+                    // or failed this command already), wait a little. Without the NotLeader
+                    // ones, the followers of a dead leader sent each attempt back to its
+                    // endpoint, and a command used up its attempts in milliseconds.
+                    pause = self.nothing_usable(&avoid);
                     continue;
                 }
                 Err(e) => return Err(e),
