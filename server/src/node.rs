@@ -1100,6 +1100,15 @@ impl StoreLoop {
                 .collect();
             for id in wake {
                 self.wake(id);
+                // Its leader has been silent for `alive_for` (twice an election timeout)
+                // already: the lease it would otherwise wait out again is over. So it grants
+                // the other followers' (pre-)votes at once, and campaigns itself within
+                // what is left of its randomized timeout (0 to 1 election timeout) instead
+                // of a whole one: a failover ~1 s sooner.
+                if let Some(p) = self.peers.get_mut(&id) {
+                    let r = &mut p.raw.raft;
+                    r.election_elapsed = r.election_elapsed.max(r.election_timeout());
+                }
             }
         }
         self.quiet_stores = quiet;
