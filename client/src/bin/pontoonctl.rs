@@ -57,7 +57,8 @@ struct Cli {
         default_value = "127.0.0.1:2479"
     )]
     endpoints: Vec<String>,
-    /// Output format: simple, json or fields; table for endpoint status and health, member list, the region commands and store list.
+    /// Output format: simple, json or fields; table for endpoint status and health, member
+    /// list, the region commands and store list.
     #[arg(
         short = 'w',
         long = "write-out",

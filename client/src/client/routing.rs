@@ -204,7 +204,8 @@ impl Client {
                 backoff = backoff.saturating_mul(2);
             }
             if deadline.saturating_duration_since(Instant::now()).is_zero() {
-                // Nothing reachable all along: say so rather than "timed out".
+                // The last attempt could not reach its store (a store down, or none up):
+                // say so rather than "timed out".
                 return Err(if last.is_connection_failure() {
                     last
                 } else {
