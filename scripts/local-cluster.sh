@@ -15,6 +15,14 @@ cd "$(dirname "$0")/.."
 dir=${PONTOON_CLUSTER_DIR:-./data/local-cluster}
 n=${2:-3}
 
+# True while process $1 runs: exists and is not a zombie (a store killed with SIGKILL stays
+# a zombie until its parent reaps it, and `kill -0` succeeds on one).
+alive() {
+    local state
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
 client_port() { echo $((2469 + 10 * $1)); }
 peer_port() { echo $((2470 + 10 * $1)); }
 
@@ -37,7 +45,7 @@ start)
     done
     for i in $(seq 1 "$n"); do
         mkdir -p "$dir/s$i"
-        if [ -e "$dir/s$i/pid" ] && kill -0 "$(cat "$dir/s$i/pid")" 2>/dev/null; then
+        if [ -e "$dir/s$i/pid" ] && alive "$(cat "$dir/s$i/pid")"; then
             echo "store $i is already running (pid $(cat "$dir/s$i/pid"))"
             continue
         fi
@@ -58,13 +66,13 @@ stop)
     for pidfile in "$dir"/s*/pid; do
         [ -e "$pidfile" ] || continue
         pid=$(cat "$pidfile")
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             kill -TERM "$pid"
             for _ in $(seq 1 100); do
-                kill -0 "$pid" 2>/dev/null || break
+                alive "$pid" || break
                 sleep 0.1
             done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+            alive "$pid" && kill -KILL "$pid"
             echo "stopped pid $pid"
         fi
         rm -f "$pidfile"
