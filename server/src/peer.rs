@@ -919,6 +919,14 @@ impl Peer {
         if entries < ctx.compact_log_count && bytes < ctx.compact_log_bytes as f64 {
             return;
         }
+        // Nothing applied since our last CompactLog but that entry itself: the log is
+        // still long only because the engine has not flushed what that one covers (the
+        // truncation waits for it). Proposing again would append one CompactLog per check
+        // to an idle region for as long as its writes sit in the memtable, and keep it from
+        // hibernating.
+        if self.compact_proposed != 0 && applied <= self.compact_proposed + 1 {
+            return;
+        }
         let me = self.raw.raft.id;
         let slowest = self
             .raw

@@ -375,6 +375,39 @@ fn wait_compacted_past(c: &Cluster, index: u64, except: u64) {
     }
 }
 
+/// A region whose applied log is over the compaction limit but whose writes are still in
+/// the memtable (the truncation waits for a flush) goes quiet once the writes stop: one
+/// CompactLog, not one per compaction check for as long as nothing flushes.
+#[test]
+fn an_idle_region_with_unflushed_writes_stops_proposing_compactions() {
+    let c = Cluster::start(compacting(3));
+    let leader = c.wait_leader(LIMIT);
+    for i in 0..100 {
+        let (k, v) = kv(i);
+        assert_eq!(error_of(&c.request(leader, put(&k, &v))), None);
+    }
+    // Let the leader's compaction checks (every tick) see the applied log.
+    let log = c.log(leader).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let mut last = log.last_index(1).unwrap();
+    let mut still_since = Instant::now();
+    // Quiet: the last index stays put for 50 ticks (20 ms each), with nothing flushed.
+    while still_since.elapsed() < Duration::from_secs(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the leader kept appending to an idle region: last index {last}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let now = log.last_index(1).unwrap();
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+    }
+    // A few entries past the 100 writes (the leader's first entry, CompactLog), no more.
+    assert!(last <= 110, "last index {last}");
+}
+
 #[test]
 fn a_follower_cut_off_past_log_compaction_catches_up_by_snapshot() {
     let c = Cluster::start(compacting(3));
