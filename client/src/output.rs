@@ -200,28 +200,11 @@ const ENDPOINT_STATUS_HEADERS: [&str; 10] = [
 /// comma-separated per endpoint (simple) or as etcdctl's table.
 /// The version is the client's: stores do not report one.
 pub fn endpoint_status(format: Format, list: &[EndpointStatus]) -> Vec<u8> {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|st| {
-            vec![
-                st.endpoint.clone(),
-                format!("{:x}", st.header.member_id),
-                VERSION.to_string(),
-                humanize_bytes(st.db_size),
-                is_leader(st).to_string(),
-                st.is_learner.to_string(),
-                st.raft_term.to_string(),
-                st.raft_index.to_string(),
-                st.raft_applied_index.to_string(),
-                // Errors: a store that did not answer is reported on stderr instead.
-                String::new(),
-            ]
-        })
-        .collect();
+    let rows = || list.iter().map(endpoint_status_row).collect::<Vec<_>>();
     let mut s = String::new();
     match format {
-        Format::Simple => return region::simple_rows(&rows),
-        Format::Table => return region::table(&ENDPOINT_STATUS_HEADERS, &rows),
+        Format::Simple => return region::simple_rows(&rows()),
+        Format::Table => return region::table(&ENDPOINT_STATUS_HEADERS, &rows()),
         Format::Json => {
             s.push('[');
             for (i, st) in list.iter().enumerate() {
@@ -406,6 +389,23 @@ pub fn go_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// One endpoint's cells of `endpoint status` (simple and table).
+fn endpoint_status_row(st: &EndpointStatus) -> Vec<String> {
+    vec![
+        st.endpoint.clone(),
+        format!("{:x}", st.header.member_id),
+        VERSION.to_string(),
+        humanize_bytes(st.db_size),
+        is_leader(st).to_string(),
+        st.is_learner.to_string(),
+        st.raft_term.to_string(),
+        st.raft_index.to_string(),
+        st.raft_applied_index.to_string(),
+        // Errors: a store that did not answer is reported on stderr instead.
+        String::new(),
+    ]
+}
+
 fn is_leader(st: &EndpointStatus) -> bool {
     st.leader != 0 && st.leader == st.header.member_id
 }
@@ -445,24 +445,11 @@ const MEMBER_LIST_HEADERS: [&str; 6] = [
 /// client address: the name column shows the store id in decimal and the client addresses
 /// are left empty.
 pub fn member_list(format: Format, r: &MemberList) -> Vec<u8> {
-    let rows: Vec<Vec<String>> = r
-        .members
-        .iter()
-        .map(|m| {
-            vec![
-                format!("{:x}", m.id),
-                "started".to_string(),
-                m.id.to_string(),
-                m.peer_addr.clone(),
-                String::new(),
-                m.is_learner.to_string(),
-            ]
-        })
-        .collect();
+    let rows = || r.members.iter().map(member_row).collect::<Vec<_>>();
     let mut s = String::new();
     match format {
-        Format::Simple => return region::simple_rows(&rows),
-        Format::Table => return region::table(&MEMBER_LIST_HEADERS, &rows),
+        Format::Simple => return region::simple_rows(&rows()),
+        Format::Table => return region::table(&MEMBER_LIST_HEADERS, &rows()),
         Format::Json => {
             s.push('{');
             json_header(&mut s, &r.header);
@@ -492,6 +479,18 @@ pub fn member_list(format: Format, r: &MemberList) -> Vec<u8> {
         }
     }
     s.into_bytes()
+}
+
+/// One member's cells of `member list` (simple and table).
+fn member_row(m: &Member) -> Vec<String> {
+    vec![
+        format!("{:x}", m.id),
+        "started".to_string(),
+        m.id.to_string(),
+        m.peer_addr.clone(),
+        String::new(),
+        m.is_learner.to_string(),
+    ]
 }
 
 /// Appends etcd's `Member` JSON object (`ID`, `name`, `peerURLs`, `isLearner`).

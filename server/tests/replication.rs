@@ -70,6 +70,25 @@ fn wait_snapshot_applied(c: &Cluster, id: u64, why: &str) {
     }
 }
 
+/// Waits until store `id` names `leader` as its region's leader.
+fn wait_knows_leader(c: &Cluster, id: u64, leader: u64) {
+    let deadline = Instant::now() + LIMIT;
+    while c
+        .node(id)
+        .unwrap()
+        .status()
+        .leader
+        .load(std::sync::atomic::Ordering::Acquire)
+        != leader
+    {
+        assert!(
+            Instant::now() < deadline,
+            "store {id} never learned the leader"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn kv(i: usize) -> (Vec<u8>, Vec<u8>) {
     (
         format!("k{i:04}").into_bytes(),
@@ -571,19 +590,7 @@ fn a_follower_serves_linearizable_reads_that_see_every_acknowledged_write() {
     let c = Cluster::start(ClusterConfig::new(3));
     let leader = c.wait_leader(LIMIT);
     let follower = c.ids().into_iter().find(|&i| i != leader).unwrap();
-    // Let the follower learn the leader.
-    let deadline = Instant::now() + LIMIT;
-    while c
-        .node(follower)
-        .unwrap()
-        .status()
-        .leader
-        .load(std::sync::atomic::Ordering::Acquire)
-        != leader
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_knows_leader(&c, follower, leader);
     for i in 0..50u32 {
         let v = format!("v{i}");
         let r = c.request(leader, put(b"x", v.as_bytes()));
@@ -605,22 +612,8 @@ fn simultaneous_linearizable_reads_on_every_replica_all_get_answered() {
     let c = Cluster::start(ClusterConfig::new(3));
     let leader = c.wait_leader(LIMIT);
     // Every replica knows the leader (followers forward their read index requests to it).
-    let deadline = Instant::now() + LIMIT;
     for id in c.ids() {
-        while c
-            .node(id)
-            .unwrap()
-            .status()
-            .leader
-            .load(std::sync::atomic::Ordering::Acquire)
-            != leader
-        {
-            assert!(
-                Instant::now() < deadline,
-                "store {id} never learned the leader"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_knows_leader(&c, id, leader);
     }
     assert_eq!(error_of(&c.request(leader, put(b"x", b"1"))), None);
     for round in 0..20 {

@@ -495,20 +495,11 @@ async fn run(cli: Cli) -> Result<Vec<u8>, String> {
                     tokio::spawn(async move {
                         let start = std::time::Instant::now();
                         let r = client.endpoint_health(i).await;
-                        let took = output::go_duration(start.elapsed());
-                        match r {
-                            Ok(_) => EndpointHealth {
-                                endpoint,
-                                health: true,
-                                took,
-                                error: String::new(),
-                            },
-                            Err(e) => EndpointHealth {
-                                endpoint,
-                                health: false,
-                                took,
-                                error: e.to_string(),
-                            },
+                        EndpointHealth {
+                            endpoint,
+                            health: r.is_ok(),
+                            took: output::go_duration(start.elapsed()),
+                            error: r.err().map(|e| e.to_string()).unwrap_or_default(),
                         }
                     })
                 })
