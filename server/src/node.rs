@@ -958,8 +958,9 @@ impl StoreLoop {
         self.flush_replies();
         let st = self.ctx.log.stats();
         log::info!(
-            "store loop stopped after {} rounds; raft log: {} batches in {} group writes, {} syncs, {} ms writing and syncing",
+            "store loop stopped after {} rounds ({} append acks superseded by later ones); raft log: {} batches in {} group writes, {} syncs, {} ms writing and syncing",
             self.rounds,
+            self.ctx.outbox.get_mut().superseded_acks,
             st.batches,
             st.group_writes,
             st.syncs,

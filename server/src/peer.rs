@@ -60,9 +60,39 @@ pub(crate) struct Ctx {
 /// each store's share to the transport in one piece (one frame, one wake-up of the sending
 /// thread) instead of message by message: with many regions a round sends an append and
 /// an ack per region, and sent one by one they would each cost a wake-up and a TCP write.
+///
+/// A follower's acknowledgement of an append (`MsgAppendResponse` accepting it) is made
+/// redundant by a later one of the same region and term in the same round: the leader
+/// keeps only the highest index a follower matched (and its commit), so a round whose
+/// write completions release several acks of one region sends the last one, in the place
+/// of the first. With many regions about one ack in five went out superseded this way
+/// (three stores, 64 regions, 256 clients).
 #[derive(Default)]
 pub(crate) struct Outbox {
     stores: Vec<OutboxStore>,
+    /// The round's latest accepting append ack of each (destination store, region, to
+    /// peer, term).
+    acks: HashMap<(u64, u64, u64, u64), QueuedAck>,
+    /// Acks replaced by a later one since the store started.
+    pub superseded_acks: u64,
+}
+
+/// Where an [`Outbox`]'s latest append ack of a region sits, and what it acknowledges.
+#[derive(Clone, Copy)]
+struct QueuedAck {
+    /// Index into `Outbox::stores`.
+    store: usize,
+    /// Index into that store's `messages`.
+    slot: usize,
+    index: u64,
+    commit: u64,
+}
+
+/// What makes a message an accepting append ack that a later one may replace: its term,
+/// index and commit.
+pub(crate) fn accepting_ack(m: &raft::eraftpb::Message) -> Option<(u64, u64, u64)> {
+    (m.get_msg_type() == MessageType::MsgAppendResponse && !m.reject)
+        .then_some((m.term, m.index, m.commit))
 }
 
 /// One destination store's share of an [`Outbox`].
@@ -76,7 +106,26 @@ pub(crate) struct OutboxStore {
 }
 
 impl Outbox {
-    fn push(&mut self, store_id: u64, m: RaftMessage, to: u64, snapshot: bool) {
+    /// Queues `m` for `store_id`; `ack` is [`accepting_ack`] of the raft message it carries.
+    fn push(
+        &mut self,
+        store_id: u64,
+        m: RaftMessage,
+        to: u64,
+        snapshot: bool,
+        ack: Option<(u64, u64, u64)>,
+    ) {
+        if let Some((term, index, commit)) = ack {
+            let key = (store_id, m.region_id, to, term);
+            if let Some(q) = self.acks.get_mut(&key) {
+                if q.index <= index && q.commit <= commit {
+                    self.stores[q.store].messages[q.slot] = m;
+                    (q.index, q.commit) = (index, commit);
+                    self.superseded_acks += 1;
+                    return;
+                }
+            }
+        }
         let i = match self.stores.iter().position(|s| s.store_id == store_id) {
             Some(i) => i,
             None => {
@@ -88,12 +137,24 @@ impl Outbox {
             }
         };
         let s = &mut self.stores[i];
+        if let Some((term, index, commit)) = ack {
+            self.acks.insert(
+                (store_id, m.region_id, to, term),
+                QueuedAck {
+                    store: i,
+                    slot: s.messages.len(),
+                    index,
+                    commit,
+                },
+            );
+        }
         s.sent.push((m.region_id, to, snapshot));
         s.messages.push(m);
     }
 
     /// Everything queued since the last call, by store.
     pub fn take(&mut self) -> Vec<OutboxStore> {
+        self.acks.clear();
         std::mem::take(&mut self.stores)
     }
 }
@@ -518,6 +579,7 @@ impl Peer {
                 );
             }
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let ack = accepting_ack(&m);
             let store = self.store_of(to);
             if store == 0 {
                 self.report_sent(to, is_snapshot, false);
@@ -539,7 +601,9 @@ impl Peer {
                 message: m.write_to_bytes().unwrap_or_default().into(),
                 ..Default::default()
             };
-            ctx.outbox.borrow_mut().push(store, rm, to, is_snapshot);
+            ctx.outbox
+                .borrow_mut()
+                .push(store, rm, to, is_snapshot, ack);
         }
     }
 
@@ -1980,5 +2044,95 @@ impl WithError for RaftCmdResponse {
         h.error = Some(e);
         self.header = Some(h);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raft_msg(t: MessageType, term: u64, index: u64, commit: u64) -> raft::eraftpb::Message {
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(t);
+        m.term = term;
+        m.index = index;
+        m.commit = commit;
+        m
+    }
+
+    fn push(o: &mut Outbox, store: u64, region: u64, to: u64, m: raft::eraftpb::Message) {
+        let ack = accepting_ack(&m);
+        let rm = RaftMessage {
+            region_id: region,
+            message: m.write_to_bytes().unwrap_or_default().into(),
+            ..Default::default()
+        };
+        o.push(store, rm, to, false, ack);
+    }
+
+    /// (store, [(region, type, index)]) of what an outbox hands over.
+    type Sent = Vec<(u64, Vec<(u64, MessageType, u64)>)>;
+
+    fn sent(o: &mut Outbox) -> Sent {
+        o.take()
+            .into_iter()
+            .map(|s| {
+                let msgs = s
+                    .messages
+                    .iter()
+                    .map(|rm| {
+                        let m = raft::eraftpb::Message::parse_from_bytes(&rm.message)
+                            .unwrap_or_default();
+                        (rm.region_id, m.get_msg_type(), m.index)
+                    })
+                    .collect();
+                (s.store_id, msgs)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_later_append_ack_of_the_same_region_and_term_replaces_the_earlier() {
+        use MessageType::*;
+        let mut o = Outbox::default();
+        push(&mut o, 2, 10, 5, raft_msg(MsgAppendResponse, 3, 7, 6));
+        push(&mut o, 2, 11, 8, raft_msg(MsgAppendResponse, 3, 4, 4));
+        push(&mut o, 2, 10, 5, raft_msg(MsgHeartbeatResponse, 3, 0, 0));
+        push(&mut o, 3, 10, 6, raft_msg(MsgAppendResponse, 3, 7, 6));
+        push(&mut o, 2, 10, 5, raft_msg(MsgAppendResponse, 3, 9, 7));
+        assert_eq!(o.superseded_acks, 1);
+        assert_eq!(
+            sent(&mut o),
+            vec![
+                (
+                    2,
+                    vec![
+                        (10, MsgAppendResponse, 9),
+                        (11, MsgAppendResponse, 4),
+                        (10, MsgHeartbeatResponse, 0)
+                    ]
+                ),
+                (3, vec![(10, MsgAppendResponse, 7)]),
+            ]
+        );
+        // The next round starts afresh.
+        push(&mut o, 2, 10, 5, raft_msg(MsgAppendResponse, 3, 10, 7));
+        assert_eq!(sent(&mut o), vec![(2, vec![(10, MsgAppendResponse, 10)])]);
+    }
+
+    #[test]
+    fn rejections_other_terms_and_older_acks_are_all_sent() {
+        use MessageType::*;
+        let mut o = Outbox::default();
+        push(&mut o, 2, 10, 5, raft_msg(MsgAppendResponse, 3, 7, 6));
+        let mut reject = raft_msg(MsgAppendResponse, 3, 8, 6);
+        reject.reject = true;
+        push(&mut o, 2, 10, 5, reject);
+        push(&mut o, 2, 10, 5, raft_msg(MsgAppendResponse, 4, 8, 6));
+        // Lower than the ack it would replace (never happens in order; kept anyway).
+        push(&mut o, 2, 10, 5, raft_msg(MsgAppendResponse, 4, 6, 6));
+        assert_eq!(o.superseded_acks, 0);
+        let indexes: Vec<u64> = sent(&mut o)[0].1.iter().map(|m| m.2).collect();
+        assert_eq!(indexes, vec![7, 8, 8, 6]);
     }
 }
