@@ -11,7 +11,8 @@
 //!
 //! `--clients` concurrent tasks share `--conns` client instances (each with its own
 //! connection per endpoint, task `i` using instance `i % conns`) and issue `--total`
-//! requests between them. See `benches/README.md`.
+//! requests between them (or as many as they get through in `--duration` seconds). See
+//! `benches/README.md`.
 
 #[path = "../mock.rs"]
 mod mock;
@@ -57,6 +58,10 @@ struct Cli {
     /// Print a one-line JSON summary instead of the text report.
     #[arg(long, global = true)]
     json: bool,
+    /// Stop after this many seconds (put and range) even if --total is not reached: runs
+    /// of equal length, e.g. two clusters measured side by side on one machine.
+    #[arg(long, global = true)]
+    duration: Option<f64>,
     /// Timeout of one request, retries included, in milliseconds.
     #[arg(long, default_value_t = 5000, global = true)]
     command_timeout_ms: u64,
@@ -225,6 +230,14 @@ enum Op {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    let duration = match cli.duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(format!(
+                "--duration must be a positive number of seconds, not {d}"
+            ))
+        }
+        d => d.map(|d| Duration::from_secs_f64(d.min(1e9))),
+    };
     let (name, total, op) = match cli.workload {
         Workload::Put {
             total,
@@ -318,6 +331,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     };
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let deadline = duration.map(|d| start + d);
     // Milliseconds since `start` of the last success; when a request fails and none has
     // succeeded for a whole request timeout (the store is gone), the run stops instead of
     // spending a timeout on each of the remaining requests.
@@ -352,6 +366,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     break;
                 }
                 let began = Instant::now();
+                if deadline.is_some_and(|d| began >= d) {
+                    break;
+                }
                 let result = match &op {
                     Op::Put {
                         key_size,
