@@ -18,7 +18,9 @@
 # completes more puts. Measured with the same build on both sides, the ratio stays within
 # ±3%. It says which build is more efficient under load, not what either does alone (a
 # latency-bound setup, e.g. one region, leaves CPU to the other side; compare like with
-# like). Runs alternate which build gets the first ports and starts first.
+# like, and a change that makes a store wait more, e.g. for its own disk writes, loses
+# here even where it saves CPU). Runs alternate which build gets the first ports and
+# starts first.
 #
 # Env: REGIONS (64), DURATION (15 s), CLIENTS (256), CONNS (1), SETTLE (5 s after the
 # leaders are balanced), PONTOON_AB_DIR (data, default ./data/bench-ab).
@@ -26,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-    sed -n 2,25p "$0"
+    sed -n 2,27p "$0"
     exit 2
 fi
 A=$(cd "$1" && pwd)
