@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pontoon-bench");
@@ -12,6 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_pontoon-bench");
 struct Mock {
     child: Child,
     addr: String,
+    /// Kept open: a closed pipe would make the mock's next write to stderr fail.
+    stderr: BufReader<ChildStderr>,
 }
 
 impl Drop for Mock {
@@ -29,21 +31,28 @@ fn mock() -> Mock {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the mock store");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // From here on a failed assertion still kills the child (the guard's drop).
+    let mut m = Mock {
+        child,
+        addr: String::new(),
+        stderr,
+    };
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
+    m.stderr
         .read_line(&mut line)
         .expect("read the mock's address");
-    let addr = line
+    m.addr = line
         .trim()
         .rsplit(' ')
         .next()
         .expect("an address")
         .to_string();
     assert!(
-        addr.starts_with("127.0.0.1:"),
+        m.addr.starts_with("127.0.0.1:"),
         "unexpected first line {line:?}"
     );
-    Mock { child, addr }
+    m
 }
 
 /// Runs the load generator with `args` (10 s at most); returns (success, stdout, stderr).
