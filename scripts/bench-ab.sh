@@ -72,13 +72,14 @@ start_cluster() {
     done
 }
 
-# Waits (up to 120 s) until no store leads more than one region more than another (a split
-# leaves every new region led by the splitting store; the placement spreads them).
+# shellcheck source=scripts/leader-spread.sh
+source scripts/leader-spread.sh
+
+# Waits (up to 120 s) until no store leads more than one region more than another.
 wait_balanced() {
     local spread
     for _ in $(seq 1 120); do
-        spread=$("$1/pontoonctl" --endpoints "$2" region list -w json 2>/dev/null |
-            python3 -c 'import collections, json, sys; c = collections.Counter(r.get("leader_store_id", 0) for r in json.load(sys.stdin)["regions"]); v = [c.get(s, 0) for s in (1, 2, 3)]; print(max(v) - min(v) if 0 not in c else 99)' 2>/dev/null || true)
+        spread=$(leader_spread "$1" "$2")
         [ -n "$spread" ] && [ "$spread" -le 1 ] && return 0
         sleep 1
     done

@@ -29,11 +29,8 @@ TOTAL=${TOTAL:-100000}
 CONNS=${CONNS:-32}
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 segments() { if command -v nstat >/dev/null; then nstat -a 2>/dev/null | awk '$1 == "TcpOutSegs" {print $2}'; fi; }
-# Largest minus smallest number of regions led by a store (empty if unknown).
-leader_spread() {
-    "$BIN"/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
-        python3 -c 'import collections, json, sys; c = collections.Counter(r.get("leader_store_id", 0) for r in json.load(sys.stdin)["regions"]); v = [c.get(s, 0) for s in (1, 2, 3)]; print(max(v) - min(v) if 0 not in c else 99)' 2>/dev/null || true
-}
+# shellcheck source=scripts/leader-spread.sh
+source scripts/leader-spread.sh
 results=$(mktemp)
 trap 'rm -f "$results"; scripts/local-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 regions=(${@:-1 16 64 256})
@@ -46,11 +43,10 @@ for rep in $(seq "${REPEAT:-1}"); do
         if [ "$r" -gt 1 ]; then
             "$BIN"/pontoon-bench --endpoints $EP split --regions "$r" --key-size 8 --key-space-size 100000 >/dev/null
         fi
-        # The placement spreads the new regions' leaderships over the stores (half the
-        # excess a second: ~4 s for 64 regions, ~7 s for 256); wait for it.
+        # Wait for the placement to spread the new regions' leaderships.
         waited=0
         while [ "$r" -gt 1 ] && [ "$waited" -lt "${BALANCE_WAIT:-120}" ]; do
-            spread=$(leader_spread)
+            spread=$(leader_spread "$BIN" "$EP")
             [ -n "$spread" ] && [ "$spread" -le 1 ] && break
             sleep 1
             waited=$((waited + 1))

@@ -84,6 +84,23 @@ fn bench(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `put` against the mock with a JSON summary: `clients` tasks for `duration` seconds or
+/// `total` requests, whichever ends first.
+fn put_json(m: &Mock, clients: u32, duration: &str, total: u64) -> (bool, String, String) {
+    bench(&[
+        "--endpoints",
+        &m.addr,
+        "--clients",
+        &clients.to_string(),
+        "--json",
+        "--duration",
+        duration,
+        "put",
+        "--total",
+        &total.to_string(),
+    ])
+}
+
 fn json_field(out: &str, field: &str) -> f64 {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
     v[field]
@@ -94,18 +111,7 @@ fn json_field(out: &str, field: &str) -> f64 {
 #[test]
 fn duration_ends_a_run_that_total_would_not() {
     let m = mock();
-    let (ok, out, err) = bench(&[
-        "--endpoints",
-        &m.addr,
-        "--clients",
-        "4",
-        "--json",
-        "--duration",
-        "0.5",
-        "put",
-        "--total",
-        "1000000000",
-    ]);
+    let (ok, out, err) = put_json(&m, 4, "0.5", 1_000_000_000);
     assert!(ok, "stderr: {err}");
     let elapsed = json_field(&out, "elapsed_secs");
     assert!(
@@ -120,18 +126,7 @@ fn duration_ends_a_run_that_total_would_not() {
 #[test]
 fn total_still_ends_a_run_before_its_duration() {
     let m = mock();
-    let (ok, out, err) = bench(&[
-        "--endpoints",
-        &m.addr,
-        "--clients",
-        "2",
-        "--json",
-        "--duration",
-        "60",
-        "put",
-        "--total",
-        "300",
-    ]);
+    let (ok, out, err) = put_json(&m, 2, "60", 300);
     assert!(ok, "stderr: {err}");
     assert_eq!(json_field(&out, "ok"), 300.0);
 }
