@@ -152,7 +152,18 @@ impl MemTable {
                         continue;
                     };
                     let s = self.stream_mut(*stream, 1, file);
-                    s.states.insert(k.to_vec(), (v.to_vec(), file));
+                    // A region rewrites the same few keys (its hard state with most writes):
+                    // update in place rather than allocate a key and a value each time.
+                    match s.states.get_mut(k) {
+                        Some((old, f)) => {
+                            old.clear();
+                            old.extend_from_slice(v);
+                            *f = file;
+                        }
+                        None => {
+                            s.states.insert(k.to_vec(), (v.to_vec(), file));
+                        }
+                    }
                 }
                 Op::DeleteState { stream, key } => {
                     let Some(k) = payload.get(key.clone()) else {
@@ -553,5 +564,32 @@ mod tests {
             .map(|s| s.cache.iter().map(Vec::len).sum::<usize>())
             .sum();
         assert_eq!(counted, m.cache_bytes);
+    }
+
+    #[test]
+    fn a_rewritten_state_holds_the_new_value_and_moves_to_its_segment() {
+        let mut m = MemTable::new(1 << 20);
+        let put = |m: &mut MemTable, payload: &[u8], klen: usize, file: u32| {
+            let op = Op::PutState {
+                stream: 7,
+                key: 0..klen,
+                value: klen..payload.len(),
+            };
+            m.apply(&[op], payload, file, 0, &Cache::Nothing);
+        };
+        put(&mut m, b"hslong value", 2, 1);
+        put(&mut m, b"xyother", 1, 1);
+        // Shorter, then longer than before: the value is replaced, not merged.
+        put(&mut m, b"hsv2", 2, 2);
+        assert_eq!(m.get_state(7, b"hs").as_deref(), Some(&b"v2"[..]));
+        put(&mut m, b"xyanother, longer value", 1, 3);
+        assert_eq!(
+            m.get_state(7, b"x").as_deref(),
+            Some(&b"yanother, longer value"[..])
+        );
+        // Each record now lives in its new segment: the old one no longer holds the stream's
+        // states.
+        let files: Vec<u32> = m.streams[&7].states.values().map(|v| v.1).collect();
+        assert_eq!(files, vec![2, 3]);
     }
 }

@@ -55,6 +55,10 @@ pub use crate::region::FIRST_REGION_ID;
 
 pub use crate::reply::Reply;
 
+/// How far a region's commit index may run ahead of the one in its last written hard
+/// state before a write of entries carries a new one (see `StoreLoop::on_ready`).
+const HARD_STATE_COMMIT_STRIDE: u64 = 64;
+
 /// Node settings. Every field says its default.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -2539,12 +2543,19 @@ impl StoreLoop {
                 store.append(&mut batch, ready.entries(), write_id)?;
                 if let Some(hs) = ready.hs() {
                     // Only term and vote must be durable before raft goes on. A new commit
-                    // index alone rides along with the next write that carries entries (or
-                    // a term or vote): writing it by itself cost a raft-log write, a device
-                    // write, per commit advance. A restart lifts the commit to the applied
-                    // index (`open_region`) and learns the rest from the leader.
+                    // index alone rides along with a later write: writing it by itself cost
+                    // a raft-log write, a device write, per commit advance, and a record
+                    // with every write of entries cost a state record (and its update of
+                    // the log's index) per region and round, which with many regions is
+                    // one per one or two entries. So it rides with entries once it is
+                    // `HARD_STATE_COMMIT_STRIDE` ahead of the last one written: the record
+                    // keeps moving forward with the log (an old one would pin its segment
+                    // until the purge rewrote the region). A restart lifts the commit to
+                    // the applied index (`open_region`) and learns the rest from the leader.
                     let old = store.hard_state();
-                    if hs.term != old.term || hs.vote != old.vote || !ready.entries().is_empty() {
+                    let due = !ready.entries().is_empty()
+                        && store.unstaged_commits(hs.commit) >= HARD_STATE_COMMIT_STRIDE;
+                    if hs.term != old.term || hs.vote != old.vote || due {
                         store.set_hard_state(&mut batch, hs.clone())?;
                     } else {
                         store.set_commit_lazily(hs.commit);

@@ -44,6 +44,9 @@ pub struct PeerStorage {
     region_id: u64,
     log: Arc<LogStore>,
     hard_state: HardState,
+    /// Commit index of the last hard state staged for writing (see
+    /// [`PeerStorage::unstaged_commits`]).
+    staged_commit: u64,
     conf_state: ConfState,
     /// Index and term of the last entry dropped by log compaction (0, 0 for a new log).
     truncated: (u64, u64),
@@ -136,6 +139,7 @@ impl PeerStorage {
         Ok(PeerStorage {
             region_id,
             log,
+            staged_commit: hard_state.commit,
             hard_state,
             conf_state,
             truncated,
@@ -263,8 +267,14 @@ impl PeerStorage {
     /// Stages a new hard state into `batch`.
     pub fn set_hard_state(&mut self, batch: &mut LogBatch, hs: HardState) -> Result<(), Error> {
         batch.put_state(self.region_id, KEY_HARD_STATE, &encode(&hs))?;
+        self.staged_commit = hs.commit;
         self.hard_state = hs;
         Ok(())
+    }
+
+    /// How far `commit` is ahead of the commit index last staged with a hard state.
+    pub fn unstaged_commits(&self, commit: u64) -> u64 {
+        commit.saturating_sub(self.staged_commit)
     }
 
     /// Raises the commit index without staging a write: it is persisted with the next
@@ -463,6 +473,39 @@ mod tests {
 
     fn open_log(dir: &std::path::Path) -> Arc<LogStore> {
         Arc::new(LogStore::open(dir, pontoon_raftlog::Config::default()).unwrap())
+    }
+
+    #[test]
+    fn lazily_raised_commits_count_until_a_hard_state_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = open_log(dir.path());
+            let mut s = PeerStorage::open(log.clone(), 7, &[1]).unwrap();
+            let mut b = LogBatch::new();
+            let hs = HardState {
+                term: 2,
+                vote: 1,
+                commit: 10,
+                ..Default::default()
+            };
+            s.set_hard_state(&mut b, hs).unwrap();
+            log.write(b, true).unwrap();
+            assert_eq!(s.unstaged_commits(10), 0);
+            s.set_commit_lazily(70);
+            assert_eq!(s.hard_state().commit, 70);
+            assert_eq!(s.unstaged_commits(70), 60);
+            assert_eq!(s.unstaged_commits(5), 0, "an older commit is never ahead");
+            let mut b = LogBatch::new();
+            let hs = s.hard_state().clone();
+            s.set_hard_state(&mut b, hs).unwrap();
+            log.write(b, true).unwrap();
+            assert_eq!(s.unstaged_commits(70), 0);
+            // Raised again but never staged: a restart sees the last staged commit.
+            s.set_commit_lazily(90);
+        }
+        let s = PeerStorage::open(open_log(dir.path()), 7, &[]).unwrap();
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 70);
+        assert_eq!(s.unstaged_commits(90), 20);
     }
 
     #[test]
