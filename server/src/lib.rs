@@ -19,6 +19,7 @@
 
 mod append_check;
 mod direct;
+mod ids;
 pub mod inbox;
 pub mod meta;
 pub mod mvcc;

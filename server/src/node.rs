@@ -22,7 +22,7 @@
 //! engine has no WAL, so that is the last *flushed* one); raft replays every committed entry
 //! after it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse};
 
+use crate::ids::{IdMap, IdSet};
 use crate::inbox::{AdoptedPeer, Inbox, LoopSender};
 use crate::mvcc::{self, ApplyState};
 use crate::peer::{
@@ -414,7 +415,7 @@ impl Node {
             entries_written: 0,
             solo_sync: cfg.lone_leader_wait_entries == 0,
             solo_mark: (0, 0),
-            last_seen: HashMap::new(),
+            last_seen: IdMap::default(),
             heartbeat_stores: BTreeSet::new(),
             awake: IdSet::default(),
             asleep: IdMap::default(),
@@ -719,31 +720,6 @@ fn size_checker(engine: Arc<Engine>, rx: mpsc::Receiver<SizeCheck>, tx: LoopSend
     }
 }
 
-/// Hashes region ids (well spread already) with one multiplication instead of SipHash: the
-/// store loop looks peers up for every message and every tick.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
-type IdMap<V> = HashMap<u64, V, IdBuild>;
-type IdSet = HashSet<u64, IdBuild>;
-
 struct StoreLoop {
     ctx: Ctx,
     /// Bytes of raft messages queued for this loop (released as they are taken).
@@ -809,7 +785,7 @@ struct StoreLoop {
     solo_mark: (u64, u64),
     /// When a message from each store last arrived (store heartbeats keep it fresh while
     /// regions sleep).
-    last_seen: HashMap<u64, Instant>,
+    last_seen: IdMap<Instant>,
     /// The stores sharing a region with this one (store heartbeats go there).
     heartbeat_stores: BTreeSet<u64>,
     /// Regions came or went since `heartbeat_stores` was computed.
@@ -995,11 +971,13 @@ impl StoreLoop {
         let mut msgs = std::mem::take(&mut self.received);
         self.rx.read(&mut msgs);
         let any = !msgs.is_empty();
+        // One clock read for the batch: it says when the stores were last heard from.
+        let now = Instant::now();
         for m in msgs.drain(..) {
             if self.fatal.is_some() {
                 break;
             }
-            if let Err(e) = self.on_raft_message(m) {
+            if let Err(e) = self.on_raft_message(m, now) {
                 self.fatal = Some(e);
             }
         }
@@ -1929,7 +1907,7 @@ impl StoreLoop {
             }
             Msg::Raft(m, bytes) => {
                 self.inbound.release(bytes);
-                if let Err(e) = self.on_raft_message(*m) {
+                if let Err(e) = self.on_raft_message(*m, Instant::now()) {
                     self.fatal = Some(e);
                     return true;
                 }
@@ -1937,8 +1915,9 @@ impl StoreLoop {
             }
             Msg::RaftBatch(msgs, bytes) => {
                 self.inbound.release(bytes);
+                let now = Instant::now();
                 for m in msgs {
-                    if let Err(e) = self.on_raft_message(m) {
+                    if let Err(e) = self.on_raft_message(m, now) {
                         self.fatal = Some(e);
                         return true;
                     }
@@ -2289,8 +2268,8 @@ impl StoreLoop {
     /// Steps a message from another store into the region's peer, creating an
     /// uninitialized peer for a region this store does not have yet. Messages that do not
     /// decode, or are for another store, a removed peer or an outdated peer id, are dropped
-    /// (raft retries what matters).
-    fn on_raft_message(&mut self, m: RaftMessage) -> Result<(), Error> {
+    /// (raft retries what matters). `now` is when it arrived (one clock read per batch).
+    fn on_raft_message(&mut self, m: RaftMessage, now: Instant) -> Result<(), Error> {
         let to = m.to_peer.unwrap_or_default();
         if to.store_id != 0 && to.store_id != self.ctx.store_id {
             log::debug!("dropping a raft message for store {}", to.store_id);
@@ -2302,7 +2281,12 @@ impl StoreLoop {
             return Ok(());
         }
         if from_store != 0 {
-            self.last_seen.insert(from_store, Instant::now());
+            match self.last_seen.get_mut(&from_store) {
+                Some(t) => *t = now,
+                None => {
+                    self.last_seen.insert(from_store, now);
+                }
+            }
         }
         if m.region_id == 0 {
             self.on_store_heartbeat(from_store, &m.message);

@@ -19,6 +19,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
 use raft_proto::ConfChangeI as _;
 
+use crate::ids::IdMap;
 use crate::mvcc::{self, ApplyState, Op, OpResult};
 use crate::node::{Error, NodeStatus, Reply};
 use crate::peer_storage::PeerStorage;
@@ -238,7 +239,7 @@ pub(crate) struct Peer {
     /// Moving average of appended entry sizes, for the byte limit.
     pub avg_entry_bytes: f64,
     /// Store of every peer id this peer has heard of (from the region and from messages).
-    peer_stores: HashMap<u64, u64>,
+    peer_stores: IdMap<u64>,
     /// Bytes written by applied commands since the last size check.
     pub written_bytes: u64,
     /// Bytes of keys and values as last measured.
@@ -504,7 +505,7 @@ impl Peer {
 
     /// Remembers where a peer id lives (learned from an incoming message).
     pub fn learn_peer(&mut self, peer: &metapb::Peer) {
-        if peer.id != 0 && peer.store_id != 0 {
+        if peer.id != 0 && peer.store_id != 0 && self.store_of(peer.id) != peer.store_id {
             self.peer_stores.insert(peer.id, peer.store_id);
         }
     }
@@ -594,7 +595,7 @@ impl Peer {
                 }),
                 to_peer: Some(metapb::Peer {
                     id: to,
-                    store_id: self.store_of(to),
+                    store_id: store,
                     ..Default::default()
                 }),
                 region_epoch: self.region.region_epoch,
