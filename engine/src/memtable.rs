@@ -124,7 +124,37 @@ impl KeyFilter {
 }
 
 /// The in-place slots of one column family: user key -> `(sequence, value)`.
-type Slots = HashMap<Vec<u8>, (u64, Vec<u8>)>;
+type Slots = HashMap<Vec<u8>, (u64, Vec<u8>), SlotBuild>;
+
+/// Hashes the in-place slots' keys (a region's apply-state key is rewritten with every
+/// applied batch, so the lookup runs once per region and round) with the key filter's hash
+/// instead of SipHash: nothing outside the engine chooses these keys.
+#[derive(Default, Clone, Copy)]
+struct SlotHasher(u64);
+
+impl std::hash::Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = (self.0.rotate_left(29) ^ hash64(bytes)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type SlotBuild = std::hash::BuildHasherDefault<SlotHasher>;
 
 /// One memtable. Writers are serialised by the engine; readers run concurrently.
 pub(crate) struct MemTable {
@@ -138,7 +168,7 @@ pub(crate) struct MemTable {
     last_seq: AtomicU64,
     /// In-place slots not yet settled into the skiplist, by column family and user key:
     /// `(sequence, value)` of the newest write.
-    slots: Mutex<HashMap<u32, Slots>>,
+    slots: Mutex<HashMap<u32, Slots, SlotBuild>>,
     /// True while `slots` may hold anything (set before a slot is filled, so a reader that
     /// sees a slot's sequence published sees this too).
     has_slots: AtomicBool,
@@ -155,7 +185,7 @@ impl MemTable {
             has_range_dels: AtomicBool::new(false),
             approximate_bytes: AtomicUsize::new(0),
             last_seq: AtomicU64::new(0),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::default()),
             has_slots: AtomicBool::new(false),
         }
     }
@@ -163,19 +193,21 @@ impl MemTable {
     /// Writes `value` into the in-place slot of `user_key` in `cf`, replacing what an earlier
     /// in-place write left there. Reads see it as a put at `seq`.
     pub(crate) fn put_in_place(&self, cf: u32, user_key: &[u8], seq: u64, value: &[u8]) {
-        if let Some(f) = &self.filter {
-            f.insert(hash64(user_key));
-        }
         self.has_slots.store(true, AtomicOrdering::Release);
         let mut slots = self.slots.lock();
         let keys = slots.entry(cf).or_default();
         match keys.get_mut(user_key) {
+            // The key filter has the key since the slot's first write (a slot lives in one
+            // memtable): no second insert, which cost a cache miss per region and round.
             Some(slot) => {
                 slot.0 = seq;
                 slot.1.clear();
                 slot.1.extend_from_slice(value);
             }
             None => {
+                if let Some(f) = &self.filter {
+                    f.insert(hash64(user_key));
+                }
                 self.approximate_bytes
                     .fetch_add(user_key.len() + value.len() + 48, AtomicOrdering::Relaxed);
                 keys.insert(user_key.to_vec(), (seq, value.to_vec()));
@@ -617,6 +649,31 @@ mod tests {
         });
         assert_eq!(flushed.len(), 4);
         assert_eq!(flushed[3].0, ik(b"c", 4, ValueKind::Delete));
+    }
+
+    #[test]
+    fn a_rewritten_slot_passes_the_key_filter() {
+        // The filter learns a slot's key at its first write only; rewrites must still be
+        // found, and keys never written still miss.
+        let m = MemTable::new(4 << 10, 0);
+        for (seq, v) in [(1, b"s1"), (2, b"s2"), (3, b"s3")] {
+            m.put_in_place(0, b"apply/7", seq, v);
+        }
+        assert_eq!(
+            value_of(m.get(0, b"apply/7", hash64(b"apply/7"), 3, true)),
+            Some(b"s3".to_vec())
+        );
+        assert!(matches!(
+            m.get(0, b"apply/8", hash64(b"apply/8"), 3, true),
+            Lookup::Absent
+        ));
+        // Settled and written again: a new slot, still found.
+        m.settle();
+        m.put_in_place(0, b"apply/7", 4, b"s4");
+        assert_eq!(
+            value_of(m.get(0, b"apply/7", hash64(b"apply/7"), 4, true)),
+            Some(b"s4".to_vec())
+        );
     }
 
     #[test]
