@@ -18,6 +18,7 @@ mod error;
 pub mod fault;
 pub mod format;
 pub mod fs;
+pub mod ids;
 mod log_batch;
 mod memtable;
 mod purge;

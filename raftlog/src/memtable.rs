@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::error::{Error, Result};
 use crate::format::Op;
+use crate::ids::IdBuild;
 use crate::log_batch::Entry;
 
 /// Where an entry's payload is: segment, byte offset, length. 12 bytes.
@@ -102,7 +103,7 @@ impl Cache {
 
 /// All streams of the store.
 pub(crate) struct MemTable {
-    streams: HashMap<u64, Stream>,
+    streams: HashMap<u64, Stream, IdBuild>,
     cache_cap: usize,
     cache_bytes: usize,
     cache_entries: usize,
@@ -113,7 +114,7 @@ pub(crate) struct MemTable {
 impl MemTable {
     pub fn new(cache_cap: usize) -> Self {
         MemTable {
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             cache_cap,
             cache_bytes: 0,
             cache_entries: 0,

@@ -1,28 +1,9 @@
-//! Hash maps keyed by ids, for the store loop's per-message lookups.
+//! Hash maps keyed by ids, for the store loop's per-message lookups (the hasher is the raft
+//! log's: one multiplication per id instead of SipHash).
 
 use std::collections::{HashMap, HashSet};
 
-/// Hashes region, peer and store ids (well spread already) with one multiplication instead
-/// of SipHash: the store loop looks peers up for every message and every tick.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+pub(crate) use pontoon_raftlog::ids::IdBuild;
 
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
 pub(crate) type IdMap<V> = HashMap<u64, V, IdBuild>;
 pub(crate) type IdSet = HashSet<u64, IdBuild>;

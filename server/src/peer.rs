@@ -19,7 +19,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse, Request, Response};
 use raft_proto::ConfChangeI as _;
 
-use crate::ids::IdMap;
+use crate::ids::{IdBuild, IdMap};
 use crate::mvcc::{self, ApplyState, Op, OpResult};
 use crate::node::{Error, NodeStatus, Reply};
 use crate::peer_storage::PeerStorage;
@@ -73,7 +73,7 @@ pub(crate) struct Outbox {
     stores: Vec<OutboxStore>,
     /// The round's latest accepting append ack of each (destination store, region, to
     /// peer, term).
-    acks: HashMap<(u64, u64, u64, u64), QueuedAck>,
+    acks: HashMap<(u64, u64, u64, u64), QueuedAck, IdBuild>,
     /// Acks replaced by a later one since the store started.
     pub superseded_acks: u64,
 }
