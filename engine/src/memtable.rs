@@ -126,9 +126,11 @@ impl KeyFilter {
 /// The in-place slots of one column family: user key -> `(sequence, value)`.
 type Slots = HashMap<Vec<u8>, (u64, Vec<u8>), SlotBuild>;
 
-/// Hashes the in-place slots' keys (a region's apply-state key is rewritten with every
-/// applied batch, so the lookup runs once per region and round) with the key filter's hash
-/// instead of SipHash: nothing outside the engine chooses these keys.
+/// Hashes the in-place slots' keys with the key filter's hash instead of SipHash: a
+/// region's apply-state key is rewritten with every applied batch, so the lookup runs once
+/// per region and round. In-place keys are few and chosen by the embedding store (Pontoon's
+/// are its regions' apply-state keys), not by its clients, so SipHash's resistance to
+/// chosen keys buys nothing here.
 #[derive(Default, Clone, Copy)]
 struct SlotHasher(u64);
 
