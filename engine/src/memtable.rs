@@ -658,24 +658,16 @@ mod tests {
         // The filter learns a slot's key at its first write only; rewrites must still be
         // found, and keys never written still miss.
         let m = MemTable::new(4 << 10, 0);
+        let newest = |key: &[u8], seq| m.get(0, key, hash64(key), seq, true);
         for (seq, v) in [(1, b"s1"), (2, b"s2"), (3, b"s3")] {
             m.put_in_place(0, b"apply/7", seq, v);
         }
-        assert_eq!(
-            value_of(m.get(0, b"apply/7", hash64(b"apply/7"), 3, true)),
-            Some(b"s3".to_vec())
-        );
-        assert!(matches!(
-            m.get(0, b"apply/8", hash64(b"apply/8"), 3, true),
-            Lookup::Absent
-        ));
+        assert_eq!(value_of(newest(b"apply/7", 3)), Some(b"s3".to_vec()));
+        assert!(matches!(newest(b"apply/8", 3), Lookup::Absent));
         // Settled and written again: a new slot, still found.
         m.settle();
         m.put_in_place(0, b"apply/7", 4, b"s4");
-        assert_eq!(
-            value_of(m.get(0, b"apply/7", hash64(b"apply/7"), 4, true)),
-            Some(b"s4".to_vec())
-        );
+        assert_eq!(value_of(newest(b"apply/7", 4)), Some(b"s4".to_vec()));
     }
 
     #[test]
