@@ -9,7 +9,10 @@
 # connection per store it talks to) on a 100,000-key space; prints ops/s, the stores' CPU
 # per put (user + system of the three processes over the run, from /proc), TCP segments
 # per put on this machine (from `nstat`, when installed: every request, answer and raft
-# message batch is at least one) and which stores lead the regions afterwards.
+# message batch is at least one), the share of all CPU time the hypervisor gave to other
+# guests during the run (`steal`, from /proc/stat: on a shared VM this is what makes the
+# same build run a third slower from one minute to the next; compare runs of similar
+# steal) and which stores lead the regions afterwards.
 #
 # After the split the script waits (up to BALANCE_WAIT seconds, default 120) until the
 # placement has evened out the leaderships (counts at most one apart: a split leaves every
@@ -28,6 +31,8 @@ BIN=${CARGO_TARGET_DIR:-./target}/release
 TOTAL=${TOTAL:-100000}
 CONNS=${CONNS:-32}
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+# "steal ticks total ticks" of all CPUs (/proc/stat): time the hypervisor gave to others.
+cpu_stat() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
 segments() { if command -v nstat >/dev/null; then nstat -a 2>/dev/null | awk '$1 == "TcpOutSegs" {print $2}'; fi; }
 # shellcheck source=scripts/leader-spread.sh
 source scripts/leader-spread.sh
@@ -55,10 +60,13 @@ for rep in $(seq "${REPEAT:-1}"); do
         pids=$(cat "$PONTOON_CLUSTER_DIR"/s*/pid)
         before=$(ticks $pids)
         segs_before=$(segments)
+        read -r steal_before all_before < <(cpu_stat)
         out=$("$BIN"/pontoon-bench --endpoints $EP --clients 256 --conns "$CONNS" --json \
             put --total "$TOTAL" --key-size 8 --val-size 256 --sequential-keys --key-space-size 100000)
         after=$(ticks $pids)
         segs_after=$(segments)
+        read -r steal_after all_after < <(cpu_stat)
+        steal=$(( (steal_after - steal_before) * 100 / (all_after - all_before + 1) ))
         ops=$(echo "$out" | sed -n 's/.*"requests_per_sec":\([0-9.]*\).*/\1/p')
         hz=$(getconf CLK_TCK)
         segs="?"
@@ -69,7 +77,7 @@ for rep in $(seq "${REPEAT:-1}"); do
         leaders=$("$BIN"/pontoonctl --endpoints $EP region list -w json 2>/dev/null |
             python3 -c 'import collections, json, sys; c = collections.Counter(str(r.get("leader_store_id", 0)) for r in json.load(sys.stdin)["regions"]); print(",".join(f"s{k}:{v}" for k, v in sorted(c.items())))' 2>/dev/null || echo "?")
         [ -n "${VERBOSE:-}" ] && echo "$out"
-        echo "regions=$r conns=$CONNS waited_for_balance=${waited}s ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / TOTAL )) tcp_segments_per_put=$segs leaders=$leaders"
+        echo "regions=$r conns=$CONNS waited_for_balance=${waited}s ops/s=${ops%.*} store_cpu_us_per_put=$(( (after - before) * 1000000 / hz / TOTAL )) tcp_segments_per_put=$segs steal=${steal}% leaders=$leaders"
         echo "$r ${ops%.*}" >> "$results"
     done
 done
