@@ -10,9 +10,9 @@
 # per put (user + system of the three processes over the run, from /proc), TCP segments
 # per put on this machine (from `nstat`, when installed: every request, answer and raft
 # message batch is at least one), the share of all CPU time the hypervisor gave to other
-# guests during the run (`steal`, from /proc/stat: on a shared VM this is what makes the
-# same build run a third slower from one minute to the next; compare runs of similar
-# steal) and which stores lead the regions afterwards.
+# guests during the run (`steal`, from /proc/stat: on a shared VM it is a large part of
+# why the same build runs a third slower from one minute to the next; compare runs of
+# similar steal) and which stores lead the regions afterwards.
 #
 # After the split the script waits (up to BALANCE_WAIT seconds, default 120) until the
 # placement has evened out the leaderships (counts at most one apart: a split leaves every

@@ -651,9 +651,7 @@ impl SkipList {
         // keep the random heights that make searches logarithmic; a key's run of versions
         // keeps a taller one about every 16, so a read of an old version still walks only a
         // few nodes past newer ones.
-        let height = if newest && found.is_some() && w.one_in_eight() {
-            w.random_height()
-        } else if newest && found.is_some() {
+        let height = if newest && found.is_some() && !w.one_in_eight() {
             1
         } else {
             w.random_height()
