@@ -857,14 +857,7 @@ mod tests {
         }
         assert_eq!(l.len(), model.len());
         // Full scan in order, keys and values intact.
-        let mut e = l.first();
-        for (k, v) in &model {
-            let got = e.unwrap();
-            assert_eq!(&key_of(&got), k);
-            assert_eq!(got.value(), &v[..]);
-            e = got.next();
-        }
-        assert!(e.is_none());
+        assert_scan_matches(&l, &model, "random");
         // Seeks at, before and after stored keys agree with the model.
         let keys: Vec<&Key> = model.keys().collect();
         for (i, k) in keys.iter().enumerate().step_by(7) {
@@ -894,6 +887,18 @@ mod tests {
             l.seek_before(Some(&end)).map(|e| key_of(&e)).as_ref(),
             keys.last().copied()
         );
+    }
+
+    /// A full scan of `l` yields exactly `model`'s entries, in order, values intact.
+    fn assert_scan_matches(l: &SkipList, model: &BTreeMap<Key, Vec<u8>>, what: &str) {
+        let mut e = l.first();
+        for (k, v) in model {
+            let got = e.unwrap();
+            assert_eq!(&key_of(&got), k, "{what}");
+            assert_eq!(got.value(), &v[..], "{what}");
+            e = got.next();
+        }
+        assert!(e.is_none(), "{what}");
     }
 
     /// Every level is a sorted chain, each a subsequence of the level below.
@@ -983,14 +988,7 @@ mod tests {
                 model.insert((cf, key(i), std::cmp::Reverse(trailer)), value);
             }
             check_levels(&l);
-            let mut e = l.first();
-            for (k, v) in &model {
-                let got = e.unwrap();
-                assert_eq!(&key_of(&got), k, "{name}");
-                assert_eq!(got.value(), &v[..], "{name}");
-                e = got.next();
-            }
-            assert!(e.is_none(), "{name}");
+            assert_scan_matches(&l, &model, name);
             for k in model.keys().step_by(13) {
                 assert!(l.seek(&probe(k)).unwrap().is_at(&probe(k)), "{name}");
             }
@@ -1023,14 +1021,7 @@ mod tests {
             "only {placed} of 10000 placed through the index"
         );
         check_levels(&l);
-        let mut e = l.first();
-        for (k, v) in &model {
-            let got = e.unwrap();
-            assert_eq!(&key_of(&got), k);
-            assert_eq!(got.value(), &v[..]);
-            e = got.next();
-        }
-        assert!(e.is_none());
+        assert_scan_matches(&l, &model, "versions");
         for k in model.keys().step_by(7) {
             assert!(l.seek(&probe(k)).unwrap().is_at(&probe(k)));
         }
