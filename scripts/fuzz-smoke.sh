@@ -12,7 +12,8 @@ fi
 seconds="${FUZZ_SECONDS:-20}"
 # The targets are the [[bin]]s of fuzz/Cargo.toml, as `cargo fuzz list` reports them:
 # sst_decode, manifest_decode, engine_ops, raftlog_recovery, frame_decode, request_handling,
-# snapshot_decode, chunk_assembly, raftlog_ops. A new target only needs its [[bin]] entry.
+# snapshot_decode, chunk_assembly, raftlog_ops, raft_codec. A new target only needs its
+# [[bin]] entry.
 for target in $(cargo fuzz list); do
   echo "fuzz smoke: $target for ${seconds}s"
   cargo fuzz run --sanitizer none "$target" -- -max_total_time="$seconds" -rss_limit_mb=4096

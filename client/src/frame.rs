@@ -266,19 +266,38 @@ pub fn encode_message<M: prost::Message>(
     max_frame_size_bytes: u32,
     dst: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
-    let encoded_len = message.encoded_len();
+    // `encode_raw` cannot fail on a Vec (it grows); `encode` would only add an impossible
+    // "buffer full" error.
+    encode_payload_with(
+        frame_type,
+        request_id,
+        message.encoded_len(),
+        |dst| message.encode_raw(dst),
+        max_frame_size_bytes,
+        dst,
+    )
+}
+
+/// Appends one frame whose payload, `encoded_len` bytes, `write` appends to `dst`. Fails,
+/// appending nothing, if the payload is longer than `max_frame_size_bytes`.
+pub(crate) fn encode_payload_with(
+    frame_type: FrameType,
+    request_id: u64,
+    encoded_len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+    max_frame_size_bytes: u32,
+    dst: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let payload_len = checked_len(encoded_len, max_frame_size_bytes)?;
     dst.reserve(HEADER_LEN + encoded_len);
     let start = dst.len();
     dst.extend_from_slice(&[0u8; HEADER_LEN]);
-    // `encode_raw` cannot fail on a Vec (it grows); `encode` would only add an impossible
-    // "buffer full" error.
-    message.encode_raw(dst);
+    write(dst);
     let payload = dst.get(start + HEADER_LEN..).unwrap_or_default();
     debug_assert_eq!(
         payload.len(),
         encoded_len,
-        "prost's encoded_len disagrees with encode"
+        "the payload's length disagrees with what was written"
     );
     let header = FrameHeader {
         frame_type,

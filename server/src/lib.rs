@@ -9,7 +9,8 @@
 //! - [`mvcc`]: etcd's revision/version rules over the engine.
 //! - [`snapshot`]: region snapshots for followers too far behind the leader's log.
 //! - [`transport`] and [`peer_net`]: raft messages between stores over TCP; [`inbox`]: what
-//!   the store loop waits on (its channel, and the peer connections it reads itself).
+//!   the store loop waits on (its channel, and the peer connections it reads itself);
+//!   [`raft_codec`]: raft-rs's messages to and from bytes.
 //! - [`service`] and [`server`]: the client and peer services on tokio-uring, and putting a
 //!   store together; the `pontoon` binary is `src/main.rs`.
 //!
@@ -27,6 +28,7 @@ pub mod node;
 mod peer;
 pub mod peer_net;
 pub mod peer_storage;
+pub mod raft_codec;
 pub mod region;
 pub mod reply;
 pub mod server;

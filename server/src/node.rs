@@ -36,7 +36,6 @@ use pontoon_client::proto::raft_serverpb::{PeerState, RaftMessage};
 use pontoon_client::proto::{errorpb, metapb, pontoonpb};
 use pontoon_engine::{Engine, IterOptions, WriteBatch};
 use pontoon_raftlog::{LogBatch, LogStore};
-use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use raft_cmdpb::{AdminCmdType, CmdType, RaftCmdRequest, RaftCmdResponse};
 
@@ -624,30 +623,6 @@ type RegionLocalStateRec = pontoon_client::proto::raft_serverpb::RegionLocalStat
 
 /// A region to measure: (id, version, start, end).
 type SizeCheck = (u64, u64, Vec<u8>, Vec<u8>);
-
-/// Gives the entries of a received raft message their own buffer. Parsed zero-copy, their
-/// data are slices of the frame they came in, itself a slice of the connection's read
-/// buffer, and a follower keeps entries in memory until it applies them
-/// (`PeerStorage::tail`): a few hundred bytes of entries left unapplied in a region that
-/// went idle would pin a buffer of up to a whole frame, many regions' worth. One copy per
-/// message into a buffer holding exactly its entries' data bounds what they pin.
-fn rehome_entries(msg: &mut raft::eraftpb::Message) {
-    let total: usize = msg.get_entries().iter().map(|e| e.data.len()).sum();
-    if total == 0 {
-        return;
-    }
-    let mut buf = bytes::BytesMut::with_capacity(total);
-    for e in msg.get_entries() {
-        buf.extend_from_slice(&e.data);
-    }
-    let buf = buf.freeze();
-    let mut at = 0;
-    for e in msg.mut_entries().iter_mut() {
-        let n = e.data.len();
-        e.data = buf.slice(at..at + n);
-        at += n;
-    }
-}
 
 /// The size-check thread: measures a region's keys and values from an engine snapshot (off
 /// the store loop, which keeps serving) and finds the key where half of its bytes lie.
@@ -2295,14 +2270,13 @@ impl StoreLoop {
         if m.is_tombstone {
             return self.on_tombstone_message(&m);
         }
-        let mut msg = match raft::eraftpb::Message::parse_from_carllerche_bytes(&m.message) {
+        let mut msg = match crate::raft_codec::decode(&m.message) {
             Ok(msg) => msg,
             Err(e) => {
                 log::warn!("dropping an undecodable raft message: {e}");
                 return Ok(());
             }
         };
-        rehome_entries(&mut msg);
         let rid = m.region_id;
         match crate::append_check::check_incoming(&mut msg) {
             crate::append_check::Incoming::Fine => {}
@@ -3054,7 +3028,7 @@ mod tests {
             in_frame(got.get_entries()[0].data.as_ptr()),
             "parsed zero-copy"
         );
-        super::rehome_entries(&mut got);
+        crate::raft_codec::rehome_entries(&mut got);
         assert_eq!(got, m);
         for e in got.get_entries().iter().filter(|e| !e.data.is_empty()) {
             assert!(
@@ -3070,7 +3044,7 @@ mod tests {
             "one buffer, entries back to back"
         );
         let mut empty = raft::eraftpb::Message::default();
-        super::rehome_entries(&mut empty);
+        crate::raft_codec::rehome_entries(&mut empty);
         assert_eq!(empty, raft::eraftpb::Message::default());
     }
 

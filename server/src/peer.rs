@@ -599,7 +599,7 @@ impl Peer {
                     ..Default::default()
                 }),
                 region_epoch: self.region.region_epoch,
-                message: m.write_to_bytes().unwrap_or_default().into(),
+                message: crate::raft_codec::encode(&m).into(),
                 ..Default::default()
             };
             ctx.outbox
@@ -1891,7 +1891,7 @@ impl Peer {
             };
             return Ok(RaftCmdResponse::default().with_error(e));
         }
-        let mut ops = Vec::new();
+        let mut ops = Vec::with_capacity(req.requests.len());
         for r in &req.requests {
             match cmd_type(r) {
                 CmdType::Put => {
@@ -1942,7 +1942,10 @@ impl Peer {
         if !respond {
             return Ok(RaftCmdResponse::default());
         }
-        let mut resp = RaftCmdResponse::default();
+        let mut resp = RaftCmdResponse {
+            responses: Vec::with_capacity(req.requests.len()),
+            ..Default::default()
+        };
         let mut results = results.into_iter();
         for r in &req.requests {
             let mut out = Response {
@@ -2065,7 +2068,7 @@ mod tests {
         let ack = accepting_ack(&m);
         let rm = RaftMessage {
             region_id: region,
-            message: m.write_to_bytes().unwrap_or_default().into(),
+            message: crate::raft_codec::encode(&m).into(),
             ..Default::default()
         };
         o.push(store, rm, to, false, ack);
