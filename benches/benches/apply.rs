@@ -23,6 +23,7 @@ fn put_op(key: &[u8]) -> Op<'_> {
         key,
         value: &VALUE,
         lease: 0,
+        prev_kv: false,
     }
 }
 

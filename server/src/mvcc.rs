@@ -84,7 +84,8 @@ impl Default for ApplyState {
 }
 
 fn apply_key(region: u64) -> Vec<u8> {
-    let mut k = b"apply/".to_vec();
+    let mut k = Vec::with_capacity(14);
+    k.extend_from_slice(b"apply/");
     k.extend_from_slice(&region.to_be_bytes());
     k
 }
@@ -131,7 +132,7 @@ impl ApplyState {
         b.extend_from_slice(&self.applied_index.to_le_bytes());
         b.extend_from_slice(&self.applied_term.to_le_bytes());
         b.extend_from_slice(&(self.revision as u64).to_le_bytes());
-        batch.put_in_place(RAFT_CF, &apply_key(region), &b);
+        batch.put_in_place_owned(RAFT_CF, apply_key(region), b);
     }
 }
 
@@ -143,6 +144,23 @@ fn encode_parts(create: i64, modified: i64, version: i64, lease: i64, value: &[u
     }
     b.extend_from_slice(value);
     b
+}
+
+/// `(create_revision, version)` of a stored value.
+fn decode_meta(key: &[u8], stored: &[u8]) -> Result<(i64, i64)> {
+    let n = |i: usize| {
+        stored
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_le_bytes)
+    };
+    match (stored.len() >= META_LEN, n(0), n(2)) {
+        (true, Some(create), Some(version)) => Ok((create, version)),
+        _ => Err(Error::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: "shorter than its metadata",
+        }),
+    }
 }
 
 fn decode_value(key: &[u8], stored: &[u8], keys_only: bool) -> Result<KeyValue> {
@@ -192,6 +210,9 @@ pub enum Op<'a> {
         value: &'a [u8],
         /// Lease id.
         lease: i64,
+        /// Return the pair it replaces (etcd's `prev_kv`); without it the put reads only
+        /// the previous version's metadata.
+        prev_kv: bool,
     },
     /// Delete `[key, range_end)` with etcd's range_end rules (empty = just `key`,
     /// `"\0"` = every key from `key` on).
@@ -208,7 +229,7 @@ pub enum Op<'a> {
 /// What one [`Op`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
-    /// A put; the pair it replaced, if any.
+    /// A put; the pair it replaced, if any and if the put asked for it (`prev_kv`).
     Put(Option<KeyValue>),
     /// A delete; the pairs it removed.
     Deleted(Vec<KeyValue>),
@@ -220,8 +241,14 @@ pub enum OpResult {
 /// command, and still no crash can separate the data from the apply state that covers it.
 /// Each command reads what the earlier ones staged (the previous value of a put, the keys a
 /// delete removes), so the result is exactly that of writing them one by one.
+///
+/// Staged writes live in the overlay alone until the batch is taken: then each key's
+/// latest staged version moves into the batch, in key order, without a copy (a put's key
+/// and encoded value used to be copied into the batch as well, two allocations per put).
 #[derive(Default)]
 pub struct Pending {
+    /// Records written directly ([`Pending::batch_mut`]); the overlay's versions join them
+    /// when the batch is taken.
     batch: WriteBatch,
     /// Latest staged version of every key written, by column family.
     staged: Vec<(String, Overlay)>,
@@ -238,10 +265,13 @@ type StagedWrite<'a> = (&'a str, Vec<u8>, Option<Vec<u8>>);
 impl Pending {
     /// True if nothing is staged.
     pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+        self.batch.is_empty() && self.staged.iter().all(|(_, m)| m.is_empty())
     }
 
-    /// The batch to write (for records of the caller's own, like the apply state).
+    /// The batch to write, for records of the caller's own (the apply state, region
+    /// records) in column families that commands do not write (clients may not name
+    /// [`RAFT_CF`] or the meta column family): staged versions join the batch when it is
+    /// taken, after these records, which is the same state in any order.
     pub fn batch_mut(&mut self) -> &mut WriteBatch {
         &mut self.batch
     }
@@ -249,8 +279,21 @@ impl Pending {
     /// Takes the staged batch, leaving this empty. The caller must write it before
     /// anything reads the engine for these keys again.
     pub fn take(&mut self) -> WriteBatch {
-        self.staged.clear();
+        self.move_staged();
         std::mem::take(&mut self.batch)
+    }
+
+    /// Moves every staged version into the batch (each key once, its latest: the same
+    /// state as every version in order), emptying the overlay.
+    fn move_staged(&mut self) {
+        for (cf, m) in &mut self.staged {
+            for (key, value) in std::mem::take(m) {
+                match value {
+                    Some(v) => self.batch.put_owned(cf, key, v),
+                    None => self.batch.delete_owned(cf, key),
+                };
+            }
+        }
     }
 
     fn cf(&self, cf: &str) -> Option<&Overlay> {
@@ -258,10 +301,6 @@ impl Pending {
     }
 
     fn stage(&mut self, cf: &str, key: Vec<u8>, value: Option<Vec<u8>>) {
-        match &value {
-            Some(v) => self.batch.put(cf, &key, v),
-            None => self.batch.delete(cf, &key),
-        };
         let i = match self.staged.iter().position(|(c, _)| c == cf) {
             Some(i) => i,
             None => {
@@ -280,6 +319,20 @@ impl Pending {
             Some(Some(v)) => Ok(Some(decode_value(key, v, false)?)),
             Some(None) => Ok(None),
             None => get(engine, cf, key),
+        }
+    }
+
+    /// The `(create_revision, version)` of the newest version of `key`, staged here or in
+    /// the engine: what a put needs of it unless it returns the previous pair (no copies of
+    /// the key and value into a [`KeyValue`]).
+    fn get_meta(&self, engine: &Engine, cf: &str, key: &[u8]) -> Result<Option<(i64, i64)>> {
+        match self.cf(cf).and_then(|m| m.get(key)) {
+            Some(Some(v)) => decode_meta(key, v).map(Some),
+            Some(None) => Ok(None),
+            None => match engine.get(cf, key)? {
+                Some(v) => decode_meta(key, &v).map(Some),
+                None => Ok(None),
+            },
         }
     }
 
@@ -353,12 +406,18 @@ pub fn apply_ops(
                 key,
                 value,
                 lease,
+                prev_kv,
             } => {
-                let prev = pending.get(engine, cf, key)?;
+                let (meta, prev) = if prev_kv {
+                    let prev = pending.get(engine, cf, key)?;
+                    (prev.as_ref().map(|p| (p.create_revision, p.version)), prev)
+                } else {
+                    (pending.get_meta(engine, cf, key)?, None)
+                };
                 let stored = encode_parts(
-                    prev.as_ref().map_or(rev, |p| p.create_revision),
+                    meta.map_or(rev, |(create, _)| create),
                     rev,
-                    prev.as_ref().map_or(1, |p| p.version + 1),
+                    meta.map_or(1, |(_, version)| version + 1),
                     lease,
                     value,
                 );
@@ -462,6 +521,8 @@ mod tests {
     #[derive(Debug, Clone)]
     struct TestOp {
         put: bool,
+        /// A put's `prev_kv`.
+        prev: bool,
         key: Vec<u8>,
         /// The value of a put, the range end of a delete.
         arg: Vec<u8>,
@@ -475,6 +536,7 @@ mod tests {
                     key: &self.key,
                     value: &self.arg,
                     lease: 0,
+                    prev_kv: self.prev,
                 }
             } else {
                 Op::DeleteRange {
@@ -493,14 +555,24 @@ mod tests {
     fn put_op(k: &str, v: &str) -> TestOp {
         TestOp {
             put: true,
+            prev: true,
             key: k.as_bytes().to_vec(),
             arg: v.as_bytes().to_vec(),
+        }
+    }
+
+    /// A put that does not ask for the pair it replaces.
+    fn blind_put_op(k: &str, v: &str) -> TestOp {
+        TestOp {
+            prev: false,
+            ..put_op(k, v)
         }
     }
 
     fn del_op(k: &str, end: &str) -> TestOp {
         TestOp {
             put: false,
+            prev: false,
             key: k.as_bytes().to_vec(),
             arg: end.as_bytes().to_vec(),
         }
@@ -543,7 +615,10 @@ mod tests {
             (2, 3, 2)
         );
         assert_eq!(prev.value, b"bar2");
-        assert_eq!(r.apply(&[put_op("foo", "bar4")]).0, 5);
+        // Without prev_kv: no pair returned, the metadata counted all the same.
+        let (rev, res) = r.apply(&[blind_put_op("foo", "bar4")]);
+        assert_eq!((rev, res), (5, vec![OpResult::Put(None)]));
+        assert_eq!(r.meta("foo"), Some((2, 5, 4, b"bar4".to_vec())));
         assert_eq!(r.apply(&[put_op("foo", "bar4")]).0, 6);
         let (rev, res) = r.apply(&[del_op("foo", "")]);
         assert_eq!(rev, 7);
@@ -620,7 +695,8 @@ mod tests {
         use proptest::prelude::*;
         let key = (0u8..8).prop_map(|k| format!("k{k}"));
         let op = prop_oneof![
-            3 => (key.clone(), "[a-c]{0,3}").prop_map(|(k, v)| put_op(&k, &v)),
+            2 => (key.clone(), "[a-c]{0,3}").prop_map(|(k, v)| put_op(&k, &v)),
+            1 => (key.clone(), "[a-c]{0,3}").prop_map(|(k, v)| blind_put_op(&k, &v)),
             1 => key.clone().prop_map(|k| del_op(&k, "")),
             1 => (key.clone(), key).prop_map(|(a, b)| del_op(&a, &b)),
             1 => (0u8..8).prop_map(|k| del_op(&format!("k{k}"), "\0")),

@@ -1902,6 +1902,7 @@ impl Peer {
                             key: &p.key,
                             value: &p.value,
                             lease: 0,
+                            prev_kv: p.prev_kv,
                         });
                     }
                 }
@@ -1955,9 +1956,9 @@ impl Peer {
             match cmd_type(r) {
                 CmdType::Put => {
                     if let Some(OpResult::Put(prev)) = results.next() {
-                        let want = r.put.as_ref().is_some_and(|p| p.prev_kv);
+                        // Read only if the put asked for it (`Op::Put::prev_kv`).
                         out.put = Some(raft_cmdpb::PutResponse {
-                            prev_kv: prev.filter(|_| want).as_ref().map(to_pb),
+                            prev_kv: prev.as_ref().map(to_pb),
                         });
                     }
                 }
