@@ -117,6 +117,9 @@ pub(crate) struct Inner {
     last_seq: AtomicU64,
     flushed_seq: AtomicU64,
     sv: RwLock<Arc<SuperVersion>>,
+    /// Full-size arena chunks of flushed memtables, for the next ones (one memtable's
+    /// worth at most).
+    chunk_pool: Arc<crate::skiplist::ChunkPool>,
     cf_ids: RwLock<HashMap<String, u32>>,
     state: Mutex<State>,
     /// Signalled whenever background work may be available or has finished.
@@ -278,6 +281,7 @@ impl Engine {
             .iter()
             .map(|(id, t)| (t.name.clone(), *id))
             .collect();
+        let chunk_pool = crate::skiplist::ChunkPool::new(opts.write_buffer_size);
         let inner = Arc::new(Inner {
             dir,
             fs,
@@ -286,13 +290,15 @@ impl Engine {
             last_seq: AtomicU64::new(rec.flushed_seq),
             flushed_seq: AtomicU64::new(rec.flushed_seq),
             sv: RwLock::new(Arc::new(SuperVersion {
-                mem: Arc::new(MemTable::new(
+                mem: Arc::new(MemTable::with_pool(
                     opts.memtable_filter_bytes(),
                     opts.memtable_index_slots(),
+                    Some(chunk_pool.clone()),
                 )),
                 imms: Vec::new(),
                 version: Arc::new(version),
             })),
+            chunk_pool,
             cf_ids: RwLock::new(cf_ids),
             state: Mutex::new(State {
                 manifest,
@@ -789,9 +795,10 @@ impl Inner {
         imms.push(sv.mem.clone());
         imms.extend(sv.imms.iter().cloned());
         *sv = Arc::new(SuperVersion {
-            mem: Arc::new(MemTable::new(
+            mem: Arc::new(MemTable::with_pool(
                 self.opts.memtable_filter_bytes(),
                 self.opts.memtable_index_slots(),
+                Some(self.chunk_pool.clone()),
             )),
             imms,
             version: sv.version.clone(),

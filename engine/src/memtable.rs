@@ -179,9 +179,20 @@ pub(crate) struct MemTable {
 impl MemTable {
     /// An empty memtable with a key filter of about `filter_bytes` (0: no filter) and a
     /// newest-entry index of about `index_slots` entries (0: none).
+    #[cfg(test)]
     pub(crate) fn new(filter_bytes: usize, index_slots: usize) -> MemTable {
+        MemTable::with_pool(filter_bytes, index_slots, None)
+    }
+
+    /// [`MemTable::new`] whose arenas take full-size chunks from `pool` first and leave
+    /// them there when it drops.
+    pub(crate) fn with_pool(
+        filter_bytes: usize,
+        index_slots: usize,
+        pool: Option<std::sync::Arc<crate::skiplist::ChunkPool>>,
+    ) -> MemTable {
         MemTable {
-            list: SkipList::with_index(index_slots),
+            list: SkipList::with_index(index_slots, pool),
             filter: (filter_bytes > 0).then(|| KeyFilter::new(filter_bytes)),
             range_dels: RwLock::new(Vec::new()),
             has_range_dels: AtomicBool::new(false),

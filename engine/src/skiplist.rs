@@ -52,6 +52,7 @@ use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -233,7 +234,8 @@ impl<'a> Entry<'a> {
 }
 
 /// Bump allocator of chunks that double from 16 KiB to 2 MiB, on ordinary pages. Only the
-/// writer touches it.
+/// writer touches it. Its 2 MiB chunks come from the engine's [`ChunkPool`] when it has
+/// some, and go back there when the list drops.
 ///
 /// Transparent huge pages were tried and are not used. The store binary's allocator
 /// (mimalloc, built with `no_thp`) turns them off for the whole process
@@ -248,6 +250,8 @@ impl<'a> Entry<'a> {
 /// little next to their cache misses.
 struct Arena {
     chunks: Vec<(NonNull<u8>, Layout)>,
+    /// Where full-size chunks come from first and go back to.
+    pool: Option<Arc<ChunkPool>>,
     /// Current chunk, bytes used of it, and its size.
     cur: *mut u8,
     used: usize,
@@ -260,10 +264,77 @@ const FIRST_CHUNK: usize = 16 << 10;
 const MAX_CHUNK: usize = 2 << 20;
 const LINE: usize = 64;
 
+/// Full-size (`MAX_CHUNK`) arena chunks that dropped memtables leave to the next ones, up
+/// to a bound. A fresh chunk costs a page fault per 4 KiB page at its first touch, inside
+/// a put (0.7 µs per put of a three-store cluster's store CPU, measured); a memtable that
+/// fills one of these writes into pages already mapped. The pool holds at most `max`
+/// bytes: the engine gives it one memtable's worth, memory it held anyway while the last
+/// memtable was being flushed.
+pub(crate) struct ChunkPool {
+    free: Mutex<Vec<PooledChunk>>,
+    max: usize,
+}
+
+/// A chunk in the pool: memory nothing else refers to.
+struct PooledChunk(NonNull<u8>);
+
+// SAFETY: a pooled chunk is plain memory that only the pool refers to; whoever takes it
+// owns it alone.
+unsafe impl Send for PooledChunk {}
+
+impl ChunkPool {
+    /// A pool keeping at most `max_bytes` of chunks.
+    pub(crate) fn new(max_bytes: usize) -> Arc<ChunkPool> {
+        Arc::new(ChunkPool {
+            free: Mutex::new(Vec::new()),
+            max: max_bytes / MAX_CHUNK,
+        })
+    }
+
+    fn layout() -> Layout {
+        match Layout::from_size_align(MAX_CHUNK, LINE) {
+            Ok(l) => l,
+            Err(_) => unreachable!("MAX_CHUNK and LINE make a valid layout"),
+        }
+    }
+
+    fn take(&self) -> Option<NonNull<u8>> {
+        self.free.lock().pop().map(|c| c.0)
+    }
+
+    /// Keeps `chunk` (allocated with [`ChunkPool::layout`]) if there is room; false: the
+    /// caller frees it.
+    fn give(&self, chunk: NonNull<u8>) -> bool {
+        let mut free = self.free.lock();
+        if free.len() < self.max {
+            free.push(PooledChunk(chunk));
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Chunks held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.free.lock().len()
+    }
+}
+
+impl Drop for ChunkPool {
+    fn drop(&mut self) {
+        for c in self.free.get_mut().drain(..) {
+            // SAFETY: allocated with this layout by an arena, owned by the pool alone.
+            unsafe { alloc::dealloc(c.0.as_ptr(), ChunkPool::layout()) }
+        }
+    }
+}
+
 impl Arena {
-    fn new() -> Arena {
+    fn new(pool: Option<Arc<ChunkPool>>) -> Arena {
         Arena {
             chunks: Vec::new(),
+            pool,
             cur: ptr::null_mut(),
             used: 0,
             cap: 0,
@@ -277,6 +348,12 @@ impl Arena {
             // Only for sizes near isize::MAX, which no batch can carry.
             Err(_) => panic!("memtable entry of {size} bytes"),
         };
+        if layout == ChunkPool::layout() {
+            if let Some(p) = self.pool.as_ref().and_then(|pool| pool.take()) {
+                self.chunks.push((p, layout));
+                return p.as_ptr();
+            }
+        }
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc::alloc(layout) };
         let Some(p) = NonNull::new(p) else {
@@ -321,8 +398,12 @@ impl Arena {
 impl Drop for Arena {
     fn drop(&mut self) {
         for (p, layout) in self.chunks.drain(..) {
-            // SAFETY: allocated by `chunk` with this layout, freed once.
-            unsafe { alloc::dealloc(p.as_ptr(), layout) }
+            let pooled = layout == ChunkPool::layout()
+                && self.pool.as_ref().is_some_and(|pool| pool.give(p));
+            if !pooled {
+                // SAFETY: allocated by `chunk` with this layout, freed once.
+                unsafe { alloc::dealloc(p.as_ptr(), layout) }
+            }
         }
     }
 }
@@ -480,12 +561,13 @@ pub(crate) enum Indexing {
 impl SkipList {
     #[cfg(test)]
     pub(crate) fn new() -> SkipList {
-        SkipList::with_index(0)
+        SkipList::with_index(0, None)
     }
 
-    /// A list whose index has about `slots` entries (0: no index).
-    pub(crate) fn with_index(slots: usize) -> SkipList {
-        let mut arena = Arena::new();
+    /// A list whose index has about `slots` entries (0: no index), taking its arenas'
+    /// full-size chunks from `pool` first and leaving them there when it drops.
+    pub(crate) fn with_index(slots: usize, pool: Option<Arc<ChunkPool>>) -> SkipList {
+        let mut arena = Arena::new(pool.clone());
         let size = HEADER + MAX_HEIGHT * LINK;
         let head = arena.alloc(size, LINE).cast::<Node>();
         // SAFETY: a fresh allocation of `size` bytes, 8-aligned, not yet shared.
@@ -514,7 +596,7 @@ impl SkipList {
             placed_by_index: AtomicUsize::new(0),
             writer: Mutex::new(Writer {
                 arena,
-                values: Arena::new(),
+                values: Arena::new(pool),
                 rng: 0x9E37_79B9_7F4A_7C15,
             }),
         }
@@ -889,6 +971,39 @@ mod tests {
         );
     }
 
+    /// Lists sharing a pool: a dropped list leaves its full-size chunks there (as many as
+    /// the pool holds), and the next list writes into them, stale bytes and all, with every
+    /// entry intact.
+    #[test]
+    fn pooled_chunks_are_reused_and_bounded() {
+        let pool = ChunkPool::new(3 * MAX_CHUNK);
+        let fill = |l: &SkipList, model: &mut BTreeMap<Key, Vec<u8>>, salt: u8| {
+            let mut seed = 11 + u64::from(salt);
+            // ~12 MiB of values: several full-size chunks of values, one or more of nodes.
+            for i in 0..12_000u64 {
+                let r = rng(&mut seed);
+                let key = format!("k{:06}", r % 50_000).into_bytes();
+                let value = vec![salt ^ (i as u8); 1000 + (r % 64) as usize];
+                l.insert(0, &key, i << 8, &value, Indexing::None);
+                model.insert((0, key, std::cmp::Reverse(i << 8)), value);
+            }
+        };
+        let first = SkipList::with_index(0, Some(pool.clone()));
+        let mut model = BTreeMap::new();
+        fill(&first, &mut model, 0xA5);
+        assert_scan_matches(&first, &model, "first list");
+        assert_eq!(pool.len(), 0, "nothing pooled while the list lives");
+        drop(first);
+        assert_eq!(pool.len(), 3, "bounded by the pool's size");
+        let second = SkipList::with_index(0, Some(pool.clone()));
+        let mut model = BTreeMap::new();
+        fill(&second, &mut model, 0x3C);
+        assert_eq!(pool.len(), 0, "the next list took them");
+        assert_scan_matches(&second, &model, "second list, on reused chunks");
+        drop(second);
+        assert_eq!(pool.len(), 3);
+    }
+
     /// A full scan of `l` yields exactly `model`'s entries, in order, values intact.
     fn assert_scan_matches(l: &SkipList, model: &BTreeMap<Key, Vec<u8>>, what: &str) {
         let mut e = l.first();
@@ -1001,7 +1116,7 @@ mod tests {
         // insert is its key's newest). Most new versions get a one-link tower and are linked
         // through the index; the list stays a valid skiplist, and every version, old ones
         // included, is found by a seek.
-        let l = SkipList::with_index(4096);
+        let l = SkipList::with_index(4096, None);
         let mut model: BTreeMap<Key, Vec<u8>> = BTreeMap::new();
         let key = |i: u64| format!("key{i:04}").into_bytes();
         let hash = |k: &[u8]| crate::sstable::hash64(k);
