@@ -266,14 +266,21 @@ const LINE: usize = 64;
 
 /// Full-size (`MAX_CHUNK`) arena chunks that dropped memtables leave to the next ones, up
 /// to a bound. A fresh chunk costs a page fault per 4 KiB page at its first touch, inside
-/// a put (0.7 µs per put of a three-store cluster's store CPU, measured); a memtable that
-/// fills one of these writes into pages already mapped. The pool holds at most `max`
-/// bytes: the engine gives it one memtable's worth, memory it held anyway while the last
+/// a put (profiled at 0.7 µs of store CPU per put in a three-store cluster with 64
+/// regions); a memtable that fills one of these writes into pages already mapped. The
+/// engine sizes the pool to one memtable's worth, memory it held anyway while the last
 /// memtable was being flushed.
 pub(crate) struct ChunkPool {
     free: Mutex<Vec<PooledChunk>>,
+    /// Chunks held at most.
     max: usize,
 }
+
+/// The layout of a full-size chunk, the only one pooled.
+const FULL_CHUNK: Layout = match Layout::from_size_align(MAX_CHUNK, LINE) {
+    Ok(l) => l,
+    Err(_) => panic!("MAX_CHUNK and LINE make a valid layout"),
+};
 
 /// A chunk in the pool: memory nothing else refers to.
 struct PooledChunk(NonNull<u8>);
@@ -291,19 +298,12 @@ impl ChunkPool {
         })
     }
 
-    fn layout() -> Layout {
-        match Layout::from_size_align(MAX_CHUNK, LINE) {
-            Ok(l) => l,
-            Err(_) => unreachable!("MAX_CHUNK and LINE make a valid layout"),
-        }
-    }
-
     fn take(&self) -> Option<NonNull<u8>> {
         self.free.lock().pop().map(|c| c.0)
     }
 
-    /// Keeps `chunk` (allocated with [`ChunkPool::layout`]) if there is room; false: the
-    /// caller frees it.
+    /// Keeps `chunk` (allocated with [`FULL_CHUNK`]) if there is room; false: the caller
+    /// frees it.
     fn give(&self, chunk: NonNull<u8>) -> bool {
         let mut free = self.free.lock();
         if free.len() < self.max {
@@ -325,7 +325,7 @@ impl Drop for ChunkPool {
     fn drop(&mut self) {
         for c in self.free.get_mut().drain(..) {
             // SAFETY: allocated with this layout by an arena, owned by the pool alone.
-            unsafe { alloc::dealloc(c.0.as_ptr(), ChunkPool::layout()) }
+            unsafe { alloc::dealloc(c.0.as_ptr(), FULL_CHUNK) }
         }
     }
 }
@@ -348,7 +348,7 @@ impl Arena {
             // Only for sizes near isize::MAX, which no batch can carry.
             Err(_) => panic!("memtable entry of {size} bytes"),
         };
-        if layout == ChunkPool::layout() {
+        if layout == FULL_CHUNK {
             if let Some(p) = self.pool.as_ref().and_then(|pool| pool.take()) {
                 self.chunks.push((p, layout));
                 return p.as_ptr();
@@ -398,8 +398,8 @@ impl Arena {
 impl Drop for Arena {
     fn drop(&mut self) {
         for (p, layout) in self.chunks.drain(..) {
-            let pooled = layout == ChunkPool::layout()
-                && self.pool.as_ref().is_some_and(|pool| pool.give(p));
+            let pooled =
+                layout == FULL_CHUNK && self.pool.as_ref().is_some_and(|pool| pool.give(p));
             if !pooled {
                 // SAFETY: allocated by `chunk` with this layout, freed once.
                 unsafe { alloc::dealloc(p.as_ptr(), layout) }
