@@ -21,8 +21,9 @@ fuzz_target!(|data: &[u8]| {
             let encoded = raft_codec::encode(&ours);
             assert_eq!(encoded, theirs.write_to_bytes().unwrap_or_default());
             // Decoding its own bytes again agrees with rust-protobuf too (rust-protobuf's
-            // round trip is not always the identity: some odd inputs, e.g. a snapshot's
-            // conf state repeated, come back different from what was decoded first).
+            // round trip is not always the identity: the first input found, a snapshot
+            // message that rust-protobuf alone decodes and encodes, came back different
+            // from what was decoded first).
             let encoded = Bytes::from(encoded);
             let again = raft_codec::decode(&encoded).ok();
             assert_eq!(again, Message::parse_from_carllerche_bytes(&encoded).ok());
