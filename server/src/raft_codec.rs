@@ -5,11 +5,12 @@
 //! once; with many regions, each carrying a put or two per append, that is two to three
 //! messages per put, and rust-protobuf spent ~190 ns encoding and ~150 ns decoding each
 //! (its size pass caches sizes through every nested message, its input stream is built
-//! per call, and parsed entries' data are slices of the frame that
-//! [`crate::node`] then copies into a buffer of their own anyway).
+//! per call, and parsed entries' data are slices of the frame that the store loop then
+//! copied into a buffer of their own anyway).
 //!
 //! [`encode`] writes the bytes rust-protobuf writes (same fields, same order) for any
-//! message raft-rs makes except a snapshot, which it leaves to rust-protobuf. [`decode`]
+//! message raft-rs makes except a snapshot, which it leaves to rust-protobuf (as it does a
+//! message carrying unknown fields, which only a decoded one can). [`decode`]
 //! reads the shapes raft-rs writes (the scalar fields, entries, a context) and hands
 //! everything else to rust-protobuf, unchanged: a snapshot, an unknown field, an unknown
 //! enum value, a wire type that does not match its field, a varint longer than a `u64`'s,
