@@ -146,45 +146,40 @@ fn encode_parts(create: i64, modified: i64, version: i64, lease: i64, value: &[u
     b
 }
 
-/// `(create_revision, version)` of a stored value.
-fn decode_meta(key: &[u8], stored: &[u8]) -> Result<(i64, i64)> {
-    let n = |i: usize| {
-        stored
-            .get(i * 8..i * 8 + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(i64::from_le_bytes)
-    };
-    match (stored.len() >= META_LEN, n(0), n(2)) {
-        (true, Some(create), Some(version)) => Ok((create, version)),
-        _ => Err(Error::Corrupt {
-            key: String::from_utf8_lossy(key).into_owned(),
-            reason: "shorter than its metadata",
-        }),
-    }
-}
-
-fn decode_value(key: &[u8], stored: &[u8], keys_only: bool) -> Result<KeyValue> {
-    if stored.len() < META_LEN {
+/// The metadata of a stored value: `[create_revision, mod_revision, version, lease]`.
+fn decode_meta_fields(key: &[u8], stored: &[u8]) -> Result<[i64; 4]> {
+    let Some(meta) = stored.get(..META_LEN) else {
         return Err(Error::Corrupt {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: "shorter than its metadata",
         });
-    }
-    let n = |i: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&stored[i * 8..i * 8 + 8]);
-        i64::from_le_bytes(a)
     };
+    let mut fields = [0i64; 4];
+    for (f, b) in fields.iter_mut().zip(meta.chunks_exact(8)) {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        *f = i64::from_le_bytes(a);
+    }
+    Ok(fields)
+}
+
+/// `(create_revision, version)` of a stored value.
+fn decode_meta(key: &[u8], stored: &[u8]) -> Result<(i64, i64)> {
+    decode_meta_fields(key, stored).map(|[create, _, version, _]| (create, version))
+}
+
+fn decode_value(key: &[u8], stored: &[u8], keys_only: bool) -> Result<KeyValue> {
+    let [create_revision, mod_revision, version, lease] = decode_meta_fields(key, stored)?;
     Ok(KeyValue {
         key: key.to_vec(),
-        create_revision: n(0),
-        mod_revision: n(1),
-        version: n(2),
-        lease: n(3),
+        create_revision,
+        mod_revision,
+        version,
+        lease,
         value: if keys_only {
             Vec::new()
         } else {
-            stored[META_LEN..].to_vec()
+            stored.get(META_LEN..).unwrap_or_default().to_vec()
         },
     })
 }

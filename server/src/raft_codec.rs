@@ -20,6 +20,7 @@
 //! it came in (see [`rehome_entries`]).
 
 use bytes::{Bytes, BytesMut};
+use pontoon_client::prost::encoding::{encode_varint, encoded_len_varint};
 use protobuf::Message as _;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 
@@ -76,19 +77,14 @@ pub fn rehome_entries(msg: &mut Message) {
     }
 }
 
-fn varint_len(v: u64) -> usize {
-    // 1 byte per 7 bits, at least one.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 /// Length of a field of `len` payload bytes with a one-byte tag (every field number
 /// here is below 16).
 fn bytes_field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
+    1 + encoded_len_varint(len as u64) + len
 }
 
 fn uint_field_len(tag_len: usize, v: u64) -> usize {
-    tag_len + varint_len(v)
+    tag_len + encoded_len_varint(v)
 }
 
 fn entry_len(e: &Entry) -> usize {
@@ -152,29 +148,21 @@ fn message_len(m: &Message) -> usize {
     n
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 const VARINT: u64 = 0;
 const LEN: u64 = 2;
 
 fn put_tag(out: &mut Vec<u8>, field: u64, wire: u64) {
-    put_varint(out, (field << 3) | wire);
+    encode_varint((field << 3) | wire, out);
 }
 
 fn put_uint(out: &mut Vec<u8>, field: u64, v: u64) {
     put_tag(out, field, VARINT);
-    put_varint(out, v);
+    encode_varint(v, out);
 }
 
 fn put_bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
     put_tag(out, field, LEN);
-    put_varint(out, b.len() as u64);
+    encode_varint(b.len() as u64, out);
     out.extend_from_slice(b);
 }
 
@@ -217,7 +205,7 @@ fn write_message(m: &Message, out: &mut Vec<u8>) {
     }
     for e in m.get_entries() {
         put_tag(out, 7, LEN);
-        put_varint(out, entry_len(e) as u64);
+        encode_varint(entry_len(e) as u64, out);
         write_entry(e, out);
     }
     if m.commit != 0 {
